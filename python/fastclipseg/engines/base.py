@@ -1,0 +1,26 @@
+"""The one small interface every backend implements."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+
+
+class Engine(Protocol):
+    """Runs the three stages (see `fastclipseg.model.stages`) on one device and precision."""
+
+    name: str
+    device: torch.device
+
+    def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """`(B, 3, S, S)` float32 pixels -> `(L, B, T, D)` vision activations."""
+        ...
+
+    def encode_prompts(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """`(K, N)` right-padded token ids -> `(K, P)` conditional embeddings."""
+        ...
+
+    def decode(self, activations: torch.Tensor, embeddings: torch.Tensor, image_index: torch.Tensor) -> torch.Tensor:
+        """Activations of B images, K embeddings and the image of each -> `(K, h, w)` float32 logits."""
+        ...

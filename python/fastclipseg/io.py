@@ -1,0 +1,60 @@
+"""Writing outputs safely: every file is written under a temporary name, then renamed."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` so that `path` is either absent/old or complete, never half-written."""
+    path = Path(path)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def write_json(path: Path, payload: object) -> None:
+    atomic_write_bytes(path, (json.dumps(payload, indent=1) + "\n").encode("utf-8"))
+
+
+def write_mask_png(path: Path, mask: np.ndarray) -> None:
+    """A bool mask as an 8-bit PNG, 255 inside the mask."""
+    atomic_write_bytes(path, png_bytes(mask.astype(np.uint8) * 255))
+
+
+# Distinct colours for up to 8 prompts, then repeated.
+PALETTE = np.array(
+    [(230, 25, 75), (60, 180, 75), (0, 130, 200), (255, 225, 25), (145, 30, 180), (70, 240, 240), (245, 130, 48), (240, 50, 230)],
+    dtype=np.float32,
+)
+
+
+def overlay(image: np.ndarray, masks: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """The RGB image with each mask tinted in its own colour."""
+    out = image.astype(np.float32)
+    for index, mask in enumerate(masks):
+        colour = PALETTE[index % len(PALETTE)]
+        out[mask] = (1 - alpha) * out[mask] + alpha * colour
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def write_overlay_png(path: Path, image: np.ndarray, masks: np.ndarray) -> None:
+    atomic_write_bytes(path, png_bytes(overlay(image, masks)))

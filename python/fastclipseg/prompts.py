@@ -1,0 +1,93 @@
+"""Prompt validation, tokenization and the embedding cache."""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+
+import torch
+
+
+def normalize_prompts(prompts: object, name: str = "prompts") -> list[str]:
+    """A string or a non-empty list of non-blank strings -> list of strings; else a clear error."""
+    if isinstance(prompts, str):
+        prompts = [prompts]
+    if not isinstance(prompts, Sequence) or isinstance(prompts, (bytes, bytearray)):
+        raise TypeError(f"{name} must be a string or a list of strings, got {type(prompts).__name__}")
+    if len(prompts) == 0:
+        raise ValueError(f"{name} is empty: give at least one prompt")
+    for index, prompt in enumerate(prompts):
+        if not isinstance(prompt, str):
+            raise TypeError(f"{name}[{index}] must be a string, got {type(prompt).__name__}: {prompt!r}")
+        if not prompt.strip():
+            raise ValueError(f"{name}[{index}] is empty or whitespace only: {prompt!r}")
+    return list(prompts)
+
+
+class PromptTokenizer:
+    """Turns prompts into right-padded token ids, truncating (with a warning) as the processor would."""
+
+    def __init__(self, tokenizer, max_tokens: int) -> None:
+        self.tokenizer = tokenizer
+        self.max_tokens = max_tokens
+
+    def __call__(self, prompts: list[str]) -> torch.Tensor:
+        for prompt in prompts:
+            length = len(self.tokenizer(prompt)["input_ids"])
+            if length > self.max_tokens:
+                warnings.warn(
+                    f"prompt {prompt[:60]!r}{'...' if len(prompt) > 60 else ''} is {length} tokens long; "
+                    f"the text tower reads at most {self.max_tokens}, so it is truncated",
+                    stacklevel=3,
+                )
+        encoded = self.tokenizer(
+            prompts, padding=True, truncation=True, max_length=self.max_tokens, return_tensors="pt"
+        )
+        return encoded["input_ids"]
+
+
+class EmbeddingCache:
+    """A bounded LRU map from prompt text to its conditional embedding (thread-safe).
+
+    `get_many` encodes only the prompts it has not seen, in one batch, so a video or a large
+    collection with fixed prompts runs the text tower once per distinct prompt.
+    """
+
+    def __init__(self, encode: Callable[[list[str]], torch.Tensor], max_size: int = 1024) -> None:
+        if max_size < 0:
+            raise ValueError(f"prompt cache size must be >= 0, got {max_size}")
+        self._encode = encode
+        self._max_size = max_size
+        self._entries: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+    def get_many(self, prompts: list[str]) -> torch.Tensor:
+        """Embeddings `(K, P)` for `prompts`, in order."""
+        with self._lock:
+            found = {p: self._entries[p] for p in prompts if p in self._entries}
+            for prompt in found:
+                self._entries.move_to_end(prompt)
+        missing = list(dict.fromkeys(p for p in prompts if p not in found))
+        self.hits += len(prompts) - len(missing)
+        self.misses += len(missing)
+        if missing:
+            encoded = self._encode(missing)
+            found.update(zip(missing, encoded))
+            with self._lock:
+                for prompt, embedding in zip(missing, encoded):
+                    self._entries[prompt] = embedding
+                    self._entries.move_to_end(prompt)
+                while len(self._entries) > self._max_size:
+                    self._entries.popitem(last=False)
+        return torch.stack([found[p] for p in prompts])

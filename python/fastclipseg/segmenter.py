@@ -1,0 +1,186 @@
+"""`FastSegmenter`: text-prompted segmentation with the staged CLIPSeg network."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from transformers import CLIPSegForImageSegmentation
+
+from .engines import Engine, create_engine
+from .imaging import DEFAULT_MAX_PIXELS, describe, load_image
+from .model.loading import DEFAULT_MODEL, load_model_and_processor
+from .model.stages import Stages
+from .preprocess import PreprocessConfig, preprocess
+from .prompts import EmbeddingCache, PromptTokenizer, normalize_prompts
+from .results import SegmentationResult, check_threshold
+
+
+class FastSegmenter:
+    """CLIPSeg split into a vision, a prompt and a decoder stage, each run only as often as needed.
+
+    One image with K prompts runs the vision tower once (the transformers reference runs it K
+    times); prompt embeddings are cached by text (LRU, `prompt_cache_size` entries).
+
+    Build one with `FastSegmenter.from_pretrained(...)`.
+    """
+
+    def __init__(
+        self,
+        model: CLIPSegForImageSegmentation,
+        processor,
+        *,
+        device: str | torch.device = "cpu",
+        precision: str = "fp32",
+        backend: str = "torch",
+        prompt_cache_size: int = 1024,
+        max_image_pixels: int = DEFAULT_MAX_PIXELS,
+        batch_size: int = 8,
+    ) -> None:
+        if not isinstance(model, CLIPSegForImageSegmentation):
+            raise TypeError(f"model must be a transformers CLIPSegForImageSegmentation, got {type(model).__name__}")
+        if processor is None or not hasattr(processor, "tokenizer") or not hasattr(processor, "image_processor"):
+            raise TypeError("processor must be the model's CLIPSegProcessor (with a tokenizer and an image_processor)")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if max_image_pixels < 1:
+            raise ValueError(f"max_image_pixels must be >= 1, got {max_image_pixels}")
+        self.model = model.eval()
+        self.processor = processor
+        self.preprocess_config = PreprocessConfig.from_image_processor(processor.image_processor)
+        self.stages = Stages(self.model, self.preprocess_config.size)
+        self.engine: Engine = create_engine(backend, self.stages, device, precision)
+        self.backend = backend
+        self.precision = precision
+        self.max_image_pixels = int(max_image_pixels)
+        self.batch_size = int(batch_size)
+        self._tokenize = PromptTokenizer(processor.tokenizer, self.stages.prompt.max_tokens)
+        self.prompt_cache = EmbeddingCache(self._encode_uncached, max_size=prompt_cache_size)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | os.PathLike | CLIPSegForImageSegmentation = DEFAULT_MODEL,
+        *,
+        processor=None,
+        device: str | torch.device = "cpu",
+        precision: str = "fp32",
+        backend: str = "torch",
+        local_files_only: bool = False,
+        **options,
+    ) -> "FastSegmenter":
+        """Load from a hub id, a local folder in the transformers layout, or a loaded model.
+
+        `name_or_path`: a hub id such as "CIDAS/clipseg-rd64-refined" (downloaded and cached the
+        usual transformers way), a folder with config.json, model.safetensors, tokenizer and
+        preprocessor files, or a `CLIPSegForImageSegmentation` (then `processor` is required).
+        Other keyword arguments (`prompt_cache_size`, `max_image_pixels`, `batch_size`) go to
+        the constructor.
+        """
+        if isinstance(name_or_path, CLIPSegForImageSegmentation):
+            if processor is None:
+                raise ValueError("a loaded CLIPSegForImageSegmentation needs its processor: pass processor=")
+            model = name_or_path
+        elif isinstance(name_or_path, (str, os.PathLike)):
+            model, loaded_processor = load_model_and_processor(name_or_path, local_files_only=local_files_only)
+            processor = processor or loaded_processor
+        else:
+            raise TypeError(
+                "name_or_path must be a hub id, a folder path or a CLIPSegForImageSegmentation, "
+                f"got {type(name_or_path).__name__}"
+            )
+        return cls(model, processor, device=device, precision=precision, backend=backend, **options)
+
+    # -- stages -----------------------------------------------------------------------------
+
+    def _encode_uncached(self, prompts: list[str]) -> torch.Tensor:
+        return self.engine.encode_prompts(self._tokenize(prompts))
+
+    def encode_prompts(self, prompts: str | Sequence[str]) -> torch.Tensor:
+        """`(K, P)` conditional embeddings of text prompts (cached by text)."""
+        return self.prompt_cache.get_many(normalize_prompts(prompts))
+
+    def pixel_values(self, images: Sequence[np.ndarray]) -> torch.Tensor:
+        """RGB uint8 arrays -> `(N, 3, S, S)` model input, resized and normalised as the processor does."""
+        return torch.from_numpy(preprocess(list(images), self.preprocess_config))
+
+    def predict_logits(self, pixel_values: torch.Tensor, prompts_per_image: Sequence[Sequence[str]]) -> list[torch.Tensor]:
+        """Logits `(K_i, h, w)` for each image's prompts; pixel values as `pixel_values()` makes them.
+
+        The vision stage runs once per image and the decoder once per (image, prompt) pair, in
+        chunks of `batch_size` images.
+        """
+        if pixel_values.ndim != 4 or pixel_values.shape[0] != len(prompts_per_image):
+            raise ValueError(
+                f"pixel_values of shape {tuple(pixel_values.shape)} do not match {len(prompts_per_image)} prompt lists"
+            )
+        size = self.preprocess_config.size
+        if tuple(pixel_values.shape[1:]) != (3, size, size):
+            raise ValueError(f"pixel_values must be (N, 3, {size}, {size}), got {tuple(pixel_values.shape)}")
+        prompt_lists = [normalize_prompts(p, f"prompts for image {i}") for i, p in enumerate(prompts_per_image)]
+        results: list[torch.Tensor] = []
+        for start in range(0, len(prompt_lists), self.batch_size):
+            chunk = prompt_lists[start : start + self.batch_size]
+            activations = self.engine.encode_images(pixel_values[start : start + len(chunk)])
+            flat_prompts = [p for prompts in chunk for p in prompts]
+            image_index = torch.tensor([i for i, prompts in enumerate(chunk) for _ in prompts], dtype=torch.long)
+            logits = self.engine.decode(activations, self.prompt_cache.get_many(flat_prompts), image_index).cpu()
+            results.extend(logits.split([len(p) for p in chunk]))
+        return results
+
+    # -- the API ----------------------------------------------------------------------------
+
+    def segment(
+        self, image: object, prompts: str | Sequence[str], threshold: float = 0.5
+    ) -> SegmentationResult:
+        """Segment one image (path, PIL.Image or HxWx3 uint8 RGB array) with one or more prompts."""
+        return self.segment_batch([image], [normalize_prompts(prompts)], threshold=threshold)[0]
+
+    def segment_batch(
+        self,
+        images: Sequence[object],
+        prompts: str | Sequence[str] | Sequence[Sequence[str]],
+        threshold: float = 0.5,
+    ) -> list[SegmentationResult]:
+        """Segment several images: `prompts` is shared by all images, or one list per image.
+
+        An invalid image raises with its index and what was wrong; see `load_image`.
+        """
+        threshold = check_threshold(threshold)
+        if isinstance(images, (str, os.PathLike)) or not isinstance(images, (Sequence, np.ndarray)):
+            raise TypeError(f"images must be a list of images, got {describe(images)}")
+        if len(images) == 0:
+            raise ValueError("images is empty: give at least one image")
+        prompt_lists = self._prompts_per_image(prompts, len(images))
+        arrays = []
+        for index, image in enumerate(images):
+            try:
+                arrays.append(load_image(image, self.max_image_pixels))
+            except (ValueError, TypeError, FileNotFoundError) as error:
+                raise type(error)(f"images[{index}]: {error}") from error
+        logits = self.predict_logits(self.pixel_values(arrays), prompt_lists)
+        return [
+            SegmentationResult(
+                prompts=list(p),
+                logits=l.numpy(),
+                image_size=(a.shape[0], a.shape[1]),
+                threshold=threshold,
+                source=str(image) if isinstance(image, (str, os.PathLike)) else None,
+            )
+            for p, l, a, image in zip(prompt_lists, logits, arrays, images)
+        ]
+
+    @staticmethod
+    def _prompts_per_image(prompts: object, count: int) -> list[list[str]]:
+        if isinstance(prompts, str):
+            return [normalize_prompts(prompts)] * count
+        if not isinstance(prompts, Sequence):
+            raise TypeError(f"prompts must be a string, a list of strings or one list per image, got {type(prompts).__name__}")
+        if len(prompts) > 0 and all(isinstance(p, (list, tuple)) for p in prompts):
+            if len(prompts) != count:
+                raise ValueError(f"got {len(prompts)} prompt lists for {count} images: give one list per image")
+            return [normalize_prompts(p, f"prompts[{i}]") for i, p in enumerate(prompts)]
+        shared = normalize_prompts(prompts)
+        return [shared] * count

@@ -1,0 +1,78 @@
+"""The `fastclipseg` command line, run as a user would."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+from pycocotools import mask as coco_mask
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "fastclipseg.cli", *args], capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (40, 60, 3), dtype=np.uint8)).save(folder / "cat.png")
+    Image.fromarray(rng.integers(0, 255, (30, 20, 3), dtype=np.uint8)).save(folder / "dog.jpg")
+    (folder / "corrupt.png").write_bytes(b"\x89PNG not really")
+    return folder
+
+
+def test_help_explains_every_option():
+    for command in ([], ["segment"], ["convert"]):
+        result = run_cli(*command, "--help")
+        assert result.returncode == 0, result.stderr
+        assert "Usage" in result.stdout
+    segment_help = run_cli("segment", "--help").stdout
+    for option in ("--prompt", "--model", "--out", "--threshold", "--overlay", "--device", "--max-pixels"):
+        assert option in segment_help
+
+
+def test_segment_writes_outputs_and_reports_failures(tiny_model_dir, images, tmp_path):
+    out = tmp_path / "out"
+    result = run_cli(
+        "segment", str(images / "cat.png"), str(images / "missing.png"), str(images / "corrupt.png"),
+        str(images / "dog.jpg"), "-p", "a cat", "-p", "red dog", "--model", str(tiny_model_dir),
+        "--out", str(out), "--overlay", "--threshold", "0.4",
+    )
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 2 and "missing.png" in errors[0] and "corrupt.png" in errors[1]
+    assert "Traceback" not in result.stderr
+    assert "2 of 4 images failed" in result.stderr
+    summaries = [line for line in result.stdout.splitlines() if line.strip()]
+    assert len(summaries) == 2 and "cat.png: 60x40" in summaries[0] and "'red dog' score" in summaries[0]
+
+    record = json.loads((out / "cat.json").read_text())
+    assert (record["height"], record["width"]) == (40, 60)
+    assert [m["prompt"] for m in record["masks"]] == ["a cat", "red dog"]
+    for entry in record["masks"]:
+        png = np.asarray(Image.open(out / entry["mask_png"]))
+        assert png.shape == (40, 60) and set(np.unique(png)) <= {0, 255}
+        decoded = coco_mask.decode({"size": entry["rle"]["size"], "counts": entry["rle"]["counts"].encode()})
+        np.testing.assert_array_equal(decoded * 255, png)
+        assert entry["area"] == int((png > 0).sum())
+    assert Image.open(out / record["overlay_png"]).size == (60, 40)
+    assert (out / "dog.json").exists()
+    assert not list(out.glob("*.tmp")) and not list(out.glob(".*"))
+
+
+def test_bad_arguments_fail_cleanly(tiny_model_dir, images, tmp_path):
+    bad_threshold = run_cli("segment", str(images / "cat.png"), "-p", "a cat", "--model", str(tiny_model_dir), "--threshold", "2", "--out", str(tmp_path))
+    assert bad_threshold.returncode == 2 and "threshold" in bad_threshold.stderr and "Traceback" not in bad_threshold.stderr
+    blank = run_cli("segment", str(images / "cat.png"), "-p", " ", "--model", str(tiny_model_dir), "--out", str(tmp_path))
+    assert blank.returncode == 2 and "--prompt[0]" in blank.stderr
+    no_model = run_cli("segment", str(images / "cat.png"), "-p", "a cat", "--model", str(tmp_path / "nope"), "--out", str(tmp_path))
+    assert no_model.returncode == 2 and "model folder not found" in no_model.stderr
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    unwritable = run_cli("segment", str(images / "cat.png"), "-p", "a cat", "--model", str(tiny_model_dir), "--out", str(blocker / "sub"))
+    assert unwritable.returncode == 2 and "cannot write to output folder" in unwritable.stderr

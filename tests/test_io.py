@@ -1,0 +1,32 @@
+"""Output files are written whole or not at all."""
+
+from __future__ import annotations
+
+import pytest
+
+from fastclipseg.io import atomic_write_bytes
+
+
+def test_atomic_write_replaces_whole_file(tmp_path):
+    target = tmp_path / "result.json"
+    target.write_bytes(b"old")
+    atomic_write_bytes(target, b"new content")
+    assert target.read_bytes() == b"new content"
+    assert [p.name for p in tmp_path.iterdir()] == ["result.json"]
+
+
+def test_failed_write_leaves_no_partial_file(tmp_path, monkeypatch):
+    target = tmp_path / "result.json"
+    target.write_bytes(b"old")
+
+    class Interrupted(Exception):
+        pass
+
+    def failing_replace(src, dst):
+        raise Interrupted("killed between write and rename")
+
+    monkeypatch.setattr("fastclipseg.io.os.replace", failing_replace)
+    with pytest.raises(Interrupted):
+        atomic_write_bytes(target, b"new content")
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["result.json"]

@@ -1,0 +1,51 @@
+"""Masks that mean something: the clipseg-shapes model from ../shared/data on scenes with known answers."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+import torch
+from transformers import CLIPSegForImageSegmentation, CLIPSegProcessor
+
+from fastclipseg import FastSegmenter
+
+SCENES = 24
+
+
+@pytest.fixture(scope="module")
+def shapes(shared_data):
+    spec = importlib.util.spec_from_file_location("shapes", shared_data / "shapes.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    rng = np.random.default_rng(1234)
+    scenes = []
+    for _ in range(SCENES):
+        image, objects = module.scene(rng)
+        prompt, truth = module.query(rng, objects)
+        scenes.append((image, prompt, truth))
+    return module, scenes
+
+
+def test_shapes_iou_matches_the_reference(shared_data, shapes):
+    module, scenes = shapes
+    folder = shared_data / "clipseg-shapes"
+    segmenter = FastSegmenter.from_pretrained(folder)
+    model = CLIPSegForImageSegmentation.from_pretrained(folder).eval()
+    processor = CLIPSegProcessor.from_pretrained(folder)
+
+    ours, reference = [], []
+    for image, prompt, truth in scenes:
+        result = segmenter.segment(image, prompt)
+        inputs = processor(text=[prompt], images=[image], padding=True, return_tensors="pt")
+        with torch.no_grad():
+            expected_logits = model(**inputs).logits
+        expected_masks = torch.sigmoid(expected_logits[0]).numpy() > 0.5  # 352x352 scenes: no resizing
+        np.testing.assert_allclose(result.logits[0], expected_logits[0].numpy(), rtol=0, atol=1e-3)
+        ours.append(module.iou(result.masks[0], truth))
+        reference.append(module.iou(expected_masks, truth))
+    present = [i for i, (_, _, truth) in enumerate(scenes) if truth.any()]
+    assert abs(np.mean(ours) - np.mean(reference)) <= 0.03
+    # The model's held-out IoU for objects that are present is about 0.6-0.7 (see its README).
+    assert np.mean([ours[i] for i in present]) > 0.4

@@ -1,0 +1,144 @@
+"""The staged network against transformers' CLIPSegForImageSegmentation on tiny random models."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import CLIPSegForImageSegmentation
+
+from fastclipseg import FastSegmenter
+from fastclipseg.model.stages import Stages
+from tiny_models import TINY_IMAGE_SIZE, tiny_config, tiny_model
+
+# fp32 on the same weights: the stages compute the same operations as the reference, so the
+# difference is float rounding only. "Relative" = max |difference| / max |reference|.
+RELATIVE_TOLERANCE = 1e-5
+
+
+def assert_relative_close(actual: torch.Tensor, expected: torch.Tensor, tolerance: float = RELATIVE_TOLERANCE) -> None:
+    assert actual.shape == expected.shape
+    scale = expected.abs().max().item()
+    assert scale > 0
+    error = (actual - expected).abs().max().item()
+    assert error <= tolerance * scale, f"max |difference| {error:.3g} > {tolerance} x max |reference| {scale:.3g}"
+
+
+def reference_logits(model: CLIPSegForImageSegmentation, tokenizer, pixel_values, prompts_per_image):
+    """The reference's own way: one image copy per (image, prompt) pair."""
+    pairs = [(i, p) for i, prompts in enumerate(prompts_per_image) for p in prompts]
+    encoded = tokenizer([p for _, p in pairs], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        return model(
+            input_ids=encoded["input_ids"],
+            attention_mask=encoded["attention_mask"],
+            pixel_values=pixel_values[[i for i, _ in pairs]],
+        ).logits
+
+
+CONFIGS = {
+    "real-like": dict(extract_layers=(0, 1, 2), conditional_layer=0),
+    "film-at-layer-1": dict(extract_layers=(0, 1, 2), conditional_layer=1),
+    "film-last": dict(extract_layers=(1, 2, 3), conditional_layer=2),
+    "unordered-two": dict(extract_layers=(3, 1), conditional_layer=1),
+    "single": dict(extract_layers=(2,), conditional_layer=0),
+    "simple-conv": dict(extract_layers=(0, 2), conditional_layer=0, complex_conv=False),
+}
+
+CASES = {
+    "1 image x 3 prompts": [["a cat", "red dog", "a"]],
+    "2 images x shared prompts": [["a cat", "red dog"], ["a cat", "red dog"]],
+    "3 images x own prompts": [["a cat"], ["red dog", "a cat", "dog"], ["a red cat on a dog"]],
+}
+
+
+@pytest.fixture(scope="module")
+def segmenters(tiny_reference):
+    _, processor = tiny_reference
+    built = {}
+    for name, options in CONFIGS.items():
+        model = tiny_model(tiny_config(vocab_size=len(processor.tokenizer), **options), seed=len(built))
+        built[name] = (model, FastSegmenter(model, processor))
+    return built, processor
+
+
+@pytest.mark.parametrize("config_name", list(CONFIGS))
+@pytest.mark.parametrize("case", list(CASES))
+def test_logits_match_transformers(segmenters, config_name, case):
+    built, processor = segmenters
+    model, segmenter = built[config_name]
+    prompts_per_image = CASES[case]
+    torch.manual_seed(1)
+    pixel_values = torch.randn(len(prompts_per_image), 3, TINY_IMAGE_SIZE, TINY_IMAGE_SIZE)
+    ours = torch.cat(segmenter.predict_logits(pixel_values, prompts_per_image))
+    expected = reference_logits(model, processor.tokenizer, pixel_values, prompts_per_image)
+    assert_relative_close(ours, expected)
+    # The prompts change the answer (so the comparison above is not of constants).
+    assert ours.std(dim=0).mean() > 1e-3
+
+
+def test_chunked_batches_match_one_batch(segmenters):
+    built, _ = segmenters
+    model, segmenter = built["real-like"]
+    pixel_values = torch.randn(5, 3, TINY_IMAGE_SIZE, TINY_IMAGE_SIZE)
+    prompts = [["a cat", "dog"]] * 5
+    whole = torch.cat(segmenter.predict_logits(pixel_values, prompts))
+    segmenter.batch_size = 2
+    try:
+        chunked = torch.cat(segmenter.predict_logits(pixel_values, prompts))
+    finally:
+        segmenter.batch_size = 8
+    torch.testing.assert_close(chunked, whole, rtol=1e-5, atol=1e-5)
+
+
+def test_vision_stage_stops_at_deepest_extracted_layer(tiny_reference):
+    _, processor = tiny_reference
+    model = tiny_model(tiny_config(extract_layers=(0, 2), vocab_size=len(processor.tokenizer)))
+    stages = Stages(model, TINY_IMAGE_SIZE)
+    assert len(model.clip.vision_model.encoder.layers) == 4
+    assert len(stages.vision.layers) == 3
+    pixel_values = torch.randn(1, 3, TINY_IMAGE_SIZE, TINY_IMAGE_SIZE)
+    with torch.no_grad():
+        before = stages.vision(pixel_values)
+        # Layers past the deepest extracted one and the pooled head cannot influence the output.
+        model.clip.vision_model.encoder.layers[3].mlp.fc1.weight.mul_(5.0)
+        model.clip.vision_model.post_layernorm.weight.mul_(5.0)
+        after = stages.vision(pixel_values)
+        reference = model.clip.vision_model(pixel_values, output_hidden_states=True).hidden_states
+    assert before.shape == (2, 1, 17, 32)
+    torch.testing.assert_close(before, after, rtol=0, atol=0)
+    assert_relative_close(before[0], reference[1])
+    assert_relative_close(before[1], reference[3])
+
+
+def test_conditional_layer_outside_decoder_is_rejected(tiny_reference):
+    model = tiny_model(tiny_config(extract_layers=(0, 1), conditional_layer=0))
+    model.config.conditional_layer = 2
+    with pytest.raises(ValueError, match="conditional_layer=2"):
+        Stages(model, TINY_IMAGE_SIZE)
+
+
+def test_prompt_embedding_does_not_depend_on_batch(tiny_segmenter):
+    alone = tiny_segmenter.engine.encode_prompts(tiny_segmenter._tokenize(["a cat"]))
+    padded = tiny_segmenter.engine.encode_prompts(tiny_segmenter._tokenize(["a cat", "a red cat on a red dog"]))
+    torch.testing.assert_close(padded[0], alone[0], rtol=1e-6, atol=1e-6)
+
+
+def test_prompt_cache_encodes_each_prompt_once_and_stays_bounded(tiny_model_dir):
+    segmenter = FastSegmenter.from_pretrained(tiny_model_dir, prompt_cache_size=2)
+    calls = []
+    original = segmenter.engine.encode_prompts
+
+    def counting(input_ids):
+        calls.append(input_ids.shape[0])
+        return original(input_ids)
+
+    segmenter.engine.encode_prompts = counting
+    first = segmenter.encode_prompts(["a cat", "dog", "a cat"])
+    assert calls == [2]
+    again = segmenter.encode_prompts(["dog", "a cat"])
+    assert calls == [2]
+    torch.testing.assert_close(again, first[[1, 0]])
+    segmenter.encode_prompts(["red"])  # evicts the least recently used entry ("dog")
+    assert len(segmenter.prompt_cache) == 2
+    segmenter.encode_prompts(["dog"])
+    assert calls == [2, 1, 1]
