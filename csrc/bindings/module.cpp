@@ -1,0 +1,17 @@
+// Entry point of the native extension fastclipseg._core.
+//
+// Each area of the project keeps its bindings in its own translation unit
+// with a register_<area>(module) function; add new areas by declaring the
+// function here, calling it below, and listing the file in CMakeLists.txt.
+#include <pybind11/pybind11.h>
+
+namespace py = pybind11;
+
+namespace fastclipseg::bindings {
+void register_rle(py::module_& m);
+}  // namespace fastclipseg::bindings
+
+PYBIND11_MODULE(_core, m) {
+    m.doc() = "fastclipseg native kernels (see fastclipseg.rle for the documented API).";
+    fastclipseg::bindings::register_rle(m);
+}

@@ -1,0 +1,101 @@
+// COCO run-length encoding (RLE) kernels.
+//
+// Plain C++17: no Python, no pybind11, so C++ applications and the native
+// tests can link these directly.
+//
+// Conventions (identical to pycocotools maskApi.c):
+//  * A mask of height h and width w is read in column-major order: runs go
+//    down each column, then continue at the top of the next column.
+//  * counts alternate background/foreground run lengths and always start with
+//    a background run (which is 0 when the first pixel is foreground).
+//  * The compressed string is LEB128-like with 6-bit chars in '0'..'o'
+//    (ASCII 48..111): 5 payload bits + 1 continuation bit per char, signed,
+//    and counts[i] is stored as counts[i] - counts[i-2] for i > 2.
+//  * An empty mask (h*w == 0) encodes as counts {0}, string "0".
+//
+// Every function that parses input validates it fully and throws
+// std::invalid_argument with a message naming what was wrong; nothing is
+// written to a caller buffer before its size has been checked.
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace fastclipseg::rle {
+
+// Largest run length (and mask area h*w) accepted anywhere. Chosen so that
+// every delta counts[i] - counts[i-2] fits a 12-char varint (60 signed bits)
+// and no intermediate arithmetic can overflow int64. Far beyond any mask
+// that fits in memory.
+inline constexpr std::uint64_t kMaxCount = (std::uint64_t{1} << 59) - 1;
+
+// Longest varint accepted when parsing (12 chars * 5 bits = 60 signed bits).
+inline constexpr std::size_t kMaxVarintChars = 12;
+
+// ---------------------------------------------------------------------------
+// Encoding
+// ---------------------------------------------------------------------------
+
+// Encodes one h x w mask into the COCO compressed counts string.
+//
+// `data` points at element (row 0, col 0). Element (r, c) is read at
+// data + r * row_stride + c * col_stride, strides in BYTES and possibly
+// negative, so C-order, Fortran-order and strided/reversed views all work
+// without a copy. Any nonzero byte is foreground. `data` may be null only
+// when h * w == 0.
+std::string encode(const std::uint8_t* data, std::size_t h, std::size_t w,
+                   std::ptrdiff_t row_stride, std::ptrdiff_t col_stride);
+
+// Encodes k masks of h x w; mask i starts at data + i * mask_stride.
+std::vector<std::string> encode_batch(const std::uint8_t* data, std::size_t k,
+                                      std::size_t h, std::size_t w,
+                                      std::ptrdiff_t mask_stride,
+                                      std::ptrdiff_t row_stride,
+                                      std::ptrdiff_t col_stride);
+
+// ---------------------------------------------------------------------------
+// Uncompressed counts <-> compressed string
+// ---------------------------------------------------------------------------
+
+// Parses a compressed string into its run lengths. Rejects chars outside
+// 48..111, truncated or over-long varints, and counts that are negative or
+// exceed kMaxCount. Does not check the sum (no size is given).
+std::vector<std::uint64_t> string_to_counts(std::string_view s);
+
+// Compresses run lengths into the COCO string. Throws if a count exceeds
+// kMaxCount.
+std::string counts_to_string(const std::uint64_t* counts, std::size_t n);
+inline std::string counts_to_string(const std::vector<std::uint64_t>& counts) {
+    return counts_to_string(counts.data(), counts.size());
+}
+
+// ---------------------------------------------------------------------------
+// Decoding and measurements (all validate that counts sum to exactly h*w)
+// ---------------------------------------------------------------------------
+
+// Decodes `s` into `out` as h*w bytes of 0/1 in COLUMN-MAJOR order
+// (out[c * h + r] is pixel (r, c)), i.e. a Fortran-ordered h x w array.
+// Throws if out_size < h*w or the string is malformed; the whole string is
+// validated before the first byte of `out` is written.
+void decode(std::string_view s, std::size_t h, std::size_t w, std::uint8_t* out,
+            std::size_t out_size);
+
+// Foreground pixel count.
+std::uint64_t area(std::string_view s, std::size_t h, std::size_t w);
+std::uint64_t area_counts(const std::vector<std::uint64_t>& counts, std::size_t h,
+                          std::size_t w);
+
+// Tight bounding box [x, y, width, height] of the foreground, as
+// pycocotools.mask.toBbox; all zeros for an empty mask.
+std::array<double, 4> bbox(std::string_view s, std::size_t h, std::size_t w);
+std::array<double, 4> bbox_counts(const std::vector<std::uint64_t>& counts,
+                                  std::size_t h, std::size_t w);
+
+// h * w, throwing if it overflows or exceeds kMaxCount.
+std::uint64_t checked_area(std::size_t h, std::size_t w);
+
+}  // namespace fastclipseg::rle

@@ -1,0 +1,369 @@
+// Native tests for the C++ kernels. No framework: each check prints on
+// failure, the summary line is "N passed, N failed", exit status is nonzero on
+// any failure. Built with -DFASTCLIPSEG_BUILD_TESTS=ON and run under
+// ASan/UBSan by scripts/native_sanitized_tests.sh.
+#include <algorithm>
+#include <array>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "fastclipseg/rle.hpp"
+
+namespace rle = fastclipseg::rle;
+
+namespace {
+
+int g_passed = 0;
+int g_failed = 0;
+
+void check(bool ok, const std::string& what) {
+    if (ok) {
+        ++g_passed;
+    } else {
+        ++g_failed;
+        std::printf("FAIL: %s\n", what.c_str());
+    }
+}
+
+template <class A, class B>
+void check_eq(const A& got, const B& want, const std::string& what) {
+    check(got == want, what);
+}
+
+// Expects fn to throw std::invalid_argument whose message contains `needle`.
+void check_throws(const std::function<void()>& fn, const std::string& needle,
+                  const std::string& what) {
+    try {
+        fn();
+    } catch (const std::invalid_argument& e) {
+        const bool ok = std::string(e.what()).find(needle) != std::string::npos;
+        if (!ok) std::printf("  message was: %s\n", e.what());
+        check(ok, what + " (message mentions '" + needle + "')");
+        return;
+    } catch (...) {
+        check(false, what + " (threw something other than std::invalid_argument)");
+        return;
+    }
+    check(false, what + " (did not throw)");
+}
+
+// Reference: naive per-pixel column-major run lengths, like pycocotools rleEncode.
+std::vector<std::uint64_t> naive_counts(const std::vector<std::uint8_t>& c_order, std::size_t h,
+                                        std::size_t w) {
+    std::vector<std::uint64_t> counts;
+    std::uint8_t prev = 0;
+    std::uint64_t run = 0;
+    for (std::size_t c = 0; c < w; ++c) {
+        for (std::size_t r = 0; r < h; ++r) {
+            const std::uint8_t v = c_order[r * w + c] != 0;
+            if (v != prev) {
+                counts.push_back(run);
+                run = 0;
+                prev = v;
+            }
+            ++run;
+        }
+    }
+    counts.push_back(run);
+    return counts;
+}
+
+// Reference bounding box [x, y, w, h] straight from the pixels.
+std::array<double, 4> naive_bbox(const std::vector<std::uint8_t>& c_order, std::size_t h,
+                                 std::size_t w) {
+    std::size_t x0 = w, y0 = h, x1 = 0, y1 = 0;
+    bool any = false;
+    for (std::size_t r = 0; r < h; ++r) {
+        for (std::size_t c = 0; c < w; ++c) {
+            if (!c_order[r * w + c]) continue;
+            any = true;
+            x0 = std::min(x0, c), x1 = std::max(x1, c);
+            y0 = std::min(y0, r), y1 = std::max(y1, r);
+        }
+    }
+    if (!any) return {0, 0, 0, 0};
+    return {double(x0), double(y0), double(x1 - x0 + 1), double(y1 - y0 + 1)};
+}
+
+std::string encode_c(const std::vector<std::uint8_t>& m, std::size_t h, std::size_t w) {
+    return rle::encode(m.data(), h, w, static_cast<std::ptrdiff_t>(w), 1);
+}
+
+std::vector<std::uint8_t> to_fortran(const std::vector<std::uint8_t>& m, std::size_t h,
+                                     std::size_t w) {
+    std::vector<std::uint8_t> f(h * w);
+    for (std::size_t r = 0; r < h; ++r)
+        for (std::size_t c = 0; c < w; ++c) f[c * h + r] = m[r * w + c];
+    return f;
+}
+
+// Mask from a hex string of MSB-first packed bits in C order (np.packbits).
+std::vector<std::uint8_t> unpack_hex(const std::string& hex, std::size_t h, std::size_t w) {
+    std::vector<std::uint8_t> m(h * w);
+    for (std::size_t i = 0; i < h * w; ++i) {
+        const std::string byte = hex.substr((i / 8) * 2, 2);
+        const unsigned v = static_cast<unsigned>(std::stoul(byte, nullptr, 16));
+        m[i] = (v >> (7 - i % 8)) & 1;
+    }
+    return m;
+}
+
+// Strings produced by pycocotools.mask.encode (2.0.x) for fixed masks.
+void test_known_vectors() {
+    {
+        std::vector<std::uint8_t> m(7 * 5, 0);
+        for (int r = 2; r < 5; ++r)
+            for (int c = 1; c < 3; ++c) m[r * 5 + c] = 1;
+        m[6 * 5 + 4] = 1;
+        m[0] = 1;
+        const std::string s = encode_c(m, 7, 5);
+        check_eq(s, std::string("0182L0;N"), "known 7x5 string");
+        check_eq(rle::area(s, 7, 5), std::uint64_t{8}, "known 7x5 area");
+        check(rle::bbox(s, 7, 5) == std::array<double, 4>{0, 0, 5, 7}, "known 7x5 bbox");
+    }
+    {
+        const auto m = unpack_hex("70153c41995a97beacb148888ca945cdc310", 13, 11);
+        check_eq(encode_c(m, 13, 11),
+                 std::string("1122ON10O030O1O0O0000O11O00021NN11O01O40M030K13ON001OO030M0010O01"
+                             "001O11O122MM"),
+                 "known random 13x11 string");
+    }
+    {
+        std::vector<std::uint8_t> m(2000 * 3000, 0);
+        m[1999 * 3000 + 2999] = 1;
+        check_eq(encode_c(m, 2000, 3000), std::string("o[Sg51"), "known large count string");
+        m[1999 * 3000 + 2999] = 0;
+        m[1000 * 3000 + 1] = 1;
+        m[5 * 3000 + 2000] = 1;
+        m[3 * 3000 + 2500] = 1;
+        check_eq(encode_c(m, 2000, 3000), std::string("hm21\\Zoi30aWaTM0O"),
+                 "known negative-delta string");
+    }
+    {
+        std::vector<std::uint8_t> m(300 * 200, 0);
+        for (int r = 50; r < 250; ++r)
+            for (int c = 20; c < 180; ++c) m[r * 200 + c] = 1;
+        for (int r = 0; r < 3; ++r)
+            for (int c = 0; c < 2; ++c) m[r * 200 + c] = 1;
+        const std::string s = encode_c(m, 300, 200);
+        check(s.rfind("03Y90ZZ5U6a_J", 0) == 0 && s.size() >= 3 &&
+                  s.compare(s.size() - 3, 3, "ni5") == 0,
+              "known 300x200 string");
+        check(rle::bbox(s, 300, 200) == std::array<double, 4>{0, 0, 180, 250},
+              "known 300x200 bbox");
+    }
+}
+
+void test_edge_cases() {
+    // Empty (0-pixel) masks encode as "0", like pycocotools.
+    check_eq(rle::encode(nullptr, 0, 5, 5, 1), std::string("0"), "0x5 encodes to '0'");
+    check_eq(rle::encode(nullptr, 5, 0, 0, 1), std::string("0"), "5x0 encodes to '0'");
+    check_eq(rle::encode(nullptr, 0, 0, 0, 1), std::string("0"), "0x0 encodes to '0'");
+    rle::decode("0", 0, 5, nullptr, 0);
+    rle::decode("", 0, 5, nullptr, 0);
+    check(true, "0-pixel decode of '0' and '' is accepted");
+    check_eq(rle::area("0", 0, 3), std::uint64_t{0}, "0-pixel area");
+    check(rle::bbox("0", 3, 0) == std::array<double, 4>{0, 0, 0, 0}, "0-pixel bbox");
+
+    // All-background and all-foreground.
+    std::vector<std::uint8_t> zeros(4 * 5, 0), ones(4 * 5, 1);
+    check_eq(encode_c(zeros, 4, 5), std::string("d0"), "all-zero 4x5");
+    check_eq(encode_c(ones, 4, 5), std::string("0d0"), "all-one 4x5");
+    check(rle::bbox("d0", 4, 5) == std::array<double, 4>{0, 0, 0, 0}, "empty mask bbox");
+    check(rle::bbox("0d0", 4, 5) == std::array<double, 4>{0, 0, 5, 4}, "full mask bbox");
+    check_eq(rle::area("0d0", 4, 5), std::uint64_t{20}, "full mask area");
+
+    // One run from the bottom of column 1 into the top of column 2: full height.
+    {
+        std::vector<std::uint8_t> m(5 * 4, 0);
+        m[3 * 4 + 1] = m[4 * 4 + 1] = m[0 * 4 + 2] = m[1 * 4 + 2] = 1;
+        check(rle::bbox(encode_c(m, 5, 4), 5, 4) == std::array<double, 4>{1, 0, 2, 5},
+              "bbox of a run wrapping columns");
+    }
+
+    // Values > 1 are foreground.
+    std::vector<std::uint8_t> big(4 * 5, 0);
+    big[0] = 7;
+    big[1] = 255;
+    std::vector<std::uint8_t> one = big;
+    one[0] = one[1] = 1;
+    check_eq(encode_c(big, 4, 5), encode_c(one, 4, 5), "nonzero values count as 1");
+
+    // Single pixel at each corner; 1xN and Nx1.
+    const std::size_t h = 6, w = 9;
+    const std::size_t corners[4][2] = {{0, 0}, {0, w - 1}, {h - 1, 0}, {h - 1, w - 1}};
+    for (const auto& rc : corners) {
+        std::vector<std::uint8_t> m(h * w, 0);
+        m[rc[0] * w + rc[1]] = 1;
+        const std::string s = encode_c(m, h, w);
+        check_eq(rle::string_to_counts(s), naive_counts(m, h, w), "corner pixel counts");
+        const std::array<double, 4> want{double(rc[1]), double(rc[0]), 1, 1};
+        check(rle::bbox(s, h, w) == want, "corner pixel bbox");
+        check_eq(rle::area(s, h, w), std::uint64_t{1}, "corner pixel area");
+    }
+    for (std::size_t n : {1, 2, 7, 8, 9, 15, 16, 17, 33, 100}) {
+        std::vector<std::uint8_t> row(n);
+        for (std::size_t i = 0; i < n; ++i) row[i] = (i * 7 + n) % 3 == 0;
+        const auto want = rle::counts_to_string(naive_counts(row, 1, n));
+        check_eq(encode_c(row, 1, n), want, "1xN row, n=" + std::to_string(n));
+        check_eq(encode_c(row, n, 1), rle::counts_to_string(naive_counts(row, n, 1)),
+                 "Nx1 column, n=" + std::to_string(n));
+        // 1xN with a non-unit column stride (every other byte).
+        std::vector<std::uint8_t> spread(2 * n, 9);
+        for (std::size_t i = 0; i < n; ++i) spread[2 * i] = row[i];
+        check_eq(rle::encode(spread.data(), 1, n, 0, 2), want,
+                 "1xN strided row, n=" + std::to_string(n));
+    }
+}
+
+// Random masks of many shapes and densities through every memory layout.
+void test_random_layouts() {
+    std::mt19937_64 rng(12345);
+    const std::size_t shapes[][2] = {{1, 1},  {1, 40}, {40, 1}, {3, 3},   {7, 13},
+                                     {16, 16}, {17, 9}, {64, 65}, {100, 3}, {31, 130}};
+    for (const auto& shape : shapes) {
+        const std::size_t h = shape[0], w = shape[1];
+        for (double density : {0.0, 0.02, 0.5, 0.98, 1.0}) {
+            std::bernoulli_distribution bit(density);
+            std::vector<std::uint8_t> m(h * w);
+            // Blobby masks (long runs) half the time: the word-at-a-time paths.
+            const bool blobby = (rng() & 1) != 0;
+            for (std::size_t i = 0; i < h * w; ++i) {
+                m[i] = blobby && i > 0 && (rng() % 8 != 0) ? m[i - 1] : bit(rng);
+            }
+            const auto want_counts = naive_counts(m, h, w);
+            const std::string want = rle::counts_to_string(want_counts);
+            const std::string tag = std::to_string(h) + "x" + std::to_string(w);
+
+            bool ok = encode_c(m, h, w) == want;
+            const auto f = to_fortran(m, h, w);
+            ok &= rle::encode(f.data(), h, w, 1, static_cast<std::ptrdiff_t>(h)) == want;
+            // Strided view: every other row and column of a 2h x 2w buffer.
+            std::vector<std::uint8_t> big(4 * h * w, 3);
+            for (std::size_t r = 0; r < h; ++r)
+                for (std::size_t c = 0; c < w; ++c) big[(2 * r) * (2 * w) + 2 * c] = m[r * w + c];
+            ok &= rle::encode(big.data(), h, w, static_cast<std::ptrdiff_t>(4 * w), 2) == want;
+            // Reversed view (negative strides) of the mask flipped both ways.
+            std::vector<std::uint8_t> flipped(h * w);
+            for (std::size_t i = 0; i < h * w; ++i) flipped[h * w - 1 - i] = m[i];
+            ok &= rle::encode(flipped.data() + h * w - 1, h, w, -static_cast<std::ptrdiff_t>(w),
+                              -1) == want;
+            // Rows flipped upside down, read through a negative row stride
+            // (contiguous rows, reversed order).
+            std::vector<std::uint8_t> updown(h * w);
+            for (std::size_t r = 0; r < h; ++r)
+                for (std::size_t c = 0; c < w; ++c) updown[(h - 1 - r) * w + c] = m[r * w + c];
+            ok &= rle::encode(updown.data() + (h - 1) * w, h, w, -static_cast<std::ptrdiff_t>(w),
+                              1) == want;
+            // Padded rows (row stride > w, unit column stride).
+            std::vector<std::uint8_t> padded(h * (w + 5), 1);
+            for (std::size_t r = 0; r < h; ++r)
+                for (std::size_t c = 0; c < w; ++c) padded[r * (w + 5) + c] = m[r * w + c];
+            ok &= rle::encode(padded.data(), h, w, static_cast<std::ptrdiff_t>(w + 5), 1) == want;
+            check(ok, "encode layouts agree with naive reference " + tag);
+
+            check_eq(rle::string_to_counts(want), want_counts, "string_to_counts " + tag);
+            std::vector<std::uint8_t> out(h * w, 77);
+            rle::decode(want, h, w, out.data(), out.size());
+            std::vector<std::uint8_t> norm(h * w);
+            for (std::size_t i = 0; i < h * w; ++i) norm[i] = f[i] != 0;
+            check(out == norm, "decode round trip (column-major) " + tag);
+
+            std::uint64_t a = 0;
+            for (auto v : m) a += v != 0;
+            check_eq(rle::area(want, h, w), a, "area " + tag);
+            check_eq(rle::area_counts(want_counts, h, w), a, "area_counts " + tag);
+            check(rle::bbox(want, h, w) == naive_bbox(m, h, w), "bbox " + tag);
+            check(rle::bbox(want, h, w) == rle::bbox_counts(want_counts, h, w),
+                  "bbox string/counts agree " + tag);
+        }
+    }
+    // Batch: K masks laid out contiguously, and as a strided slice.
+    const std::size_t k = 5, h = 9, w = 11;
+    std::vector<std::uint8_t> batch(k * h * w);
+    for (auto& v : batch) v = (rng() % 3) == 0;
+    const auto got = rle::encode_batch(batch.data(), k, h, w, static_cast<std::ptrdiff_t>(h * w),
+                                       static_cast<std::ptrdiff_t>(w), 1);
+    bool ok = got.size() == k;
+    for (std::size_t i = 0; ok && i < k; ++i) {
+        std::vector<std::uint8_t> one(batch.begin() + i * h * w, batch.begin() + (i + 1) * h * w);
+        ok &= got[i] == encode_c(one, h, w);
+    }
+    check(ok, "encode_batch matches per-mask encode");
+    check(rle::encode_batch(nullptr, 0, h, w, 0, 0, 0).empty(), "encode_batch k=0");
+    check_eq(rle::encode_batch(nullptr, 3, 0, w, 0, 0, 0), std::vector<std::string>(3, "0"),
+             "encode_batch of 0-pixel masks");
+}
+
+void test_counts_string() {
+    const std::vector<std::uint64_t> counts{0, 5, 3, 0, 1000000, 2, 1, 31, 32, 16, 15};
+    check_eq(rle::string_to_counts(rle::counts_to_string(counts)), counts,
+             "counts -> string -> counts");
+    check(rle::string_to_counts("").empty(), "empty string has no counts");
+    const std::vector<std::uint64_t> maxc{rle::kMaxCount, 0, rle::kMaxCount, rle::kMaxCount, 0};
+    check_eq(rle::string_to_counts(rle::counts_to_string(maxc)), maxc, "kMaxCount round trip");
+    check_throws([] { rle::counts_to_string(std::vector<std::uint64_t>{1, rle::kMaxCount + 1}); },
+                 "exceeds", "count above kMaxCount rejected by counts_to_string");
+}
+
+void test_malformed() {
+    std::vector<std::uint8_t> out(64, 0xAB);
+    auto dec = [&](const std::string& s, std::size_t h, std::size_t w) {
+        return [&out, s, h, w] { rle::decode(s, h, w, out.data(), out.size()); };
+    };
+    check_throws(dec("d0", 4, 6), "sum to 20", "sum too small");
+    check_throws(dec("e0", 4, 5), "overrun", "sum too large");
+    check_throws(dec("", 4, 5), "sum to 0", "empty string for nonempty mask");
+    check_throws(dec("d0 ", 4, 5), "invalid character ' '", "space rejected");
+    check_throws(dec("d0p", 4, 5), "invalid character 'p'", "char 112 rejected");
+    check_throws(dec("/d0", 4, 5), "position 0", "char 47 rejected");
+    check_throws(dec(std::string("d\x80", 2), 4, 5), "byte 128", "non-ASCII rejected");
+    check_throws(dec(std::string("d\0", 2), 4, 5), "byte 0", "NUL rejected");
+    check_throws(dec("d0P", 4, 5), "truncated", "trailing continuation char");
+    check_throws(dec("P", 4, 5), "truncated", "lone continuation char");
+    check_throws(dec("PPPPPPPPPPPPP0", 4, 5), "longer than 12", "over-long varint");
+    check_throws(dec("PPPPPPPPPPPP0", 4, 5), "longer than 12", "13-char varint");
+    check_eq(rle::counts_to_string(std::vector<std::uint64_t>{rle::kMaxCount}).size(),
+             rle::kMaxVarintChars, "kMaxCount takes exactly kMaxVarintChars chars");
+    // "O" is -1 as the first count: negative without any delta.
+    check_throws(dec("O", 4, 5), "negative", "negative first count");
+    // counts 1, 1, 1, then delta -5 from counts[1]=1 -> -4.
+    check_throws(dec("111K", 4, 5), "negative", "negative count after delta");
+    check(out == std::vector<std::uint8_t>(64, 0xAB), "failed decodes never write output");
+
+    check_throws([&] { rle::decode("d0", 4, 5, out.data(), 19); }, "holds 19 bytes",
+                 "output buffer too small");
+    check_throws([&] { rle::decode("d0", 4, 5, nullptr, 20); }, "null", "null output");
+    check_throws([] { rle::decode("0", std::size_t{1} << 40, std::size_t{1} << 40, nullptr, 0); },
+                 "too large", "overflowing size");
+    check_throws([] { rle::area("0P", 4, 5); }, "truncated", "area validates the string");
+    check_throws([] { rle::bbox("d0", 5, 5); }, "sum to 20", "bbox validates the sum");
+    check_throws([] { rle::area_counts({3, 4}, 2, 2); }, "overrun", "area_counts validates");
+    check_throws([] { rle::string_to_counts("0oo"); }, "truncated", "string_to_counts truncated");
+    check_throws([] { rle::encode(nullptr, 2, 2, 2, 1); }, "null", "encode null data");
+}
+
+}  // namespace
+
+int main() {
+    const std::pair<const char*, void (*)()> suites[] = {
+        {"known_vectors", test_known_vectors}, {"edge_cases", test_edge_cases},
+        {"random_layouts", test_random_layouts}, {"counts_string", test_counts_string},
+        {"malformed", test_malformed},
+    };
+    for (const auto& [name, fn] : suites) {
+        try {
+            fn();
+        } catch (const std::exception& e) {
+            check(false, std::string(name) + ": unexpected exception: " + e.what());
+        }
+    }
+    std::printf("%d passed, %d failed\n", g_passed, g_failed);
+    return g_failed == 0 ? 0 : 1;
+}

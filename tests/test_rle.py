@@ -1,0 +1,412 @@
+"""fastclipseg.rle (and the fastclipseg._core kernels under it) against pycocotools."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pycocotools.mask as coco
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from fastclipseg import _core, rle
+
+# pycocotools.mask.decode trips a NumPy 2 DeprecationWarning inside pycocotools itself.
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:pycocotools")
+
+
+def coco_rle(mask: np.ndarray) -> dict:
+    """pycocotools' RLE of a 2-D mask (it needs Fortran-ordered uint8)."""
+    return coco.encode(np.asfortranarray(mask.astype(np.uint8)))
+
+
+def random_mask(rng: np.random.Generator, shape: tuple[int, ...], density: float, blobby: bool) -> np.ndarray:
+    if not blobby:
+        return rng.random(shape) < density
+    # Few large shapes, like real segmentation masks: a low-res noise field, upsampled.
+    small = rng.random(tuple(max(1, s // 8) for s in shape)) < density
+    for axis, s in enumerate(shape):
+        small = np.repeat(small, -(-s // small.shape[axis]), axis=axis)
+    return small[tuple(slice(0, s) for s in shape)]
+
+
+SHAPES = [(1, 1), (1, 17), (17, 1), (2, 3), (7, 5), (8, 8), (13, 11), (33, 65), (64, 48), (100, 257), (480, 640)]
+
+
+# --------------------------------------------------------------------------- encode
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("density", [0.02, 0.5, 0.98])
+@pytest.mark.parametrize("blobby", [False, True])
+def test_encode_matches_pycocotools(shape, density, blobby):
+    rng = np.random.default_rng(hash((shape, density, blobby)) % 2**32)
+    mask = random_mask(rng, shape, density, blobby)
+    ours = rle.encode(mask)
+    ref = coco_rle(mask)
+    assert ours == {"size": list(shape), "counts": ref["counts"].decode("ascii")}
+    assert isinstance(ours["counts"], str)
+
+
+def test_encode_known_string():
+    mask = np.zeros((7, 5), dtype=bool)
+    mask[2:5, 1:3] = True
+    mask[6, 4] = mask[0, 0] = True
+    assert rle.encode(mask) == {"size": [7, 5], "counts": "0182L0;N"}
+
+
+def test_encode_large_counts_and_negative_deltas():
+    mask = np.zeros((2000, 3000), dtype=np.uint8)
+    mask[-1, -1] = 1
+    assert rle.encode(mask)["counts"] == coco_rle(mask)["counts"].decode() == "o[Sg51"
+    mask[-1, -1] = 0
+    mask[1000, 1] = mask[5, 2000] = mask[3, 2500] = 1
+    assert rle.encode(mask)["counts"] == coco_rle(mask)["counts"].decode()
+
+
+@pytest.mark.parametrize("shape", [(4, 5), (1, 9), (9, 1), (1, 1)])
+def test_empty_and_full(shape):
+    for mask in (np.zeros(shape, bool), np.ones(shape, bool)):
+        assert rle.encode(mask)["counts"] == coco_rle(mask)["counts"].decode()
+    h, w = shape
+    assert rle.encode(np.zeros(shape, bool))["counts"] == _core.rle_counts_to_string([h * w])
+    assert rle.encode(np.ones(shape, bool))["counts"] == _core.rle_counts_to_string([0, h * w])
+
+
+@pytest.mark.parametrize("r,c", [(0, 0), (0, 8), (5, 0), (5, 8), (2, 3)])
+def test_single_pixel(r, c):
+    mask = np.zeros((6, 9), bool)
+    mask[r, c] = True
+    enc = rle.encode(mask)
+    assert enc["counts"] == coco_rle(mask)["counts"].decode()
+    assert rle.area(enc) == 1
+    assert rle.bbox(enc).tolist() == [c, r, 1, 1]
+
+
+@pytest.mark.parametrize("shape", [(0, 5), (5, 0), (0, 0)])
+def test_zero_size_masks(shape):
+    # Decided: a 0-pixel mask is valid and encodes as counts "0", exactly like pycocotools.
+    mask = np.zeros(shape, bool)
+    enc = rle.encode(mask)
+    assert enc == {"size": list(shape), "counts": "0"}
+    assert enc["counts"] == coco_rle(mask)["counts"].decode()
+    out = rle.decode(enc)
+    assert out.shape == shape and out.dtype == np.uint8
+    assert rle.area(enc) == 0
+    assert rle.bbox(enc).tolist() == [0, 0, 0, 0]
+    assert rle.decode({"size": list(shape), "counts": ""}).shape == shape
+    assert rle.encode(np.zeros((3, *shape), bool)) == [{"size": list(shape), "counts": "0"}] * 3
+
+
+def test_layouts_are_read_in_place():
+    rng = np.random.default_rng(7)
+    base = random_mask(rng, (90, 70), 0.5, blobby=True)
+    base[::7, ::5] ^= True  # some isolated pixels too
+    big = rng.random((200, 160)) < 0.5
+    big[10:190:2, 3:143:2] = base
+    views = {
+        "C": base,
+        "F": np.asfortranarray(base),
+        "strided": big[10:190:2, 3:143:2],
+        "flipped": np.ascontiguousarray(base[::-1, ::-1])[::-1, ::-1],
+        "up-down": np.ascontiguousarray(base[::-1])[::-1],
+        "left-right": np.ascontiguousarray(base[:, ::-1])[:, ::-1],
+        "transposed": np.ascontiguousarray(base.T).T,
+        "padded rows": np.pad(base, ((0, 0), (0, 13)))[:, :70],
+        "channel of HWC": np.ascontiguousarray(np.stack([~base, base, ~base], axis=-1))[:, :, 1],
+        "uint8": base.astype(np.uint8),
+        "uint8 F": np.asfortranarray(base.astype(np.uint8)),
+        "uint8 nonzero values": base.astype(np.uint8) * np.uint8(200) + base.astype(np.uint8) * np.uint8(3),
+    }
+    want = coco_rle(base)["counts"].decode()
+    for name, view in views.items():
+        assert np.array_equal(view != 0, base), name
+        assert rle.encode(view)["counts"] == want, name
+
+
+def test_broadcast_views():
+    row = np.array([0, 1, 1, 0, 1], dtype=bool)
+    for view in (np.broadcast_to(row, (4, 5)), np.broadcast_to(row[:4, None], (4, 5)), np.broadcast_to(np.True_, (3, 3))):
+        assert rle.encode(view)["counts"] == coco_rle(np.array(view))["counts"].decode()
+
+
+def test_batch_encode():
+    rng = np.random.default_rng(3)
+    masks = np.stack([random_mask(rng, (37, 53), d, b) for d in (0.1, 0.5, 0.9) for b in (False, True)])
+    ours = rle.encode(masks)
+    assert isinstance(ours, list) and len(ours) == len(masks)
+    ref = coco.encode(np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8)))
+    assert [o["counts"] for o in ours] == [r["counts"].decode() for r in ref]
+    assert all(o["size"] == [37, 53] for o in ours)
+    # Non-contiguous batches: every other mask, strided pixels, K x H x W view of an H x W x K array.
+    assert rle.encode(masks[::2]) == ours[::2]
+    assert rle.encode(masks[:, ::2, 1::3]) == [rle.encode(m) for m in masks[:, ::2, 1::3]]
+    hwk = np.ascontiguousarray(masks.transpose(1, 2, 0))
+    assert rle.encode(hwk.transpose(2, 0, 1)) == ours
+    assert rle.encode(np.zeros((0, 4, 5), bool)) == []
+    # Each dict owns its size list.
+    ours[0]["size"].append(1)
+    assert ours[1]["size"] == [37, 53]
+
+
+def test_encode_accepts_array_likes():
+    assert rle.encode([[True, False], [False, True]]) == rle.encode(np.eye(2, dtype=bool))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64, np.int8, np.uint16, np.int32])
+def test_encode_rejects_dtypes(dtype):
+    with pytest.raises(TypeError, match=np.dtype(dtype).name):
+        rle.encode(np.zeros((3, 3), dtype=dtype))
+
+
+@pytest.mark.parametrize("shape", [(), (5,), (2, 2, 2, 2)])
+def test_encode_rejects_ndim(shape):
+    with pytest.raises(ValueError, match=f"{len(shape)}-D"):
+        rle.encode(np.zeros(shape, dtype=bool))
+
+
+# --------------------------------------------------------------------------- decode
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_decode_round_trip_and_pycocotools_strings(shape):
+    rng = np.random.default_rng(sum(shape))
+    for blobby in (False, True):
+        mask = random_mask(rng, shape, 0.4, blobby)
+        ref = coco_rle(mask)
+        for enc in (rle.encode(mask), ref, {"size": ref["size"], "counts": ref["counts"].decode()}):
+            out = rle.decode(enc)
+            assert out.dtype == np.uint8 and out.shape == shape
+            assert out.flags.f_contiguous
+            assert np.array_equal(out, mask.astype(np.uint8))
+            assert np.array_equal(out, coco.decode(ref))
+
+
+def test_decode_batch():
+    rng = np.random.default_rng(5)
+    masks = rng.random((4, 19, 23)) < 0.3
+    out = rle.decode(rle.encode(masks))
+    assert out.shape == (4, 19, 23) and out.dtype == np.uint8
+    assert np.array_equal(out, masks)
+    assert all(out[k].flags.f_contiguous for k in range(4))
+    with pytest.raises(ValueError, match="RLE #1 has size"):
+        rle.decode([rle.encode(masks[0]), rle.encode(masks[0][:5])])
+    with pytest.raises(ValueError, match="RLE #2"):
+        rle.decode([rle.encode(m) for m in masks[:2]] + [{"size": [19, 23], "counts": "0"}])
+    with pytest.raises(ValueError, match="empty list"):
+        rle.decode([])
+
+
+def test_decode_uncompressed_counts():
+    rng = np.random.default_rng(11)
+    mask = random_mask(rng, (30, 20), 0.5, blobby=True)
+    counts = _core.rle_string_to_counts(rle.encode(mask)["counts"])
+    assert sum(counts) == mask.size
+    assert np.array_equal(rle.decode({"size": [30, 20], "counts": counts}), mask)
+    assert np.array_equal(rle.decode({"size": [30, 20], "counts": np.array(counts)}), mask)
+    # pycocotools compresses the same uncompressed RLE to the same string.
+    ref = coco.frPyObjects({"size": [30, 20], "counts": counts}, 30, 20)
+    assert _core.rle_counts_to_string(counts) == ref["counts"].decode()
+    assert rle.area({"size": [30, 20], "counts": counts}) == int(mask.sum())
+
+
+def test_counts_string_round_trip():
+    counts = [0, 5, 3, 0, 1_000_000, 2, 1, 31, 32, 16, 15, _core.RLE_MAX_COUNT]
+    assert _core.rle_string_to_counts(_core.rle_counts_to_string(counts)) == counts
+    assert _core.rle_string_to_counts(b"0182L0;N") == [0, 1, 8, 3, 4, 3, 15, 1]
+    with pytest.raises(ValueError, match="negative"):
+        _core.rle_counts_to_string([1, -2])
+    with pytest.raises(TypeError, match="float"):
+        _core.rle_counts_to_string([1, 2.0])
+    with pytest.raises(ValueError, match="exceeds"):
+        _core.rle_counts_to_string([_core.RLE_MAX_COUNT + 1])
+    with pytest.raises(ValueError, match="too large"):
+        _core.rle_counts_to_string([2**70])
+
+
+MALFORMED = [
+    ("d01", "overrun"),  # 20 + 1 > 20
+    ("d", "truncated"),  # continuation bit on the last char
+    ("c0", "sum to 19"),  # too few pixels
+    ("e0", "overrun"),  # too many pixels
+    ("", "sum to 0"),
+    ("d0 ", "invalid character ' '"),
+    ("d0p", "invalid character 'p'"),
+    ("/d0", "position 0"),
+    ("d0\x7f", "byte 127"),
+    ("dé", "byte 195"),
+    ("d0\x00", "byte 0"),
+    ("PPPPPPPPPPPPP0", "longer than 12"),
+    ("PPPPPPPPPPPP0", "longer than 12"),  # 13 chars: one past the limit
+    ("O", "negative"),  # first count -1
+    ("111K", "negative"),  # delta takes count #3 below zero
+]
+
+
+@pytest.mark.parametrize("counts,message", MALFORMED)
+def test_malformed_strings_rejected(counts, message):
+    bad = {"size": [4, 5], "counts": counts}
+    for fn in (rle.decode, rle.area, rle.bbox):
+        with pytest.raises(ValueError, match=message):
+            fn(bad)
+    if counts.isascii():
+        with pytest.raises(ValueError, match=message):
+            rle.decode({"size": [4, 5], "counts": counts.encode()})
+    with pytest.raises(ValueError, match=f"RLE #1: .*{message}"):
+        rle.area([{"size": [4, 5], "counts": "d0"}, bad])
+
+
+def test_wrong_size_rejected():
+    enc = rle.encode(np.ones((4, 5), bool))
+    for size in ([5, 4], [4, 6], [3, 5], [20, 1]):
+        if size[0] * size[1] == 20:
+            assert rle.decode({"size": size, "counts": enc["counts"]}).all()  # same pixel count: valid
+        else:
+            with pytest.raises(ValueError, match="sum to 20|overrun"):
+                rle.decode({"size": size, "counts": enc["counts"]})
+
+
+@pytest.mark.parametrize(
+    "bad,exc,message",
+    [
+        ("d0", TypeError, "dict"),
+        (5, TypeError, "int"),
+        ({"counts": "d0"}, ValueError, r"missing key\(s\) \['size'\]"),
+        ({"size": [4, 5]}, ValueError, r"missing key\(s\) \['counts'\]"),
+        ({"size": [4], "counts": "d0"}, ValueError, "'size' must be"),
+        ({"size": "45", "counts": "d0"}, ValueError, "'size' must be"),
+        ({"size": [4, -5], "counts": "d0"}, ValueError, "width must be >= 0"),
+        ({"size": [4.0, 5], "counts": "d0"}, TypeError, "height must be an int"),
+        ({"size": [True, 5], "counts": "d0"}, TypeError, "height must be an int"),
+        ({"size": [4, 5], "counts": 20}, TypeError, "'counts' must be"),
+        ({"size": [4, 5], "counts": None}, TypeError, "'counts' must be"),
+        ({"size": [4, 5], "counts": [20, -1]}, ValueError, "negative"),
+    ],
+)
+def test_bad_rle_dicts(bad, exc, message):
+    for fn in (rle.decode, rle.area, rle.bbox):
+        with pytest.raises(exc, match=message):
+            fn(bad)
+
+
+def test_core_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="height must be >= 0"):
+        _core.rle_decode("0", -1, 5)
+    with pytest.raises(TypeError, match="str or bytes"):
+        _core.rle_decode(123, 4, 5)
+    with pytest.raises(ValueError, match="too large"):
+        _core.rle_decode("0", 2**40, 2**40)
+    with pytest.raises(TypeError, match="str or bytes"):
+        _core.rle_decode_batch(["d0", None], 4, 5)
+    with pytest.raises(TypeError, match="float64"):
+        _core.rle_encode(np.zeros((2, 2)))
+
+
+# --------------------------------------------------------------------------- area / bbox
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_area_bbox_match_pycocotools(shape):
+    rng = np.random.default_rng(sum(shape) + 1)
+    masks = [random_mask(rng, shape, d, b) for d in (0.01, 0.3, 0.9) for b in (False, True)]
+    masks += [np.zeros(shape, bool), np.ones(shape, bool)]
+    ours = [rle.encode(m) for m in masks]
+    refs = [coco_rle(m) for m in masks]
+    for o, r, m in zip(ours, refs, masks):
+        assert rle.area(o) == int(coco.area(r)) == int(m.sum())
+        assert isinstance(rle.area(o), int)
+        box = rle.bbox(o)
+        assert box.dtype == np.float64 and box.shape == (4,)
+        assert box.tolist() == coco.toBbox(r).tolist()
+    assert rle.area(ours).tolist() == coco.area(refs).tolist()
+    assert rle.bbox(ours).tolist() == coco.toBbox(refs).tolist()
+    assert rle.bbox(ours).shape == (len(ours), 4)
+
+
+def test_bbox_of_run_wrapping_columns():
+    mask = np.zeros((5, 4), bool)
+    mask[3:, 1] = True
+    mask[:2, 2] = True  # one run from the bottom of column 1 into the top of column 2
+    enc = rle.encode(mask)
+    assert rle.bbox(enc).tolist() == [1, 0, 2, 5] == coco.toBbox(coco_rle(mask)).tolist()
+
+
+def test_area_bbox_of_empty_list():
+    assert rle.area([]).shape == (0,)
+    assert rle.bbox([]).shape == (0, 4)
+
+
+# --------------------------------------------------------------------------- threads
+
+
+def test_threads_share_kernels():
+    # The kernels release the GIL; concurrent calls must still give the same answers.
+    rng = np.random.default_rng(9)
+    masks = rng.random((6, 300, 200)) < 0.5
+    want = rle.encode(masks)
+    results: list = [None] * 4
+
+    def work(i: int) -> None:
+        enc = rle.encode(masks)
+        results[i] = (enc, rle.decode(enc))
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for enc, dec in results:
+        assert enc == want
+        assert np.array_equal(dec, masks)
+
+
+# --------------------------------------------------------------------------- properties
+
+mask_strategy = hnp.arrays(
+    dtype=st.sampled_from([np.bool_, np.uint8]),
+    shape=hnp.array_shapes(min_dims=2, max_dims=2, min_side=0, max_side=40),
+    elements=st.integers(0, 1),
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mask=mask_strategy, order=st.sampled_from(["C", "F", "strided"]))
+def test_property_round_trip_and_pycocotools(mask, order):
+    if order == "F":
+        mask = np.asfortranarray(mask)
+    elif order == "strided":
+        big = np.zeros((mask.shape[0] * 2, mask.shape[1] * 3), dtype=mask.dtype)
+        big[::2, ::3] = mask
+        mask = big[::2, ::3]
+    enc = rle.encode(mask)
+    assert enc["size"] == list(mask.shape)
+    ref = coco_rle(mask)
+    assert enc["counts"] == ref["counts"].decode()
+    assert np.array_equal(rle.decode(enc), mask.astype(np.uint8))
+    assert rle.area(enc) == int(np.count_nonzero(mask))
+    assert rle.bbox(enc).tolist() == coco.toBbox(ref).tolist()
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    counts=st.text(alphabet=st.characters(min_codepoint=40, max_codepoint=120), max_size=30),
+    h=st.integers(0, 12),
+    w=st.integers(0, 12),
+)
+def test_property_arbitrary_strings_never_crash(counts, h, w):
+    enc = {"size": [h, w], "counts": counts}
+    try:
+        out = rle.decode(enc)
+    except ValueError:
+        for fn in (rle.area, rle.bbox):
+            with pytest.raises(ValueError):
+                fn(enc)
+        return
+    # Accepted strings are self-consistent, even non-canonical ones.
+    assert out.shape == (h, w)
+    assert rle.area(enc) == int(out.sum())
+    canonical = rle.encode(out)
+    assert rle.bbox(enc).tolist() == rle.bbox(canonical).tolist()
+    assert np.array_equal(rle.decode(canonical), out)
