@@ -76,3 +76,21 @@ def test_bad_arguments_fail_cleanly(tiny_model_dir, images, tmp_path):
     blocker.write_text("x")
     unwritable = run_cli("segment", str(images / "cat.png"), "-p", "a cat", "--model", str(tiny_model_dir), "--out", str(blocker / "sub"))
     assert unwritable.returncode == 2 and "cannot write to output folder" in unwritable.stderr
+
+
+@pytest.mark.fullsize
+def test_convert_then_segment(shared_data, images, tmp_path):
+    # The released refined decoder, with random CLIP weights (no CLIP checkpoint offline).
+    model_dir = tmp_path / "refined"
+    refused = run_cli("convert", str(shared_data / "rd64-uni-refined.pth"), "--out", str(model_dir))
+    assert refused.returncode == 2 and "CLIP" in refused.stderr and not model_dir.exists()
+    converted = run_cli(
+        "convert", str(shared_data / "rd64-uni-refined.pth"), "--out", str(model_dir),
+        "--vocab", str(shared_data / "bpe_simple_vocab_16e6.txt.gz"), "--allow-random-clip",
+    )
+    assert converted.returncode == 0, converted.stderr
+    out = tmp_path / "out"
+    segmented = run_cli("segment", str(images / "cat.png"), "-p", "a cat", "--model", str(model_dir), "--out", str(out))
+    assert segmented.returncode == 0, segmented.stderr
+    record = json.loads((out / "cat.json").read_text())
+    assert record["masks"][0]["prompt"] == "a cat" and record["masks"][0]["rle"]["size"] == [40, 60]
