@@ -128,3 +128,10 @@ def test_unsupported_backend_and_precision(tiny_model_dir):
         FastSegmenter.from_pretrained(tiny_model_dir, precision="int4")
     with pytest.raises(ValueError, match="invalid device"):
         FastSegmenter.from_pretrained(tiny_model_dir, device="quantum")
+
+
+def test_single_array_given_to_segment_batch_is_rejected(tiny_segmenter):
+    with pytest.raises(TypeError, match="for one image use segment"):
+        tiny_segmenter.segment_batch(GOOD, "a cat")
+    batch = np.stack([GOOD, GOOD])
+    assert len(tiny_segmenter.segment_batch(batch, "a cat")) == 2

@@ -27,6 +27,7 @@ def images(tmp_path_factory):
 
 
 def test_help_explains_every_option():
+    assert run_cli("--version").stdout.startswith("fastclipseg ")
     for command in ([], ["segment"], ["convert"]):
         result = run_cli(*command, "--help")
         assert result.returncode == 0, result.stderr

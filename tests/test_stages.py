@@ -142,3 +142,17 @@ def test_prompt_cache_encodes_each_prompt_once_and_stays_bounded(tiny_model_dir)
     assert len(segmenter.prompt_cache) == 2
     segmenter.encode_prompts(["dog"])
     assert calls == [2, 1, 1]
+
+
+def test_prompt_independent_decoder_work_runs_once_per_image(segmenters):
+    built, _ = segmenters
+    _, segmenter = built["film-at-layer-1"]
+    calls = []
+    hooks = [m.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0])) for m in segmenter.stages.decoder.reduces]
+    try:
+        segmenter.predict_logits(torch.randn(2, 3, TINY_IMAGE_SIZE, TINY_IMAGE_SIZE), [["a", "b", "c"], ["a", "b", "c"]])
+    finally:
+        for hook in hooks:
+            hook.remove()
+    # Three reduce projections, each applied once to the batch of 2 images, not to the 6 pairs.
+    assert calls == [2, 2, 2]

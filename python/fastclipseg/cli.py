@@ -52,6 +52,21 @@ def _prepare_out_dir(out: Path) -> None:
         _fail(f"cannot write to output folder {out}: {error.strerror or error}")
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        typer.echo(f"fastclipseg {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    """Fast text-prompted image segmentation with CLIPSeg."""
+
+
 @app.command()
 def segment(
     images: list[Path] = typer.Argument(..., help="Image files to segment (any format Pillow reads)."),

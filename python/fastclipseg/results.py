@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import rle
+from . import rle as coco_rle
 
 
 def check_threshold(threshold: object) -> float:
@@ -65,8 +65,9 @@ class SegmentationResult:
         return np.divide(inside, counts, out=np.zeros(len(self.prompts)), where=counts > 0)
 
     @cached_property
-    def rle(self) -> list[dict]:
-        return rle.encode(self.masks)
+    def rle(self) -> list[coco_rle.RLE]:
+        encoded = coco_rle.encode(self.masks)  # a K x H x W batch gives a list
+        return encoded if isinstance(encoded, list) else [encoded]
 
     @cached_property
     def areas(self) -> list[int]:
@@ -74,7 +75,7 @@ class SegmentationResult:
 
     @cached_property
     def bboxes(self) -> list[list[float]]:
-        return [list(box) for box in rle.bbox(self.rle)]
+        return [list(box) for box in coco_rle.bbox(self.rle)]
 
     def to_dict(self) -> dict:
         """JSON-ready summary: image size and, per prompt, score, area, bbox and RLE."""

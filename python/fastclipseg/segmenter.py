@@ -151,6 +151,10 @@ class FastSegmenter:
         threshold = check_threshold(threshold)
         if isinstance(images, (str, os.PathLike)) or not isinstance(images, (Sequence, np.ndarray)):
             raise TypeError(f"images must be a list of images, got {describe(images)}")
+        if isinstance(images, np.ndarray) and images.ndim != 4:
+            # Iterating a single HxWx3 array would silently treat each row as an image.
+            raise TypeError(f"images must be a list of images or an N x H x W x C array, got {describe(images)}; "
+                            "for one image use segment()")
         if len(images) == 0:
             raise ValueError("images is empty: give at least one image")
         prompt_lists = self._prompts_per_image(prompts, len(images))

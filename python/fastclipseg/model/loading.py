@@ -57,7 +57,7 @@ def load_model_and_processor(
             f"could not load model {text!r} from the HuggingFace hub ({type(error).__name__}: "
             f"{str(error).splitlines()[0] if str(error) else 'no detail'}). Without network access, download it "
             "elsewhere (e.g. `huggingface-cli download " + text + " --local-dir FOLDER`), copy the folder here "
-            "and pass its path instead of the id."
+            "and pass its path instead of the id (HF_HUB_OFFLINE=1 skips the network retries)."
         ) from error
 
 

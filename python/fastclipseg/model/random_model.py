@@ -8,17 +8,18 @@ shape times like the real one; loading the real refined decoder weights (the ori
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from transformers import CLIPSegConfig, CLIPSegForImageSegmentation, CLIPTokenizerFast
+from transformers import CLIPSegConfig, CLIPSegForImageSegmentation, CLIPTokenizer
 
 from .configs import reference_config
 from .convert import build_processor, convert_state_dict, load_state_dict_file
 from .tokenizer_files import BOS_TOKEN, EOS_TOKEN, bytes_to_unicode, clip_tokenizer_from_bpe
 
 
-def byte_level_tokenizer(merges: list[tuple[str, str]] = ()) -> CLIPTokenizerFast:
+def byte_level_tokenizer(merges: Sequence[tuple[str, str]] = ()) -> CLIPTokenizer:
     """A CLIP-style tokenizer over bytes (plus optional `merges`), for when the real vocabulary is absent.
 
     Ids stay below 520 + len(merges), so it fits any text tower with a vocabulary at least that big.
@@ -26,7 +27,7 @@ def byte_level_tokenizer(merges: list[tuple[str, str]] = ()) -> CLIPTokenizerFas
     symbols = list(bytes_to_unicode().values())
     tokens = symbols + [s + "</w>" for s in symbols] + ["".join(m) for m in merges] + [BOS_TOKEN, EOS_TOKEN]
     vocab = {token: index for index, token in enumerate(dict.fromkeys(tokens))}
-    return CLIPTokenizerFast(vocab=vocab, merges=list(merges))
+    return CLIPTokenizer(vocab=vocab, merges=list(merges))
 
 
 def random_reference_model(
