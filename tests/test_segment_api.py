@@ -140,3 +140,25 @@ def test_from_pretrained_accepts_a_loaded_model(tiny_reference):
     assert segmenter.segment(natural_image(10, 10), "a cat").masks.shape == (1, 10, 10)
     with pytest.raises(ValueError, match="processor"):
         FastSegmenter.from_pretrained(model)
+
+
+@pytest.mark.parametrize("flags", [dict(do_normalize=False), dict(do_rescale=False), dict(resample=3)])
+def test_preprocessing_follows_the_processor_config(flags):
+    from transformers import ViTImageProcessorPil
+
+    from fastclipseg.preprocess import PreprocessConfig, preprocess
+
+    image_processor = ViTImageProcessorPil(size={"height": 48, "width": 48}, **flags)
+    image = natural_image(37, 61, seed=9)
+    expected = image_processor(images=[image], return_tensors="np")["pixel_values"]
+    ours = preprocess([image], PreprocessConfig.from_image_processor(image_processor))
+    np.testing.assert_allclose(ours, expected, rtol=1e-5, atol=1e-4 * max(1.0, np.abs(expected).max()))
+
+
+def test_processor_without_resize_is_rejected():
+    from transformers import ViTImageProcessorPil
+
+    from fastclipseg.preprocess import PreprocessConfig
+
+    with pytest.raises(ValueError, match="do_resize=False"):
+        PreprocessConfig.from_image_processor(ViTImageProcessorPil(do_resize=False))

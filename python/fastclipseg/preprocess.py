@@ -10,15 +10,19 @@ from PIL import Image
 
 @dataclass(frozen=True)
 class PreprocessConfig:
-    """Resize to `size x size` with PIL's `resample`, then `(x / 255 - mean) / std`."""
+    """Resize to `size x size` with PIL's `resample`, then `(x * rescale_factor - mean) / std`."""
 
     size: int = 352
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     resample: int = Image.Resampling.BILINEAR
+    rescale_factor: float = 1 / 255
 
     @classmethod
     def from_image_processor(cls, image_processor) -> "PreprocessConfig":
+        """The settings of a transformers image processor (ViTImageProcessor for CLIPSeg)."""
+        if not getattr(image_processor, "do_resize", True):
+            raise ValueError("the image processor has do_resize=False; CLIPSeg needs a fixed square input size")
         size = image_processor.size
         if isinstance(size, int):
             height = width = size
@@ -26,19 +30,23 @@ class PreprocessConfig:
             height, width = size["height"], size["width"]
         if height != width:
             raise ValueError(f"CLIPSeg needs a square input, the image processor resizes to {height}x{width}")
+        normalize = getattr(image_processor, "do_normalize", True)
+        rescale = getattr(image_processor, "do_rescale", True)
         return cls(
             size=int(height),
-            mean=tuple(float(v) for v in image_processor.image_mean),
-            std=tuple(float(v) for v in image_processor.image_std),
+            mean=tuple(float(v) for v in image_processor.image_mean) if normalize else (0.0, 0.0, 0.0),
+            std=tuple(float(v) for v in image_processor.image_std) if normalize else (1.0, 1.0, 1.0),
             resample=int(image_processor.resample),
+            rescale_factor=float(image_processor.rescale_factor) if rescale else 1.0,
         )
 
 
 def preprocess(images: list[np.ndarray], config: PreprocessConfig) -> np.ndarray:
     """RGB uint8 arrays of any sizes -> `(N, 3, S, S)` float32 pixel values."""
     out = np.empty((len(images), 3, config.size, config.size), dtype=np.float32)
-    scale = (1.0 / (255.0 * np.asarray(config.std, dtype=np.float32)))[:, None, None]
-    shift = (np.asarray(config.mean, dtype=np.float32) / np.asarray(config.std, dtype=np.float32))[:, None, None]
+    std = np.asarray(config.std, dtype=np.float32)[:, None, None]
+    scale = np.float32(config.rescale_factor) / std
+    shift = np.asarray(config.mean, dtype=np.float32)[:, None, None] / std
     for index, image in enumerate(images):
         resized = Image.fromarray(np.ascontiguousarray(image)).resize((config.size, config.size), config.resample)
         chw = np.asarray(resized, dtype=np.float32).transpose(2, 0, 1)
