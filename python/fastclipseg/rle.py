@@ -109,15 +109,7 @@ def area(rle: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> int | np.ndarr
     if isinstance(rle, Mapping):
         (h, w), counts = _parse(rle)
         return int(_core.rle_area(counts, h, w))
-    items = _as_list(rle, "area")
-    out = np.empty(len(items), dtype=np.int64)
-    for i, r in enumerate(items):
-        (h, w), counts = _parse(r, i)
-        try:
-            out[i] = _core.rle_area(counts, h, w)
-        except ValueError as e:
-            raise ValueError(f"RLE #{i}: {e}") from e
-    return out
+    return _per_item(rle, "area", _core.rle_area, (), np.int64)
 
 
 def bbox(rle: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> np.ndarray:
@@ -130,12 +122,17 @@ def bbox(rle: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> np.ndarray:
     if isinstance(rle, Mapping):
         (h, w), counts = _parse(rle)
         return np.array(_core.rle_bbox(counts, h, w), dtype=np.float64)
-    items = _as_list(rle, "bbox")
-    out = np.zeros((len(items), 4), dtype=np.float64)
+    return _per_item(rle, "bbox", _core.rle_bbox, (4,), np.float64)
+
+
+def _per_item(rle: Any, fn: str, kernel: Any, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+    """Apply a counts kernel to each dict of a list; errors name the dict's position."""
+    items = _as_list(rle, fn)
+    out = np.zeros((len(items), *shape), dtype=dtype)
     for i, r in enumerate(items):
         (h, w), counts = _parse(r, i)
         try:
-            out[i] = _core.rle_bbox(counts, h, w)
+            out[i] = kernel(counts, h, w)
         except ValueError as e:
             raise ValueError(f"RLE #{i}: {e}") from e
     return out
