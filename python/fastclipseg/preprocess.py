@@ -41,14 +41,25 @@ class PreprocessConfig:
         )
 
 
+def _value_table(config: PreprocessConfig) -> np.ndarray:
+    """`(3, 256)` float32: the normalised value of every uint8 level in every channel.
+
+    Computed with the transformers processor's own arithmetic (rescale in float64, cast to
+    float32, then `(x - mean) / std` in float32), so the pixel values are bit-identical to its.
+    """
+    levels = (np.arange(256, dtype=np.float64) * config.rescale_factor).astype(np.float32)
+    mean = np.asarray(config.mean, dtype=np.float32)[:, None]
+    std = np.asarray(config.std, dtype=np.float32)[:, None]
+    return (levels[None, :] - mean) / std
+
+
 def preprocess(images: list[np.ndarray], config: PreprocessConfig) -> np.ndarray:
     """RGB uint8 arrays of any sizes -> `(N, 3, S, S)` float32 pixel values."""
     out = np.empty((len(images), 3, config.size, config.size), dtype=np.float32)
-    std = np.asarray(config.std, dtype=np.float32)[:, None, None]
-    scale = np.float32(config.rescale_factor) / std
-    shift = np.asarray(config.mean, dtype=np.float32)[:, None, None] / std
+    table = _value_table(config)
     for index, image in enumerate(images):
         resized = Image.fromarray(np.ascontiguousarray(image)).resize((config.size, config.size), config.resample)
-        chw = np.asarray(resized, dtype=np.float32).transpose(2, 0, 1)
-        out[index] = chw * scale - shift
+        hwc = np.asarray(resized)
+        for channel in range(3):
+            out[index, channel] = table[channel][hwc[:, :, channel]]
     return out
