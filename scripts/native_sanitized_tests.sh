@@ -23,4 +23,6 @@ cmake --build "${build}" --parallel "${jobs}"
 
 export ASAN_OPTIONS="${ASAN_OPTIONS:-abort_on_error=1:strict_string_checks=1:detect_stack_use_after_return=1}"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
-"${build}/test_kernels"
+for test in test_kernels test_preprocess test_postprocess; do
+    "${build}/${test}"
+done

@@ -9,9 +9,13 @@ namespace py = pybind11;
 
 namespace fastclipseg::bindings {
 void register_rle(py::module_& m);
+void register_preprocess(py::module_& m);
+void register_postprocess(py::module_& m);
 }  // namespace fastclipseg::bindings
 
 PYBIND11_MODULE(_core, m) {
-    m.doc() = "fastclipseg native kernels (see fastclipseg.rle for the documented API).";
+    m.doc() = "fastclipseg native kernels (documented APIs: fastclipseg.rle and fastclipseg.ops).";
     fastclipseg::bindings::register_rle(m);
+    fastclipseg::bindings::register_preprocess(m);
+    fastclipseg::bindings::register_postprocess(m);
 }

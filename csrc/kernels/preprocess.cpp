@@ -1,0 +1,1 @@
+#include "fastclipseg/preprocess.hpp"
