@@ -18,59 +18,26 @@ JSON under benchmarks/results/.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
-import statistics
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
 import torch
 import transformers
 
 from fastclipseg import FastSegmenter
 from fastclipseg.model.random_model import random_reference_model
 
-ROOT = Path(__file__).resolve().parents[1]
+from _common import RESULTS, ROOT, median_seconds, natural_image, write_result
+
 SHARED_DATA = ROOT.parent / "shared" / "data"
 PROMPTS = ["a cat", "the red car", "a dog", "a tree", "the sky", "a person", "a road", "a window"]
-
-
-def natural_image(height: int, width: int, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:height, 0:width]
-    base = np.stack([xx / width, yy / height, (xx + yy) / (width + height)], axis=2) * 200
-    return np.clip(base + rng.normal(0, 20, (height, width, 3)), 0, 255).astype(np.uint8)
-
-
-def median_seconds(fn, repeats: int, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2)")
     parser.add_argument("--repeats", type=int, default=5, help="timed repetitions per case (median reported)")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results", help="folder for the JSON result")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="folder for the JSON result")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -122,24 +89,12 @@ def main() -> None:
         print(f"| {r['case']} | {r['reference_s'] * 1000:.0f} | {r['fastclipseg_s'] * 1000:.0f} | {r['speedup']:.2f}x "
               f"| {r['fastclipseg_cached_prompts_s'] * 1000:.0f} | {r['speedup_cached_prompts']:.2f}x |")
 
-    now = datetime.now(timezone.utc)
-    result = {
-        "benchmark": "bench_segment",
-        "date": now.isoformat(timespec="seconds"),
-        "device": f"cpu: {cpu_name()}",
-        "threads": args.threads,
-        "cores_visible": os.cpu_count(),
-        "backend": "torch", "precision": "fp32",
+    path = write_result(f"bench_segment-cpu-{args.threads}threads", {
+        "threads": args.threads, "backend": "torch", "precision": "fp32",
         "torch": torch.__version__, "transformers": transformers.__version__,
-        "real_decoder_weights": decoder.is_file(),
-        "image_size": [480, 640], "repeats": args.repeats,
-        "rows": rows,
-    }
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"bench_segment-cpu-{args.threads}threads-{now:%Y%m%d}.json"
-    path.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"\nwrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
-
+        "real_decoder_weights": decoder.is_file(), "image_size": [480, 640], "repeats": args.repeats, "rows": rows,
+    }, args.out)
+    print(f"\nwrote {path}")
 
 if __name__ == "__main__":
     main()

@@ -1,0 +1,56 @@
+"""Helpers shared by the benchmark scripts: test images, timing, machine description, JSON output."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def natural_image(height: int, width: int, seed: int = 0) -> np.ndarray:
+    """Smooth gradients plus noise: resampling and encoding cost as they would on photos."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width]
+    base = np.stack([xx / width, yy / height, (xx + yy) / (width + height)], axis=2) * 200
+    return np.clip(base + rng.normal(0, 20, (height, width, 3)), 0, 255).astype(np.uint8)
+
+
+def median_seconds(fn, repeats: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def write_result(name: str, payload: dict, out: Path = RESULTS) -> Path:
+    """Write `payload` (plus date and machine) as benchmarks/results/<name>-<date>.json."""
+    now = datetime.now(timezone.utc)
+    record = {"benchmark": name, "date": now.isoformat(timespec="seconds"), "device": f"cpu: {cpu_name()}",
+              "cores_visible": os.cpu_count(), **payload}
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{name}-{now:%Y%m%d}.json"
+    path.write_text(json.dumps(record, indent=1) + "\n")
+    return path
