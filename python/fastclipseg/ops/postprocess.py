@@ -1,0 +1,161 @@
+"""From CLIPSeg logits to masks, probabilities, COCO RLE, areas, boxes and scores in one native call.
+
+`postprocess` upsamples ``(K, h, w)`` float32 logits to the image's own size with
+bilinear interpolation (``align_corners=False``, bit-identical to
+``torch.nn.functional.interpolate`` whenever PyTorch takes its general CPU
+kernel, i.e. ``H + W > 128``; within a few ulp below that) and derives every
+requested output from each upsampled row while it is in cache:
+
+- ``masks``: ``sigmoid(logit) > threshold``, evaluated as ``logit > log(t / (1 - t))``
+  so no sigmoid is needed; ``threshold=0`` keeps every logit above ``-inf``,
+  ``threshold=1`` keeps nothing.
+- ``probs``: ``sigmoid`` of the upsampled logit as float32, or ``round(255 p)`` as uint8.
+- ``rle``: COCO compressed RLE whose counts are byte-identical to
+  ``pycocotools.mask.encode(np.asfortranarray(mask))`` (as ``str``), built from
+  row transitions without materialising a full-size array.
+- ``area`` / ``bbox``: as ``pycocotools.mask.area`` / ``toBbox`` (zeros for an empty mask).
+- ``score``: the mean probability over the mask's pixels (accumulated in
+  double), 0 for an empty mask.
+
+When only ``rle``/``area``/``bbox``/``score`` are requested no full-size array
+of any kind is allocated. Results are bit-identical for every ``threads``
+value. NaN logits are background, their float32 probability is NaN and their
+uint8 probability 0; infinities propagate through the interpolation as in
+PyTorch (``inf * 0`` weights give NaN).
+"""
+
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from .. import _core
+from ..rle import RLE
+
+__all__ = ["Postprocessed", "postprocess", "upsample"]
+
+ProbsDtype = Literal["float32", "uint8"]
+
+
+@dataclass(frozen=True)
+class Postprocessed:
+    """What `postprocess` computed; a field is ``None`` when it was not requested.
+
+    Attributes:
+        masks: ``(K, H, W)`` bool, C order.
+        probs: ``(K, H, W)`` float32 probabilities, or uint8 ``round(255 p)``.
+        rle: K dicts ``{"size": [H, W], "counts": str}`` (pycocotools-style, JSON-ready).
+        area: ``(K,)`` int64 foreground pixel counts.
+        bbox: ``(K, 4)`` float64 ``[x, y, width, height]``; zeros for an empty mask.
+        score: ``(K,)`` float64 mean probability inside each mask; 0 for an empty mask.
+    """
+
+    masks: np.ndarray | None = None
+    probs: np.ndarray | None = None
+    rle: list[RLE] | None = None
+    area: np.ndarray | None = None
+    bbox: np.ndarray | None = None
+    score: np.ndarray | None = None
+
+
+def postprocess(
+    logits: Any,
+    size: tuple[int, int],
+    threshold: float = 0.5,
+    *,
+    masks: bool = True,
+    probs: ProbsDtype | None = None,
+    rle: bool = False,
+    area: bool = False,
+    bbox: bool = False,
+    score: bool = False,
+    threads: int | None = None,
+) -> Postprocessed:
+    """Upsample logits to ``size`` and compute the requested per-mask outputs in one pass.
+
+    Args:
+        logits: ``(K, h, w)`` float32 array (e.g. the network's 352x352 logits); K may be 0.
+            Array-likes (CPU torch tensors) go through `np.asarray`; any other dtype is
+            rejected rather than cast. Non-contiguous arrays are accepted (copied once).
+        size: output ``(H, W)``, each >= 1.
+        threshold: probability threshold t in [0, 1]; a pixel is foreground when
+            ``sigmoid(logit) > t``.
+        masks: return the ``(K, H, W)`` bool masks.
+        probs: also return probabilities as ``"float32"`` or ``"uint8"`` (``round(255 p)``).
+        rle: return COCO compressed RLE dicts.
+        area: return foreground pixel counts.
+        bbox: return ``[x, y, width, height]`` boxes.
+        score: return mean probabilities inside the masks.
+        threads: worker threads (>= 1); None uses the hardware concurrency.
+
+    Returns:
+        A `Postprocessed` with the requested fields set.
+
+    Raises:
+        TypeError: logits is not float32, or an argument has the wrong type.
+        ValueError: logits is not 3-D, a size is < 1 or too large, the threshold is NaN or
+            outside [0, 1], ``probs`` is not None/"float32"/"uint8", or threads < 1.
+    """
+    arr = _as_array(logits)
+    height, width = _check_size(size)
+    t = _check_threshold(threshold)
+    if probs is not None and (not isinstance(probs, str) or probs not in ("float32", "uint8")):
+        raise ValueError(f"probs must be None, 'float32' or 'uint8', got {probs!r}")
+    out = _core.postprocess(arr, height, width, t, bool(masks), probs, bool(rle), bool(area),
+                            bool(bbox), bool(score), _check_threads(threads))
+    rles = None
+    if out["rle"] is not None:
+        rles = [{"size": [height, width], "counts": c} for c in out["rle"]]
+    return Postprocessed(masks=out["masks"], probs=out["probs"], rle=rles, area=out["area"],
+                         bbox=out["bbox"], score=out["score"])
+
+
+def upsample(logits: Any, size: tuple[int, int], *, threads: int | None = None) -> np.ndarray:
+    """Bilinearly upsampled logits alone, ``(K, H, W)`` float32.
+
+    Equals ``torch.nn.functional.interpolate(torch.from_numpy(logits)[None], size=size,
+    mode="bilinear", align_corners=False)[0]`` (bit-identical when ``H + W > 128``).
+    Arguments and errors as in `postprocess`.
+    """
+    arr = _as_array(logits)
+    height, width = _check_size(size)
+    return _core.postprocess_upsample(arr, height, width, _check_threads(threads))
+
+
+def _as_array(logits: Any) -> np.ndarray:
+    return logits if isinstance(logits, np.ndarray) else np.asarray(logits)
+
+
+def _check_size(size: Any) -> tuple[int, int]:
+    if isinstance(size, (str, bytes)) or not hasattr(size, "__len__") or len(size) != 2:
+        raise ValueError(f"size must be (height, width), got {size!r}")
+    dims = []
+    for name, v in zip(("height", "width"), size):
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral):
+            raise TypeError(f"size {name} must be an int, got {type(v).__name__}")
+        if not 1 <= v <= _core.POSTPROCESS_MAX_SIDE:
+            raise ValueError(f"size {name} must be in [1, {_core.POSTPROCESS_MAX_SIDE}], got {int(v)}")
+        dims.append(int(v))
+    return dims[0], dims[1]
+
+
+def _check_threshold(threshold: Any) -> float:
+    if isinstance(threshold, (bool, np.bool_)) or not isinstance(threshold, numbers.Real):
+        raise TypeError(f"threshold must be a real number in [0, 1], got {type(threshold).__name__}")
+    t = float(threshold)
+    if not 0.0 <= t <= 1.0:  # also rejects NaN
+        raise ValueError(f"threshold must be a probability in [0, 1], got {t!r}")
+    return t
+
+
+def _check_threads(threads: Any) -> int:
+    if threads is None:
+        return 0  # the native default: hardware concurrency
+    if isinstance(threads, (bool, np.bool_)) or not isinstance(threads, numbers.Integral):
+        raise TypeError(f"threads must be an int or None, got {type(threads).__name__}")
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1 (or None for all cores), got {int(threads)}")
+    return int(min(threads, _core.POSTPROCESS_MAX_THREADS))
