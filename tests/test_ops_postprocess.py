@@ -1,0 +1,412 @@
+"""fastclipseg.ops.postprocess against the library path: torch interpolate + sigmoid + threshold + pycocotools."""
+
+from __future__ import annotations
+
+import math
+import resource
+import sys
+
+import numpy as np
+import pycocotools.mask as coco
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from fastclipseg import _core
+from fastclipseg.ops.postprocess import Postprocessed, postprocess, upsample
+
+# pycocotools.mask.decode trips a NumPy 2 DeprecationWarning inside pycocotools itself.
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:pycocotools")
+
+# PyTorch's AVX2/AVX-512 kernels contract the interpolation to FMAs, as ours do: then the two
+# agree bit for bit (for H + W > 128, where PyTorch does not switch to its separable kernel).
+TORCH_FMA = torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
+
+
+def torch_upsample(logits: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    return F.interpolate(torch.from_numpy(logits)[None], size=size, mode="bilinear", align_corners=False)[0].numpy()
+
+
+def torch_probs(logits: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    return torch.sigmoid(torch.from_numpy(torch_upsample(logits, size))).numpy()
+
+
+def coco_counts(mask: np.ndarray) -> str:
+    return coco.encode(np.asfortranarray(mask.astype(np.uint8)))["counts"].decode("ascii")
+
+
+def random_logits(rng: np.random.Generator, k: int, h: int, w: int, scale: float = 5.0) -> np.ndarray:
+    return (rng.standard_normal((k, h, w)) * scale).astype(np.float32)
+
+
+def blob_logits(rng: np.random.Generator, k: int, side: int = 352) -> np.ndarray:
+    """Smooth logits with a few blobs, like a real mask's."""
+    yy, xx = np.mgrid[0:side, 0:side] / side
+    out = np.full((k, side, side), -4.0, np.float32)
+    for i in range(k):
+        for _ in range(3):
+            cy, cx, r = rng.uniform(0.2, 0.8), rng.uniform(0.2, 0.8), rng.uniform(0.05, 0.2)
+            out[i] += 10 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r * r))
+    return out
+
+
+def everything(logits, size, threshold=0.5, threads=1, probs="float32") -> Postprocessed:
+    return postprocess(logits, size, threshold, masks=True, probs=probs, rle=True, area=True, bbox=True,
+                       score=True, threads=threads)
+
+
+# --------------------------------------------------------------------------- upsample
+
+UPSAMPLE_CASES = [
+    # (k, h, w, H, W)
+    (1, 352, 352, 480, 640),
+    (2, 352, 352, 1080, 1920),
+    (1, 352, 352, 200, 100),  # down
+    (1, 352, 352, 64, 65),
+    (3, 24, 40, 100, 77),  # non-square, mixed
+    (1, 5, 7, 13, 3),  # tiny: PyTorch's separable kernel
+    (2, 1, 1, 5, 5),
+    (1, 1, 1, 1, 1),
+    (1, 7, 9, 1, 1),
+    (1, 9, 6, 1, 200),  # H = 1
+    (1, 6, 9, 300, 1),  # W = 1
+    (1, 1, 12, 40, 30),  # h = 1
+    (1, 12, 1, 40, 30),  # w = 1
+    (2, 3, 4, 3, 4),  # same size: a copy
+    (1, 352, 352, 352, 1000),  # one axis unchanged
+]
+
+
+@pytest.mark.parametrize("k,h,w,H,W", UPSAMPLE_CASES)
+def test_upsample_matches_torch(k, h, w, H, W):
+    rng = np.random.default_rng(h * 1000 + W)
+    x = random_logits(rng, k, h, w)
+    ours = upsample(x, (H, W), threads=1)
+    ref = torch_upsample(x, (H, W))
+    assert ours.shape == (k, H, W) and ours.dtype == np.float32 and ours.flags.c_contiguous
+    assert np.all(np.abs(ours - ref) <= 1e-5 * np.maximum(1.0, np.abs(ref)))
+    if TORCH_FMA and H + W > 128:
+        assert np.array_equal(ours, ref), "bit-identical to PyTorch's FMA kernel"
+
+
+def test_upsample_huge_and_tiny_magnitudes():
+    rng = np.random.default_rng(7)
+    x = (rng.standard_normal((2, 20, 30)) * np.array([1e-30, 1e30], np.float32)[:, None, None]).astype(np.float32)
+    ours, ref = upsample(x, (90, 70)), torch_upsample(x, (90, 70))
+    assert np.all(np.abs(ours - ref) <= 1e-5 * np.maximum(1.0, np.abs(ref)))
+
+
+# --------------------------------------------------------------------------- masks vs the torch path
+
+
+def test_masks_exact_away_from_the_threshold():
+    # Integer logits upsampled x4: weights are odd multiples of 1/8, so every upsampled logit
+    # is a multiple of 1/64 and the threshold logit 1/128 is never within 1/128 of one.
+    rng = np.random.default_rng(0)
+    x = rng.integers(-4, 5, size=(3, 40, 60)).astype(np.float32)
+    t = 1 / (1 + math.exp(-1 / 128))
+    size = (160, 240)
+    res = everything(x, size, t)
+    probs = torch_probs(x, size)
+    ref = probs > t
+    assert 0.2 < ref.mean() < 0.8
+    np.testing.assert_array_equal(res.masks, ref)
+    assert [r["counts"] for r in res.rle] == [coco_counts(m) for m in ref]
+
+
+@pytest.mark.parametrize("size", [(480, 640), (1080, 1920), (131, 77)])
+@pytest.mark.parametrize("t", [0.5, 0.2, 0.9])
+def test_masks_agree_with_torch_on_random_logits(size, t):
+    rng = np.random.default_rng(size[0] + int(100 * t))
+    x = random_logits(rng, 2, 352, 352, scale=3.0)
+    res = everything(x, size, t, threads=2)
+    probs = torch_probs(x, size)
+    ref = probs > t
+    agree = res.masks == ref
+    assert agree.mean() >= 0.9999
+    # Disagreements only where the logit is within float rounding of the threshold logit.
+    up = torch_upsample(x, size)
+    assert np.all(np.abs(up[~agree] - math.log(t / (1 - t))) < 1e-5)
+    for i in range(len(x)):
+        assert res.rle[i] == {"size": list(size), "counts": coco_counts(res.masks[i])}
+        if agree[i].all():
+            assert res.rle[i]["counts"] == coco_counts(ref[i])
+
+
+def test_blob_logits_all_outputs_match_the_library_path():
+    rng = np.random.default_rng(3)
+    x = blob_logits(rng, 4)
+    size = (1080, 1920)
+    res = everything(x, size)
+    probs = torch_probs(x, size)
+    ref = probs > 0.5
+    np.testing.assert_array_equal(res.masks, ref)
+    rles = coco.encode(np.asfortranarray(ref.transpose(1, 2, 0).astype(np.uint8)))
+    assert [r["counts"] for r in res.rle] == [r["counts"].decode() for r in rles]
+    assert all(r["size"] == [1080, 1920] for r in res.rle)
+    np.testing.assert_array_equal(res.area, coco.area(rles))
+    np.testing.assert_array_equal(res.bbox, coco.toBbox(rles))
+    want = [probs[i][ref[i]].astype(np.float64).mean() for i in range(len(x))]
+    np.testing.assert_allclose(res.score, want, rtol=0, atol=1e-6)
+    assert np.abs(res.probs - probs).max() <= 1e-6
+
+
+# --------------------------------------------------------------------------- per-output checks
+
+
+def test_probabilities_float32_and_uint8():
+    rng = np.random.default_rng(11)
+    x = random_logits(rng, 2, 40, 30, scale=8.0)
+    size = (150, 97)
+    ref = torch.sigmoid(torch.from_numpy(torch_upsample(x, size)).double()).numpy()
+    p32 = postprocess(x, size, masks=False, probs="float32").probs
+    p8 = postprocess(x, size, masks=False, probs="uint8").probs
+    assert p32.dtype == np.float32 and p32.shape == (2, *size)
+    assert p8.dtype == np.uint8 and p8.shape == (2, *size)
+    assert np.abs(p32 - ref).max() <= 1e-6
+    assert np.abs(p8.astype(int) - np.round(255 * ref)).max() <= 1
+    torch_sig = torch_probs(x, size)
+    assert np.abs(p32 - torch_sig).max() <= 1e-6
+
+
+def test_area_bbox_score_match_pycocotools_and_torch():
+    rng = np.random.default_rng(5)
+    x = np.concatenate([blob_logits(rng, 2, 64), np.full((1, 64, 64), -5, np.float32)])  # last mask empty
+    size = (300, 451)
+    res = everything(x, size)
+    rles = [coco.encode(np.asfortranarray(m.astype(np.uint8))) for m in res.masks]
+    assert res.area.dtype == np.int64 and res.bbox.dtype == np.float64 and res.score.dtype == np.float64
+    np.testing.assert_array_equal(res.area, [coco.area(r) for r in rles])
+    np.testing.assert_array_equal(res.bbox, np.array([coco.toBbox(r) for r in rles]))
+    assert res.area[2] == 0 and np.all(res.bbox[2] == 0) and res.score[2] == 0.0
+    probs = torch_probs(x, size).astype(np.float64)
+    for i in range(2):
+        assert abs(res.score[i] - probs[i][res.masks[i]].mean()) <= 1e-6
+
+
+def test_rle_decodes_back_to_the_masks():
+    rng = np.random.default_rng(9)
+    x = random_logits(rng, 3, 17, 23)
+    res = everything(x, (61, 45))
+    for m, r in zip(res.masks, res.rle):
+        np.testing.assert_array_equal(coco.decode({"size": r["size"], "counts": r["counts"].encode()}), m)
+
+
+def test_only_requested_fields_are_set():
+    x = np.zeros((2, 8, 8), np.float32)
+    res = postprocess(x, (16, 16))
+    assert res.masks is not None and res.masks.dtype == np.bool_ and res.masks.shape == (2, 16, 16)
+    assert res.probs is None and res.rle is None and res.area is None and res.bbox is None and res.score is None
+    res = postprocess(x, (16, 16), masks=False, area=True)
+    assert res.masks is None and res.area.tolist() == [0, 0]
+    with pytest.raises(AttributeError):
+        res.area = None  # frozen
+
+
+@pytest.mark.parametrize("t", [0.0, 1.0])
+def test_threshold_extremes(t):
+    x = np.array([[[-80.0, -3.0, 0.0, 5.0, 1e30, -1e30]]], np.float32)
+    res = everything(x, (1, 6), t)
+    if t == 0.0:  # every logit above -inf
+        assert res.masks.all() and res.area[0] == 6
+        assert res.bbox.tolist() == [[0, 0, 6, 1]]
+    else:
+        assert not res.masks.any() and res.area[0] == 0 and res.score[0] == 0.0
+        assert res.rle[0]["counts"] == coco_counts(np.zeros((1, 6), bool))
+    assert _core.postprocess_threshold_logit(t) == (-math.inf if t == 0 else math.inf)
+
+
+def test_nan_logits_are_background_with_nan_probability():
+    x = np.array([[[np.nan, 2.0], [3.0, -1.0]]], np.float32)
+    res = everything(x, (2, 2), 0.5)  # same size: a copy, so the NaN stays in one pixel
+    assert res.masks.tolist() == [[[False, True], [True, False]]]
+    assert np.isnan(res.probs[0, 0, 0]) and not np.isnan(res.probs[0, 1:, :]).any()
+    assert postprocess(x, (2, 2), probs="uint8").probs[0, 0, 0] == 0
+    expect = (1 / (1 + math.exp(-2)) + 1 / (1 + math.exp(-3))) / 2
+    assert abs(res.score[0] - expect) <= 1e-6 and res.area[0] == 2
+    # Upsampled, a NaN spreads to every pixel that weighs it, as in PyTorch.
+    up = upsample(x, (5, 5))
+    np.testing.assert_array_equal(np.isnan(up), np.isnan(torch_upsample(x, (5, 5))))
+
+
+def test_empty_batch():
+    x = np.zeros((0, 352, 352), np.float32)
+    res = everything(x, (480, 640))
+    assert res.masks.shape == (0, 480, 640) and res.probs.shape == (0, 480, 640)
+    assert res.rle == [] and res.area.shape == (0,) and res.bbox.shape == (0, 4) and res.score.shape == (0,)
+    assert upsample(x, (4, 5)).shape == (0, 4, 5)
+
+
+def test_thread_count_invariance():
+    rng = np.random.default_rng(21)
+    x = np.concatenate([blob_logits(rng, 3, 96), random_logits(rng, 2, 96, 96)])
+    ref = everything(x, (517, 389), 0.4, threads=1)
+    for threads in (2, 3, 8, None):
+        res = everything(x, (517, 389), 0.4, threads=threads)
+        np.testing.assert_array_equal(res.masks, ref.masks)
+        assert res.probs.tobytes() == ref.probs.tobytes()
+        assert res.rle == ref.rle
+        np.testing.assert_array_equal(res.area, ref.area)
+        np.testing.assert_array_equal(res.bbox, ref.bbox)
+        assert res.score.tobytes() == ref.score.tobytes()
+        assert upsample(x, (517, 389), threads=threads).tobytes() == upsample(x, (517, 389), threads=1).tobytes()
+
+
+def test_no_full_size_array_for_rle_and_stats():
+    # 16384 x 16384 = 268M pixels: any full-size array (bool 268 MB, float32 1 GB) would show in
+    # the peak RSS; runs and per-row buffers are a few MB.
+    rng = np.random.default_rng(2)
+    x = blob_logits(rng, 1, 64)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    res = postprocess(x, (16384, 16384), masks=False, rle=True, area=True, bbox=True, score=True)
+    grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    if sys.platform == "darwin":
+        grown_kib //= 1024  # bytes there
+    assert grown_kib < 128 * 1024
+    assert 0 < res.area[0] < 16384**2
+    assert _core.rle_area(res.rle[0]["counts"], 16384, 16384) == res.area[0]
+    np.testing.assert_array_equal(_core.rle_bbox(res.rle[0]["counts"], 16384, 16384), res.bbox[0])
+
+
+# --------------------------------------------------------------------------- input handling
+
+
+def test_accepts_torch_tensors_and_non_contiguous_arrays():
+    rng = np.random.default_rng(4)
+    x = random_logits(rng, 3, 20, 24)
+    ref = everything(x, (50, 40))
+    for other in (torch.from_numpy(x), np.asfortranarray(x), x[::-1][::-1].copy(order="F"), x.transpose(0, 2, 1).copy().transpose(0, 2, 1)):
+        res = everything(other, (50, 40))
+        np.testing.assert_array_equal(res.masks, ref.masks)
+        assert res.rle == ref.rle
+    strided = np.zeros((3, 40, 48), np.float32)
+    strided[:, ::2, ::2] = x
+    view = strided[:, ::2, ::2]
+    assert not view.flags.c_contiguous
+    np.testing.assert_array_equal(upsample(view, (50, 40)), upsample(x, (50, 40)))
+    res = everything(view, (50, 40))
+    np.testing.assert_array_equal(res.masks, ref.masks)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float16, np.int32, np.uint8, ">f4"])
+def test_rejects_other_dtypes(dtype):
+    x = np.zeros((1, 4, 4), dtype)
+    with pytest.raises(TypeError, match="float32"):
+        postprocess(x, (8, 8))
+    with pytest.raises(TypeError, match="float32"):
+        upsample(x, (8, 8))
+
+
+@pytest.mark.parametrize("shape", [(4, 4), (1, 1, 4, 4), (4,), ()])
+def test_rejects_wrong_ndim(shape):
+    x = np.zeros(shape, np.float32)
+    with pytest.raises(ValueError, match="3-D"):
+        postprocess(x, (8, 8))
+    with pytest.raises(ValueError, match="3-D"):
+        upsample(x, (8, 8))
+
+
+@pytest.mark.parametrize("shape", [(1, 0, 4), (1, 4, 0)])
+def test_rejects_empty_logit_planes(shape):
+    with pytest.raises(ValueError, match="must be >= 1"):
+        postprocess(np.zeros(shape, np.float32), (8, 8))
+
+
+@pytest.mark.parametrize("size", [(0, 8), (8, 0), (-1, 8), (8, -5), (2**31, 8)])
+def test_rejects_bad_sizes(size):
+    x = np.zeros((1, 4, 4), np.float32)
+    with pytest.raises(ValueError, match="size"):
+        postprocess(x, size)
+    with pytest.raises(ValueError, match="size"):
+        upsample(x, size)
+
+
+@pytest.mark.parametrize("size", [(8,), (8, 8, 8), "88", 8, (8.0, 8), (True, 8)])
+def test_rejects_malformed_sizes(size):
+    with pytest.raises((ValueError, TypeError)):
+        postprocess(np.zeros((1, 4, 4), np.float32), size)
+
+
+def test_rejects_sizes_whose_product_overflows():
+    x = np.zeros((1, 4, 4), np.float32)
+    with pytest.raises(ValueError, match="too large|overflows"):
+        postprocess(x, (2**31 - 1, 2**31 - 1))
+    with pytest.raises(ValueError, match="overflows"):
+        # K * H * W = 16 * (2^31 - 1) * 2^28 > 2^62 (each plane is within the RLE limit):
+        # rejected before anything is allocated.
+        postprocess(np.zeros((16, 1, 1), np.float32), (2**31 - 1, 2**28), masks=False, rle=True)
+
+
+@pytest.mark.parametrize("t", [math.nan, -0.01, 1.01, math.inf, -math.inf])
+def test_rejects_bad_thresholds(t):
+    with pytest.raises(ValueError, match="threshold"):
+        postprocess(np.zeros((1, 4, 4), np.float32), (8, 8), t)
+    with pytest.raises(ValueError, match="threshold"):
+        _core.postprocess(np.zeros((1, 4, 4), np.float32), 8, 8, t, True, None, False, False, False, False, 1)
+
+
+@pytest.mark.parametrize("t", ["0.5", None, True])
+def test_rejects_threshold_types(t):
+    with pytest.raises(TypeError):
+        postprocess(np.zeros((1, 4, 4), np.float32), (8, 8), t)
+
+
+@pytest.mark.parametrize("probs", ["float64", "f4", "", np.float32, 1])
+def test_rejects_bad_probs(probs):
+    with pytest.raises(ValueError, match="probs"):
+        postprocess(np.zeros((1, 4, 4), np.float32), (8, 8), probs=probs)
+
+
+@pytest.mark.parametrize("threads", [0, -1])
+def test_rejects_bad_threads(threads):
+    with pytest.raises(ValueError, match="threads"):
+        postprocess(np.zeros((1, 4, 4), np.float32), (8, 8), threads=threads)
+    with pytest.raises(ValueError, match="threads"):
+        upsample(np.zeros((1, 4, 4), np.float32), (8, 8), threads=threads)
+
+
+def test_native_layer_validates_too():
+    x = np.zeros((1, 4, 4), np.float32)
+    with pytest.raises(ValueError, match="height"):
+        _core.postprocess(x, 0, 8, 0.5, True, None, False, False, False, False, 1)
+    with pytest.raises(ValueError, match="probs"):
+        _core.postprocess(x, 8, 8, 0.5, True, "float64", False, False, False, False, 1)
+    with pytest.raises(ValueError, match="threads"):
+        _core.postprocess_upsample(x, 8, 8, -2)
+    with pytest.raises(TypeError, match="ndarray"):
+        _core.postprocess([[[0.0]]], 8, 8, 0.5, True, None, False, False, False, False, 1)
+
+
+# --------------------------------------------------------------------------- properties
+
+dims = st.integers(min_value=1, max_value=24)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(k=st.integers(1, 3), h=dims, w=dims, H=st.integers(1, 70), W=st.integers(1, 70),
+       t=st.sampled_from([0.0, 0.1, 0.5, 0.73, 1.0]), threads=st.integers(1, 4), seed=st.integers(0, 2**32 - 1))
+def test_property_against_torch_and_pycocotools(k, h, w, H, W, t, threads, seed):
+    rng = np.random.default_rng(seed)
+    x = random_logits(rng, k, h, w, scale=4.0)
+    res = everything(x, (H, W), t, threads=threads)
+    up = upsample(x, (H, W), threads=threads)
+    ref_up = torch_upsample(x, (H, W))
+    assert np.all(np.abs(up - ref_up) <= 1e-5 * np.maximum(1.0, np.abs(ref_up)))
+    ref = torch_probs(x, (H, W)) > t
+    thr = math.log(t / (1 - t)) if 0 < t < 1 else (-math.inf if t == 0 else math.inf)
+    near = np.abs(ref_up - thr) < 1e-5
+    assert np.array_equal(res.masks[~near], ref[~near])
+    for i in range(k):
+        assert res.rle[i]["counts"] == coco_counts(res.masks[i])
+        if np.array_equal(res.masks[i], ref[i]):
+            assert res.rle[i]["counts"] == coco_counts(ref[i])
+        decoded = coco.decode({"size": [H, W], "counts": res.rle[i]["counts"].encode()})
+        np.testing.assert_array_equal(decoded, res.masks[i])
+        r = coco.encode(np.asfortranarray(res.masks[i].astype(np.uint8)))
+        assert res.area[i] == coco.area(r)
+        np.testing.assert_array_equal(res.bbox[i], coco.toBbox(r))
+        p = torch.sigmoid(torch.from_numpy(ref_up[i]).double()).numpy()
+        want = p[res.masks[i]].mean() if res.masks[i].any() else 0.0
+        assert abs(res.score[i] - want) <= 1e-6
