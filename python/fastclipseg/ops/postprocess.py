@@ -27,8 +27,9 @@ PyTorch (``inf * 0`` weights give NaN).
 from __future__ import annotations
 
 import numbers
+import operator
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 
@@ -106,11 +107,12 @@ def postprocess(
         raise ValueError(f"probs must be None, 'float32' or 'uint8', got {probs!r}")
     out = _core.postprocess(arr, height, width, t, bool(masks), probs, bool(rle), bool(area),
                             bool(bbox), bool(score), _check_threads(threads))
-    rles = None
-    if out["rle"] is not None:
-        rles = [{"size": [height, width], "counts": c} for c in out["rle"]]
-    return Postprocessed(masks=out["masks"], probs=out["probs"], rle=rles, area=out["area"],
-                         bbox=out["bbox"], score=out["score"])
+    counts = cast("list[str] | None", out["rle"])
+    rles: list[RLE] | None = None
+    if counts is not None:
+        rles = [{"size": [height, width], "counts": c} for c in counts]
+    arrays = {k: cast("np.ndarray | None", out[k]) for k in ("masks", "probs", "area", "bbox", "score")}
+    return Postprocessed(rle=rles, **arrays)
 
 
 def upsample(logits: Any, size: tuple[int, int], *, threads: int | None = None) -> np.ndarray:
@@ -136,9 +138,10 @@ def _check_size(size: Any) -> tuple[int, int]:
     for name, v in zip(("height", "width"), size):
         if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral):
             raise TypeError(f"size {name} must be an int, got {type(v).__name__}")
-        if not 1 <= v <= _core.POSTPROCESS_MAX_SIDE:
-            raise ValueError(f"size {name} must be in [1, {_core.POSTPROCESS_MAX_SIDE}], got {int(v)}")
-        dims.append(int(v))
+        n = operator.index(v)
+        if not 1 <= n <= _core.POSTPROCESS_MAX_SIDE:
+            raise ValueError(f"size {name} must be in [1, {_core.POSTPROCESS_MAX_SIDE}], got {n}")
+        dims.append(n)
     return dims[0], dims[1]
 
 
@@ -156,6 +159,7 @@ def _check_threads(threads: Any) -> int:
         return 0  # the native default: hardware concurrency
     if isinstance(threads, (bool, np.bool_)) or not isinstance(threads, numbers.Integral):
         raise TypeError(f"threads must be an int or None, got {type(threads).__name__}")
-    if threads < 1:
-        raise ValueError(f"threads must be >= 1 (or None for all cores), got {int(threads)}")
-    return int(min(threads, _core.POSTPROCESS_MAX_THREADS))
+    n = operator.index(threads)
+    if n < 1:
+        raise ValueError(f"threads must be >= 1 (or None for all cores), got {n}")
+    return min(n, _core.POSTPROCESS_MAX_THREADS)
