@@ -170,8 +170,16 @@ FCS_INLINE void vinterp_impl(const float* t0, const float* t1, float l0, float l
     for (std::size_t c = 0; c < n; ++c) out[c] = fused<kFma>(t0[c], l0, t1[c] * l1);
 }
 
-FCS_INLINE void threshold_impl(const float* v, std::size_t n, float thr, std::uint8_t* out) {
-    for (std::size_t c = 0; c < n; ++c) out[c] = v[c] > thr ? 1 : 0;
+// Vertical pass and threshold in one sweep: out = t0 * l0 + t1 * l1, and
+// mask = out > thr.
+template <bool kFma>
+FCS_INLINE void vinterp_threshold_impl(const float* t0, const float* t1, float l0, float l1,
+                                       std::size_t n, float thr, float* out, std::uint8_t* mask) {
+    for (std::size_t c = 0; c < n; ++c) {
+        const float v = fused<kFma>(t0[c], l0, t1[c] * l1);
+        out[c] = v;
+        mask[c] = v > thr ? 1 : 0;
+    }
 }
 
 // Number of set bytes in a row of 0/1 bytes (n < 2^32).
@@ -246,41 +254,55 @@ FCS_INLINE void to_u8_impl(const float* p, std::size_t n, std::uint8_t* out) {
 
 // Sum of p over pixels whose mask byte is set, in double; `tmp` holds n
 // floats. Masked-out values become +0 by bit masking (a NaN probability
-// outside the mask must not leak in), then eight fixed double lanes, combined
-// in a fixed order, keep the sum vectorised and deterministic.
+// outside the mask must not leak in), then 16 fixed double lanes (element
+// c + l of each 16-element chunk goes to lane l; enough independent chains to
+// hide the add latency), combined in a fixed order, keep the sum vectorised
+// and deterministic. The AVX2 build below computes exactly the same sums.
+constexpr int kSumLanes = 16;
+
+FCS_INLINE double combine_lanes(const double* acc, const float* p, const std::uint8_t* m,
+                                std::size_t c, std::size_t n) {
+    double tail = 0.0;
+    for (; c < n; ++c) tail += m[c] ? static_cast<double>(p[c]) : 0.0;
+    double quads[4];
+    for (int q = 0; q < 4; ++q) quads[q] = (acc[4 * q] + acc[4 * q + 1]) + (acc[4 * q + 2] + acc[4 * q + 3]);
+    return ((quads[0] + quads[1]) + (quads[2] + quads[3])) + tail;
+}
+
 FCS_INLINE double masked_sum_impl(const float* p, const std::uint8_t* m, std::size_t n,
                                   float* tmp) {
-    for (std::size_t c = 0; c < n; ++c) {
+    const std::size_t body = n - n % kSumLanes;
+    for (std::size_t c = 0; c < body; ++c) {
         tmp[c] = from_bits(to_bits(p[c]) & (0u - static_cast<std::uint32_t>(m[c])));
     }
-    double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    std::size_t c = 0;
-    for (; c + 8 <= n; c += 8) {
-        for (int l = 0; l < 8; ++l) acc[l] += static_cast<double>(tmp[c + l]);
+    double acc[kSumLanes] = {};
+    for (std::size_t c = 0; c < body; c += kSumLanes) {
+        for (int l = 0; l < kSumLanes; ++l) acc[l] += static_cast<double>(tmp[c + l]);
     }
-    double tail = 0.0;
-    for (; c < n; ++c) tail += static_cast<double>(tmp[c]);
-    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7])) + tail;
+    return combine_lanes(acc, p, m, body, n);
 }
 
 struct RowOps {
     void (*hinterp)(const float*, const Axis&, std::size_t, float*);
     void (*vinterp)(const float*, const float*, float, float, std::size_t, float*);
-    void (*threshold)(const float*, std::size_t, float, std::uint8_t*);
+    void (*vinterp_threshold)(const float*, const float*, float, float, std::size_t, float, float*,
+                              std::uint8_t*);
     std::uint32_t (*count)(const std::uint8_t*, std::size_t);
     void (*sigmoid)(const float*, std::size_t, float*);
     void (*to_u8)(const float*, std::size_t, std::uint8_t*);
     double (*masked_sum)(const float*, const std::uint8_t*, std::size_t, float*);
 };
 
-// NAME##_hinterp is defined separately (the AVX2 one uses intrinsics).
+// NAME##_hinterp and NAME##_masked_sum are defined separately (the AVX2 ones
+// use intrinsics).
 #define FCS_DEFINE_ROW_OPS(NAME, ATTR, FMA)                                                         \
     ATTR void NAME##_vinterp(const float* a, const float* b, float l0, float l1, std::size_t n,     \
                              float* out) {                                                          \
         vinterp_impl<FMA>(a, b, l0, l1, n, out);                                                    \
     }                                                                                               \
-    ATTR void NAME##_threshold(const float* v, std::size_t n, float t, std::uint8_t* out) {         \
-        threshold_impl(v, n, t, out);                                                               \
+    ATTR void NAME##_vinterp_threshold(const float* a, const float* b, float l0, float l1,          \
+                                       std::size_t n, float t, float* out, std::uint8_t* mask) {    \
+        vinterp_threshold_impl<FMA>(a, b, l0, l1, n, t, out, mask);                                 \
     }                                                                                               \
     ATTR std::uint32_t NAME##_count(const std::uint8_t* m, std::size_t n) {                        \
         return count_impl(m, n);                                                                    \
@@ -289,14 +311,14 @@ struct RowOps {
     ATTR void NAME##_to_u8(const float* p, std::size_t n, std::uint8_t* out) {                      \
         to_u8_impl(p, n, out);                                                                      \
     }                                                                                               \
-    ATTR double NAME##_masked_sum(const float* p, const std::uint8_t* m, std::size_t n, float* t) { \
-        return masked_sum_impl(p, m, n, t);                                                         \
-    }                                                                                               \
-    constexpr RowOps NAME##_ops = {NAME##_hinterp, NAME##_vinterp, NAME##_threshold, NAME##_count,  \
+    constexpr RowOps NAME##_ops = {NAME##_hinterp, NAME##_vinterp, NAME##_vinterp_threshold, NAME##_count,  \
                                    NAME##_sigmoid, NAME##_to_u8,   NAME##_masked_sum};
 
 void baseline_hinterp(const float* x, const Axis& ax, std::size_t n, float* out) {
     hinterp_impl<FCS_BASELINE_FMA>(x, ax, 0, n, out);
+}
+double baseline_masked_sum(const float* p, const std::uint8_t* m, std::size_t n, float* tmp) {
+    return masked_sum_impl(p, m, n, tmp);
 }
 FCS_DEFINE_ROW_OPS(baseline, , FCS_BASELINE_FMA)
 
@@ -322,6 +344,33 @@ __attribute__((target("avx2,fma"))) void avx2_hinterp(const float* x, const Axis
         _mm256_storeu_ps(out + c, _mm256_fmadd_ps(x0, _mm256_loadu_ps(ax.l0.data() + c), t1));
     }
     hinterp_impl<true>(x, ax, 8 * blocks, n, out);
+}
+
+// masked_sum_impl in one pass: mask, widen to double and add, 16 lanes in
+// four registers.
+__attribute__((target("avx2,fma"))) double avx2_masked_sum(const float* p, const std::uint8_t* m,
+                                                          std::size_t n, float*) {
+    const std::size_t body = n - n % kSumLanes;
+    __m256d acc[4] = {_mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd(),
+                      _mm256_setzero_pd()};
+    const __m256i zero = _mm256_setzero_si256();
+    for (std::size_t c = 0; c < body; c += kSumLanes) {
+        for (int half = 0; half < 2; ++half) {
+            std::int64_t bytes;
+            std::memcpy(&bytes, m + c + 8 * half, 8);
+            // 0/1 bytes -> 0 / all-ones 32-bit lanes.
+            const __m256i keep =
+                _mm256_sub_epi32(zero, _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(bytes)));
+            const __m256 v =
+                _mm256_and_ps(_mm256_loadu_ps(p + c + 8 * half), _mm256_castsi256_ps(keep));
+            acc[2 * half] = _mm256_add_pd(acc[2 * half], _mm256_cvtps_pd(_mm256_castps256_ps128(v)));
+            acc[2 * half + 1] =
+                _mm256_add_pd(acc[2 * half + 1], _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)));
+        }
+    }
+    alignas(32) double lanes[kSumLanes];
+    for (int q = 0; q < 4; ++q) _mm256_store_pd(lanes + 4 * q, acc[q]);
+    return combine_lanes(lanes, p, m, body, n);
 }
 FCS_DEFINE_ROW_OPS(avx2, __attribute__((target("avx2,fma"))), true)
 #endif
@@ -578,14 +627,21 @@ struct Scratch {
         return hrow[slot].data();
     }
 
-    // Upsampled logits of output row R, in vrow (or `out` when given).
-    float* upsample_row(const RowSource& src, std::size_t R, float* out = nullptr) {
+    // Upsampled logits of output row R, in vrow (or `out` when given); with
+    // `mask`, also its 0/1 bytes logit > thr.
+    float* upsample_row(const RowSource& src, std::size_t R, float* out = nullptr,
+                        std::uint8_t* mask = nullptr, float thr = 0.0f) {
         const std::size_t r0 = static_cast<std::size_t>(src.rows.i0[R]);
         const std::size_t r1 = static_cast<std::size_t>(src.rows.i1[R]);
         const float* t0 = hrow_for(src, r0, SIZE_MAX);
         const float* t1 = hrow_for(src, r1, r0);
         float* dst = out != nullptr ? out : vrow.data();
-        src.ops.vinterp(t0, t1, src.rows.l0[R], src.rows.l1[R], src.cols.i0.size(), dst);
+        const std::size_t n = src.cols.i0.size();
+        if (mask != nullptr) {
+            src.ops.vinterp_threshold(t0, t1, src.rows.l0[R], src.rows.l1[R], n, thr, dst, mask);
+        } else {
+            src.ops.vinterp(t0, t1, src.rows.l0[R], src.rows.l1[R], n, dst);
+        }
         return dst;
     }
 };
@@ -672,7 +728,7 @@ Result run(const float* logits, std::size_t logits_size, const Shape& shape,
         const std::uint8_t* prev = nullptr;
         if (req.rle && R0 > 0) {
             // The row above the block, for its first row's boundaries.
-            ops.threshold(s.upsample_row(src, R0 - 1), W, thr, s.mrow[spare].data());
+            s.upsample_row(src, R0 - 1, nullptr, s.mrow[spare].data(), thr);
             prev = s.mrow[spare].data();
             spare ^= 1;
         }
@@ -680,7 +736,6 @@ Result run(const float* logits, std::size_t logits_size, const Shape& shape,
         for (std::size_t R = R0; R < R1; ++R) {
             const std::size_t off = (plane_off + R) * W;
             float* probs_row = req.probs_f32 != nullptr ? req.probs_f32 + off : nullptr;
-            const float* v = s.upsample_row(src, R);
             std::uint8_t* m;
             if (req.masks != nullptr) {
                 m = req.masks + off;
@@ -688,7 +743,7 @@ Result run(const float* logits, std::size_t logits_size, const Shape& shape,
                 m = s.mrow[spare].data();
                 spare ^= 1;
             }
-            ops.threshold(v, W, thr, m);
+            const float* v = s.upsample_row(src, R, nullptr, m, thr);
             // Probabilities over the whole row when returned; the score needs
             // them over the foreground only.
             const float* prob = nullptr;
