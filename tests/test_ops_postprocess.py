@@ -288,6 +288,10 @@ def test_accepts_torch_tensors_and_non_contiguous_arrays():
     np.testing.assert_array_equal(upsample(view, (50, 40)), upsample(x, (50, 40)))
     res = everything(view, (50, 40))
     np.testing.assert_array_equal(res.masks, ref.masks)
+    # Read-only and misaligned by one byte: copied once at the boundary.
+    unaligned = np.frombuffer(b"\0" + x.tobytes(), dtype=np.float32, count=x.size, offset=1).reshape(x.shape)
+    assert not unaligned.flags.aligned
+    np.testing.assert_array_equal(everything(unaligned, (50, 40)).masks, ref.masks)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float16, np.int32, np.uint8, ">f4"])

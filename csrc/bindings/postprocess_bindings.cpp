@@ -42,8 +42,15 @@ py::array_t<float, py::array::c_style> as_logits(const py::object& obj) {
         throw py::value_error("logits must be 3-D (K, h, w), got a " + std::to_string(arr.ndim()) +
                               "-D array of shape " + std::string(py::str(obj.attr("shape"))));
     }
-    // Copies only when the layout is not already C order.
-    return py::array_t<float, py::array::c_style>::ensure(arr);
+    // Copies only when the layout is not C order or the data is not
+    // float-aligned (numpy allows both; the kernels read plain float*).
+    const bool aligned = reinterpret_cast<std::uintptr_t>(arr.data()) % alignof(float) == 0;
+    if ((arr.flags() & py::array::c_style) && aligned) {
+        return py::reinterpret_borrow<py::array_t<float, py::array::c_style>>(arr);
+    }
+    const py::object copy = py::module_::import("numpy").attr("require")(
+        arr, py::dtype::of<float>(), py::make_tuple("C", "A"));
+    return py::array_t<float, py::array::c_style>::ensure(copy);
 }
 
 std::size_t checked_side(long long v, const char* name) {
