@@ -38,3 +38,32 @@ def postprocess(
 def postprocess_upsample(logits: npt.NDArray[np.float32], height: int, width: int, threads: int) -> npt.NDArray[np.float32]: ...
 def postprocess_threshold_logit(threshold: float) -> float: ...
 def postprocess_default_threads() -> int: ...
+
+# --- Preprocessing (csrc/bindings/preprocess_bindings.cpp); the documented API is fastclipseg.ops.preprocess ---
+
+PREPROCESS_MAX_SIDE: int
+PREPROCESS_MAX_SIZE: int
+
+def preprocess(
+    images: list[npt.NDArray[np.uint8]] | tuple[npt.NDArray[np.uint8], ...],
+    size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    rescale_factor: float,
+    out: npt.NDArray[np.float32] | npt.NDArray[np.float16] | npt.NDArray[np.uint16] | None = None,
+    dtype: str = "float32",
+    bgr: bool = False,
+    threads: int | None = None,
+    simd: bool = True,
+    legacy_pass_order: bool = False,
+) -> npt.NDArray[np.float32] | npt.NDArray[np.float16] | npt.NDArray[np.uint16]: ...
+def preprocess_resize(
+    image: npt.NDArray[np.uint8],
+    size: int,
+    bgr: bool = False,
+    threads: int | None = None,
+    simd: bool = True,
+    legacy_pass_order: bool = False,
+) -> npt.NDArray[np.uint8]: ...
+def preprocess_simd_available() -> bool: ...
+def preprocess_hardware_threads() -> int: ...
