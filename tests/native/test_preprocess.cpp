@@ -218,6 +218,19 @@ void test_paths_and_threads_agree() {
     }
     check(mismatches == 0, "simd, scalar and threaded resizes agree on random sizes");
 
+    // Extreme downscales: windows of hundreds of taps (the vertical kernel's
+    // long-window fallback) in both pass orders.
+    const std::size_t extreme[][3] = {{2000, 3, 1}, {3, 2000, 1}, {700, 700, 2}, {1500, 40, 5}, {40, 1500, 5}};
+    for (const auto& e : extreme) {
+        const auto img = random_bytes(e[0] * e[1] * 3, static_cast<unsigned>(e[0] + e[1]));
+        const auto im = pre::packed_image(img.data(), e[0], e[1], 3);
+        for (const bool legacy : {false, true}) {
+            check(resized(im, e[2], false, 1, true, legacy) == resized(im, e[2], false, 1, false, legacy),
+                  "extreme downscale " + std::to_string(e[0]) + "x" + std::to_string(e[1]) + " -> " +
+                      std::to_string(e[2]) + (legacy ? " (legacy order)" : ""));
+        }
+    }
+
     // Full output over a batch of mixed sizes (tall ones take the vertical-first order).
     std::vector<std::vector<std::uint8_t>> store;
     std::vector<pre::Image> images;
