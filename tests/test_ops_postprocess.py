@@ -226,9 +226,20 @@ def test_nan_logits_are_background_with_nan_probability():
     assert postprocess(x, (2, 2), probs="uint8").probs[0, 0, 0] == 0
     expect = (1 / (1 + math.exp(-2)) + 1 / (1 + math.exp(-3))) / 2
     assert abs(res.score[0] - expect) <= 1e-6 and res.area[0] == 2
-    # Upsampled, a NaN spreads to every pixel that weighs it, as in PyTorch.
-    up = upsample(x, (5, 5))
-    np.testing.assert_array_equal(np.isnan(up), np.isnan(torch_upsample(x, (5, 5))))
+
+
+@pytest.mark.parametrize("size", [(4, 5), (9, 13), (2, 2), (100, 90)])
+def test_non_finite_logits_propagate_as_in_torch(size):
+    # A NaN spreads to every pixel that weighs it and inf * 0 weights give NaN, as in PyTorch.
+    x = np.zeros((1, 4, 5), np.float32)
+    x[0, 1, 2], x[0, 3, 0], x[0, 0, 4] = np.inf, -np.inf, np.nan
+    up = upsample(x, size)
+    ref = torch_upsample(x, size)
+    np.testing.assert_array_equal(np.isnan(up), np.isnan(ref))
+    np.testing.assert_array_equal(up[~np.isnan(up)], ref[~np.isnan(ref)])
+    res = everything(x, size)
+    np.testing.assert_array_equal(res.masks[0], up[0] > 0)
+    assert np.isfinite(res.score[0])
 
 
 def test_empty_batch():

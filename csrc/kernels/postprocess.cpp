@@ -693,7 +693,9 @@ Result run(const float* logits, std::size_t logits_size, const Shape& shape,
     check_buffer(req.probs_u8, req.probs_u8_size, p.total, "uint8 probabilities");
 
     Result result;
-    if (p.k == 0) return result;
+    const bool wanted = req.masks != nullptr || req.probs_f32 != nullptr ||
+                        req.probs_u8 != nullptr || req.rle || req.area || req.bbox || req.score;
+    if (p.k == 0 || !wanted) return result;
     const std::size_t K = p.k, H = p.height, W = p.width;
     const Axis cols = make_axis(p.w, W);
     const Axis rows = make_axis(p.h, H);
