@@ -21,9 +21,10 @@ from __future__ import annotations
 import functools
 import operator
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Literal, Union
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+import numpy.typing as npt
 
 from .. import _core
 
@@ -36,7 +37,7 @@ OutputDType = Literal["float32", "float16", "bfloat16"]
 
 #: One image: ``(H, W)`` grey, ``(H, W, 3)`` RGB (or BGR with ``bgr=True``) or ``(H, W, 4)`` RGBA,
 #: ``uint8``, any strides. Other array-likes (CPU torch tensors, PIL images) go through `np.asarray`.
-ImageLike = Union[np.ndarray, Any]
+ImageLike = npt.ArrayLike
 
 _DTYPES = ("float32", "float16", "bfloat16")
 
