@@ -45,10 +45,23 @@ def cpu_name() -> str:
     return platform.processor() or "unknown"
 
 
+def device_name() -> str:
+    """The CPU, and the first CUDA GPU when PyTorch sees one (benchmarks on a GPU name it)."""
+    name = f"cpu: {cpu_name()}"
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            name += f"; gpu: {torch.cuda.get_device_name(0)}"
+    except ImportError:
+        pass
+    return name
+
+
 def write_result(name: str, payload: dict, out: Path = RESULTS) -> Path:
     """Write `payload` (plus date and machine) as benchmarks/results/<name>-<date>.json."""
     now = datetime.now(timezone.utc)
-    record = {"benchmark": name, "date": now.isoformat(timespec="seconds"), "device": f"cpu: {cpu_name()}",
+    record = {"benchmark": name, "date": now.isoformat(timespec="seconds"), "device": device_name(),
               "cores_visible": os.cpu_count(), **payload}
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{name}-{now:%Y%m%d}.json"

@@ -12,7 +12,10 @@ cleared before every call, so neither side reuses text embeddings (the "cached" 
 what the cache adds when prompts repeat, as in video). Prints medians and ratios and writes
 JSON under benchmarks/results/.
 
-    python benchmarks/bench_segment.py [--threads 2] [--repeats 5]
+    python benchmarks/bench_segment.py [--threads 2] [--repeats 5] [--device cuda]
+
+With `--device cuda` both sides run the network on the GPU in fp32 (TF32 off: the same
+arithmetic as the parity tests); preprocessing stays on the CPU on both sides.
 """
 
 from __future__ import annotations
@@ -38,8 +41,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2)")
     parser.add_argument("--repeats", type=int, default=5, help="timed repetitions per case (median reported)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder for the JSON result")
+    parser.add_argument("--device", default="cpu", help="torch device for the network on both sides (default cpu)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
 
     decoder = SHARED_DATA / "rd64-uni-refined.pth"
     vocab = SHARED_DATA / "bpe_simple_vocab_16e6.txt.gz"
@@ -47,7 +54,8 @@ def main() -> None:
     model, processor = random_reference_model(
         decoder_checkpoint=decoder if decoder.is_file() else None, bpe_vocab=vocab if vocab.is_file() else None
     )
-    segmenter = FastSegmenter(model, processor)
+    model.to(device)
+    segmenter = FastSegmenter(model, processor, device=device)  # shares the model's parameters
     print(f"built full-size model in {time.perf_counter() - start:.1f} s "
           f"(real decoder: {decoder.is_file()}, real vocabulary: {vocab.is_file()})")
 
@@ -62,7 +70,7 @@ def main() -> None:
             pairs = [(image, prompt) for image in batch for prompt in prompts]
             inputs = processor(text=[p for _, p in pairs], images=[i for i, _ in pairs], padding=True, return_tensors="pt")
             with torch.inference_mode():
-                return model(**inputs).logits
+                return model(**inputs.to(device)).logits.cpu()  # .cpu() waits for the GPU, as ours does
 
         def fast():
             segmenter.prompt_cache.clear()
@@ -89,8 +97,9 @@ def main() -> None:
         print(f"| {r['case']} | {r['reference_s'] * 1000:.0f} | {r['fastclipseg_s'] * 1000:.0f} | {r['speedup']:.2f}x "
               f"| {r['fastclipseg_cached_prompts_s'] * 1000:.0f} | {r['speedup_cached_prompts']:.2f}x |")
 
-    path = write_result(f"bench_segment-cpu-{args.threads}threads", {
-        "threads": args.threads, "backend": "torch", "precision": "fp32",
+    name = f"bench_segment-cpu-{args.threads}threads" if device.type == "cpu" else f"bench_segment-{device.type}"
+    path = write_result(name, {
+        "threads": args.threads, "backend": "torch", "precision": "fp32", "network_device": str(device),
         "torch": torch.__version__, "transformers": transformers.__version__,
         "real_decoder_weights": decoder.is_file(), "image_size": [480, 640], "repeats": args.repeats, "rows": rows,
     }, args.out)

@@ -27,11 +27,16 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_reference(tiny_model_dir):
-    """The transformers model and processor loaded from the tiny folder."""
+    """The transformers model and processor loaded from the tiny folder.
+
+    The processor's PIL backend is asked for by name: it is what fastclipseg's preprocessing
+    replicates bit for bit, and transformers would pick its torchvision backend (whose
+    antialiased resize differs by a level on some pixels) wherever torchvision is installed.
+    """
     from transformers import CLIPSegForImageSegmentation, CLIPSegProcessor
 
     model = CLIPSegForImageSegmentation.from_pretrained(tiny_model_dir).eval()
-    return model, CLIPSegProcessor.from_pretrained(tiny_model_dir)
+    return model, CLIPSegProcessor.from_pretrained(tiny_model_dir, backend="pil")
 
 
 @pytest.fixture(scope="session")

@@ -94,8 +94,8 @@ def test_scalar_and_simd_kernels_agree():
     }
     for name, view in views.items():
         for size in (352, 64):
-            simd = _core.preprocess_resize(view, size, simd=True)
-            scalar = _core.preprocess_resize(view, size, simd=False)
+            simd = _core.preprocess_resize(view, size, simd=True, pass_order=ops_pre._pass_order())
+            scalar = _core.preprocess_resize(view, size, simd=False, pass_order=ops_pre._pass_order())
             np.testing.assert_array_equal(simd, scalar, err_msg=name)
             rgb = np.repeat(view[..., None], 3, -1) if view.ndim == 2 else view[..., :3]
             assert_matches_pil(simd, pil_resize(rgb, size), name)
@@ -271,20 +271,56 @@ def test_thread_count_does_not_change_the_result():
 # --------------------------------------------------------------------------- Pillow pass order
 
 
-def test_pass_order_matches_installed_pillow():
-    """Pillow >= 13 resamples vertically first when the height shrinks much more than the width."""
-    tall = natural_image(1500, 200, seed=21)
-    modern = _core.preprocess_resize(tall, 352)
-    legacy = _core.preprocess_resize(tall, 352, legacy_pass_order=True)
-    # Pillow < 13 (horizontal pass, then vertical), emulated with two single-axis PIL resizes.
-    two_step = np.asarray(Image.fromarray(tall).resize((352, 1500), Image.Resampling.BILINEAR).resize((352, 352), Image.Resampling.BILINEAR))
-    np.testing.assert_array_equal(legacy, two_step)
-    assert np.abs(modern.astype(int) - legacy).max() == 1  # the order only moves rounding
-    assert_matches_pil(resize(tall, 352), pil_resize(tall, 352), "tall")
-    assert ops_pre._legacy_pass_order() == (not np.array_equal(modern, pil_resize(tall, 352)))
-    # Images that do not shrink much more in height use one order in every Pillow.
-    wide = natural_image(300, 900, seed=22)
-    np.testing.assert_array_equal(_core.preprocess_resize(wide, 64), _core.preprocess_resize(wide, 64, legacy_pass_order=True))
+def _two_step(image: np.ndarray, size: int, vertical_first: bool) -> np.ndarray:
+    """Two single-axis PIL resizes: one pass order, whatever the installed Pillow's rule."""
+    h, w = image.shape[:2]
+    first = (w, size) if vertical_first else (size, h)
+    once = Image.fromarray(image).resize(first, Image.Resampling.BILINEAR)
+    return np.asarray(once.resize((size, size), Image.Resampling.BILINEAR))
+
+
+PILLOW_13, PILLOW_12, HORIZONTAL_FIRST = 0, 1, 2
+
+
+def test_pass_order_rules():
+    """Each rule picks the order its Pillow picks; the order only moves rounding (by 1)."""
+    # (h, w): which rules run the vertical pass first when resizing to 352.
+    cases = {
+        (1500, 200): {PILLOW_13},             # height shrinks much more than the width
+        (1000, 3): {PILLOW_13, PILLOW_12},     # and h > 100 w
+        (360, 4): {PILLOW_13},                 # h < 100 w
+        (300, 900): set(),                     # the width shrinks more
+        (200, 1): set(),                       # h > 100 w, but the height grows
+    }
+    for (h, w), vertical in cases.items():
+        image = natural_image(h, w, seed=h + w)
+        vertical_result = _two_step(image, 352, vertical_first=True)
+        horizontal_result = _two_step(image, 352, vertical_first=False)
+        for order in (PILLOW_13, PILLOW_12, HORIZONTAL_FIRST):
+            expected = vertical_result if order in vertical else horizontal_result
+            np.testing.assert_array_equal(_core.preprocess_resize(image, 352, pass_order=order), expected,
+                                          err_msg=f"{(h, w)} pass_order={order}")
+        if h > 352 and w < 352:
+            assert np.abs(vertical_result.astype(int) - horizontal_result).max() == 1
+
+
+def test_pass_order_probe_detects_the_installed_pillow():
+    import PIL
+
+    major = int(PIL.__version__.split(".")[0])
+    expected = PILLOW_13 if major >= 13 else PILLOW_12 if major == 12 else HORIZONTAL_FIRST
+    assert ops_pre._pass_order() == expected
+    # The probes tell the rules apart: each gives a different result in each order.
+    for probe in (ops_pre._PROBE_13, ops_pre._PROBE_12):
+        assert not np.array_equal(_two_step(probe, 3, True), _two_step(probe, 3, False))
+    tall = natural_image(1000, 3, seed=21)  # vertical first under Pillow >= 12, horizontal before
+    assert_matches_pil(resize(tall, 352), pil_resize(tall, 352), "1000 x 3")
+
+
+@pytest.mark.parametrize("code", [-1, 3])
+def test_bad_pass_order_is_rejected(code):
+    with pytest.raises(ValueError, match="pass_order"):
+        _core.preprocess_resize(natural_image(8, 8), 4, pass_order=code)
 
 
 # --------------------------------------------------------------------------- errors

@@ -31,14 +31,18 @@ def test_result_fields(tiny_segmenter):
     assert result.image_size == (48, 80)
     assert result.probs.shape == (2, 48, 80) and result.probs.dtype == np.float32
     assert result.probs.min() >= 0 and result.probs.max() <= 1
-    np.testing.assert_array_equal(result.masks, result.probs > 0.5)
-    expected_probs = torch.sigmoid(
-        F.interpolate(torch.from_numpy(result.logits)[None], size=(48, 80), mode="bilinear", align_corners=False)[0]
-    ).numpy()
+    # The torch path (issue 2's reference): interpolate, sigmoid, threshold the probability.
+    upsampled = F.interpolate(torch.from_numpy(result.logits)[None], size=(48, 80), mode="bilinear", align_corners=False)[0]
+    expected_probs = torch.sigmoid(upsampled).numpy()
     np.testing.assert_allclose(result.probs, expected_probs, rtol=0, atol=1e-6)
+    # Masks are decided on the logit (> log(t/(1-t)) = 0 for t = 0.5); they may differ from
+    # the float32 probability test only where the logit is within rounding of the boundary.
+    disagree = result.masks != (expected_probs > 0.5)
+    assert np.all(np.abs(upsampled.numpy()[disagree]) <= 1e-5)
+    assert result.masks.any() and not result.masks.all()  # both classes present: the check bites
     for k in range(2):
         mask = result.masks[k]
-        expected_score = result.probs[k][mask].mean() if mask.any() else 0.0
+        expected_score = expected_probs[k][mask].mean() if mask.any() else 0.0
         assert result.scores[k] == pytest.approx(expected_score, abs=1e-6)
         assert result.areas[k] == int(mask.sum())
         decoded = coco_mask.decode({"size": result.rle[k]["size"], "counts": result.rle[k]["counts"].encode()})
@@ -146,17 +150,36 @@ def test_from_pretrained_accepts_a_loaded_model(tiny_reference):
         FastSegmenter.from_pretrained(model)
 
 
+def test_kernel_threads_do_not_change_results(tiny_model_dir):
+    image = natural_image(123, 77, seed=11)
+    one, two = (FastSegmenter.from_pretrained(tiny_model_dir, kernel_threads=n).segment(image, ["a cat", "dog"])
+                for n in (1, 2))
+    np.testing.assert_array_equal(one.logits, two.logits)
+    np.testing.assert_array_equal(one.probs, two.probs)
+    np.testing.assert_array_equal(one.masks, two.masks)
+    assert one.to_dict() == two.to_dict()
+
+
+@pytest.mark.parametrize("threads", [0, -1, 1.5, True, "2"])
+def test_bad_kernel_threads_are_rejected(tiny_reference, threads):
+    model, processor = tiny_reference
+    with pytest.raises(ValueError, match="kernel_threads"):
+        FastSegmenter(model, processor, kernel_threads=threads)
+
+
 @pytest.mark.parametrize("flags", [dict(do_normalize=False), dict(do_rescale=False), dict(resample=3)])
 def test_preprocessing_follows_the_processor_config(flags):
     from transformers import ViTImageProcessorPil
 
-    from fastclipseg.preprocess import PreprocessConfig, preprocess
+    from fastclipseg.preprocess import PreprocessConfig, preprocess, preprocess_images
 
     image_processor = ViTImageProcessorPil(size={"height": 48, "width": 48}, **flags)
     image = natural_image(37, 61, seed=9)
     expected = image_processor(images=[image], return_tensors="np")["pixel_values"]
-    ours = preprocess([image], PreprocessConfig.from_image_processor(image_processor))
-    np.testing.assert_array_equal(ours, expected)
+    config = PreprocessConfig.from_image_processor(image_processor)
+    np.testing.assert_array_equal(preprocess([image], config), expected)
+    # What FastSegmenter runs: the native kernel for bilinear, the PIL path for other filters.
+    np.testing.assert_array_equal(preprocess_images([image], config), expected)
 
 
 def test_processor_without_resize_is_rejected():

@@ -135,7 +135,7 @@ void check_out(const py::array& out, pre::OutputType dtype, const std::vector<py
 py::object preprocess(const py::object& images, long long size_in, const py::object& mean,
                       const py::object& std_, double rescale_factor, const py::object& out_obj,
                       const std::string& dtype_name, bool bgr, const py::object& threads, bool simd,
-                      bool legacy_pass_order) {
+                      long long pass_order) {
     if (py::isinstance<py::array>(images) || !(py::isinstance<py::list>(images) || py::isinstance<py::tuple>(images))) {
         throw py::type_error("images must be a list or tuple of arrays, got " + type_name(images));
     }
@@ -148,7 +148,7 @@ py::object preprocess(const py::object& images, long long size_in, const py::obj
     opt.bgr = bgr;
     opt.threads = checked_threads(threads);
     opt.simd = simd;
-    opt.legacy_pass_order = legacy_pass_order;
+    opt.pass_order = pre::pass_order_from_int(pass_order);
 
     const auto seq = py::reinterpret_borrow<py::sequence>(images);
     const std::size_t n = seq.size();
@@ -187,8 +187,9 @@ py::object preprocess(const py::object& images, long long size_in, const py::obj
 }
 
 py::array resize(const py::object& image, long long size_in, bool bgr, const py::object& threads, bool simd,
-                 bool legacy_pass_order) {
+                 long long pass_order_code) {
     const std::size_t size = checked_size(size_in);
+    const pre::PassOrder pass_order = pre::pass_order_from_int(pass_order_code);
     const std::size_t nthreads = checked_threads(threads);
     const pre::Image view = as_image(image, "image");
     pre::validate_image(view, 0);
@@ -197,8 +198,7 @@ py::array resize(const py::object& image, long long size_in, bool bgr, const py:
     std::uint8_t* dst = out.mutable_data();
     {
         py::gil_scoped_release release;
-        pre::resize(view, size, bgr, dst, static_cast<std::size_t>(out.nbytes()), nthreads, simd,
-                    legacy_pass_order);
+        pre::resize(view, size, bgr, dst, static_cast<std::size_t>(out.nbytes()), nthreads, simd, pass_order);
     }
     return std::move(out);
 }
@@ -211,14 +211,15 @@ void register_preprocess(py::module_& m) {
     m.def("preprocess", &preprocess, py::arg("images"), py::arg("size"), py::arg("mean"), py::arg("std"),
           py::arg("rescale_factor"), py::arg("out") = py::none(), py::arg("dtype") = "float32",
           py::arg("bgr") = false, py::arg("threads") = py::none(), py::arg("simd") = true,
-          py::arg("legacy_pass_order") = false,
+          py::arg("pass_order") = 0,
           "uint8 images (list of (H, W), (H, W, 1|3|4) arrays, any strides) -> (N, 3, S, S) network input: "
           "Pillow-exact bilinear resize, then (x * rescale_factor - mean) / std as the transformers "
           "processor. dtype 'float32', 'float16' or 'bfloat16' (uint16 bit patterns). Writes into `out` "
           "(validated strictly) when given and returns it. simd=False forces the scalar kernels; "
-          "legacy_pass_order=True resamples as Pillow < 13 (always horizontal pass first).");
+          "pass_order picks whose order of the two passes to follow: 0 Pillow >= 13, 1 Pillow 12, 2 Pillow <= 11 "
+          "(always horizontal first).");
     m.def("preprocess_resize", &resize, py::arg("image"), py::arg("size"), py::arg("bgr") = false,
-          py::arg("threads") = py::none(), py::arg("simd") = true, py::arg("legacy_pass_order") = false,
+          py::arg("threads") = py::none(), py::arg("simd") = true, py::arg("pass_order") = 0,
           "One uint8 image -> (size, size, 3) uint8 RGB, equal to PIL.Image.resize((size, size), BILINEAR).");
     m.def("preprocess_simd_available", &pre::simd_available,
           "Whether this CPU runs the vectorised (AVX2) preprocessing kernels.");

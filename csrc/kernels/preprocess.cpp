@@ -228,15 +228,26 @@ struct Plan {
     int row_bytes = 0;              // in place: readable bytes of a row from base_off
 };
 
-// Pillow >= 13 (ImagingResampleInner): "If height is being scaled down more
-// than twice the amount the width is, run the vertical pass first". Earlier
-// Pillow always runs the horizontal pass first. The order changes the 8-bit
-// rounding of the intermediate, hence (rarely, by 1) the result.
-bool vertical_first(int h, int w, int size, bool legacy) {
-    if (legacy) return false;
-    const long long dy = static_cast<long long>(h) - size;
-    const long long dx = static_cast<long long>(w) - size;
-    return dy > 0 && dy > dx * 2;
+// Whether the installed Pillow's rule (see PassOrder) runs the vertical pass
+// first. The order changes the 8-bit rounding of the intermediate, hence
+// (rarely, by 1) the result.
+bool vertical_first(int h, int w, int size, PassOrder order) {
+    switch (order) {
+        case PassOrder::kPillow13: {
+            // "If height is being scaled down more than twice the amount the
+            // width is, run the vertical pass first".
+            const long long dy = static_cast<long long>(h) - size;
+            const long long dx = static_cast<long long>(w) - size;
+            return dy > 0 && dy > dx * 2;
+        }
+        case PassOrder::kPillow12:
+            // A height-only resize, then a width-only one: the same arithmetic
+            // as the vertical pass followed by the horizontal pass.
+            return static_cast<long long>(h) > static_cast<long long>(w) * 100 && size < h;
+        case PassOrder::kHorizontalFirst:
+            return false;
+    }
+    return false;
 }
 
 // pshufb mask for P-byte pixels whose used channels sit at byte offsets o[c]:
@@ -254,12 +265,12 @@ void make_mask(int pixel, const int o[3], std::uint8_t mask[32]) {
 }
 
 Plan make_plan(const Image& im, std::size_t slot, std::size_t size, bool bgr, bool simd,
-               bool legacy_order) {
+               PassOrder pass_order) {
     Plan p;
     p.image = &im;
     p.slot = slot;
     p.width = static_cast<int>(im.width);
-    p.vertical_first = vertical_first(static_cast<int>(im.height), p.width, static_cast<int>(size), legacy_order);
+    p.vertical_first = vertical_first(static_cast<int>(im.height), p.width, static_cast<int>(size), pass_order);
     for (int c = 0; c < 3; ++c) {
         const int used = im.channels == 1 ? 0 : (bgr ? 2 - c : c);
         p.off[c] = used * im.channel_stride;
@@ -902,10 +913,10 @@ bool use_simd(bool requested) { return requested && simd_available(); }
 std::size_t resolve_threads(std::size_t threads) { return threads == 0 ? hardware_threads() : threads; }
 
 void run(const Image* images, std::size_t n, std::size_t size, bool bgr, std::size_t threads,
-         bool simd, bool legacy_order, const Writer& writer) {
+         bool simd, PassOrder pass_order, const Writer& writer) {
     std::vector<Plan> plans;
     plans.reserve(n);
-    for (std::size_t i = 0; i < n; ++i) plans.push_back(make_plan(images[i], i, size, bgr, simd, legacy_order));
+    for (std::size_t i = 0; i < n; ++i) plans.push_back(make_plan(images[i], i, size, bgr, simd, pass_order));
     const std::vector<Item> items = make_items(n, size, threads);
     parallel_for(items.size(), threads, [&](std::size_t i, Scratch& sc) {
         const Item& it = items[i];
@@ -939,6 +950,14 @@ std::size_t output_elements(std::size_t n, std::size_t size) {
              std::to_string(size) + " elements is too large");
     }
     return total;
+}
+
+PassOrder pass_order_from_int(long long code) {
+    if (code < 0 || code > 2) {
+        throw std::invalid_argument("pass_order must be 0 (Pillow >= 13), 1 (Pillow 12) or 2 (horizontal first), got " +
+                                    std::to_string(code));
+    }
+    return static_cast<PassOrder>(code);
 }
 
 std::size_t hardware_threads() {
@@ -1091,11 +1110,11 @@ void preprocess(const Image* images, std::size_t n, const Options& options, void
         writer.u16 = table16.data();
     }
     run(images, n, size, options.bgr, resolve_threads(options.threads), use_simd(options.simd),
-        options.legacy_pass_order, writer);
+        options.pass_order, writer);
 }
 
 void resize(const Image& image, std::size_t size, bool bgr, std::uint8_t* out, std::size_t out_bytes,
-            std::size_t threads, bool simd, bool legacy_pass_order) {
+            std::size_t threads, bool simd, PassOrder pass_order) {
     check_size(size);
     validate_image(image, 0);
     const std::size_t need = size * size * 3;  // size <= kMaxSize: cannot overflow
@@ -1109,7 +1128,7 @@ void resize(const Image& image, std::size_t size, bool bgr, std::uint8_t* out, s
     writer.kind = Writer::kHwc;
     writer.out = out;
     writer.size = size;
-    run(&image, 1, size, bgr, resolve_threads(threads), use_simd(simd), legacy_pass_order, writer);
+    run(&image, 1, size, bgr, resolve_threads(threads), use_simd(simd), pass_order, writer);
 }
 
 }  // namespace fastclipseg::preprocess

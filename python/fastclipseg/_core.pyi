@@ -55,7 +55,7 @@ def preprocess(
     bgr: bool = False,
     threads: int | None = None,
     simd: bool = True,
-    legacy_pass_order: bool = False,
+    pass_order: int = 0,
 ) -> npt.NDArray[np.float32] | npt.NDArray[np.float16] | npt.NDArray[np.uint16]: ...
 def preprocess_resize(
     image: npt.NDArray[np.uint8],
@@ -63,7 +63,7 @@ def preprocess_resize(
     bgr: bool = False,
     threads: int | None = None,
     simd: bool = True,
-    legacy_pass_order: bool = False,
+    pass_order: int = 0,
 ) -> npt.NDArray[np.uint8]: ...
 def preprocess_simd_available() -> bool: ...
 def preprocess_hardware_threads() -> int: ...

@@ -1,4 +1,9 @@
-"""Reference preprocessing: what the transformers CLIPSeg image processor does, on RGB arrays."""
+"""Preprocessing: what the transformers CLIPSeg image processor does, on RGB arrays.
+
+`preprocess_images` is what `FastSegmenter` runs: the native kernel (`fastclipseg.ops.preprocess`)
+for the processor's bilinear filter, the PIL reference `preprocess` for any other filter.
+`preprocess` stays as the reference the kernel is tested against.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
+
+from . import ops
 
 
 @dataclass(frozen=True)
@@ -63,3 +70,15 @@ def preprocess(images: list[np.ndarray], config: PreprocessConfig) -> np.ndarray
         for channel in range(3):
             out[index, channel] = table[channel][hwc[:, :, channel]]
     return out
+
+
+def preprocess_images(images: list[np.ndarray], config: PreprocessConfig, threads: int | None = None) -> np.ndarray:
+    """RGB uint8 arrays of any sizes -> `(N, 3, S, S)` float32 pixel values, bit-identical to `preprocess`.
+
+    The native kernel replicates Pillow's bilinear filter only (the one CLIPSeg's processor
+    uses); a config with another filter takes the PIL path. `threads`: native threads (None:
+    all cores).
+    """
+    if config.resample != Image.Resampling.BILINEAR:
+        return preprocess(images, config)
+    return ops.preprocess(list(images), config.size, config.mean, config.std, config.rescale_factor, threads=threads)

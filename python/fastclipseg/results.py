@@ -6,12 +6,12 @@ import json
 import math
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import cast
 from numbers import Real
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
+from . import ops
 from . import rle as coco_rle
 
 
@@ -29,16 +29,23 @@ class SegmentationResult:
     """Masks for K prompts on one image.
 
     The network's `logits` are kept at the model's resolution; everything at the image's own
-    resolution (`probs`, `masks`, `scores`, `rle`, `areas`, `bboxes`) is computed on first use.
+    resolution is computed on first use by the native post-processing kernel
+    (`fastclipseg.ops.postprocess`), which upsamples bilinearly (`align_corners=False`, as
+    `torch.nn.functional.interpolate`) row by row:
 
-    - `probs`: `K x H x W` float32, the sigmoid of the logits after bilinear upsampling
-      (`align_corners=False`) to the image size.
-    - `masks`: `K x H x W` bool, `probs > threshold`.
+    - `probs`: `K x H x W` float32, the sigmoid of the upsampled logits.
+    - `masks`: `K x H x W` bool, `sigmoid(logit) > threshold`, decided on the upsampled logit
+      (`logit > log(t / (1 - t))`), so a pixel whose float32 probability rounds to exactly
+      the threshold is still classed by its logit.
     - `scores`: K floats in [0, 1], the mean probability inside each mask (0 for an empty mask):
       how sure the model is of the pixels it selected.
     - `rle`: K COCO run-length encodings (`{"size": [H, W], "counts": str}`) that
       `pycocotools.mask.decode` reads.
     - `areas` (pixels) and `bboxes` (`[x, y, width, height]`, COCO convention) of the masks.
+
+    `rle`, `scores`, `areas`, `bboxes` and `to_dict()` come from one pass that allocates no
+    full-size array; `masks` and `probs` are each one more pass. `threads`: native threads for
+    those passes (None: all cores).
     """
 
     prompts: list[str]
@@ -46,36 +53,38 @@ class SegmentationResult:
     image_size: tuple[int, int]
     threshold: float = 0.5
     source: str | None = field(default=None)
+    threads: int | None = field(default=None, repr=False)
+
+    def _postprocess(self, **outputs) -> ops.Postprocessed:
+        return ops.postprocess(self.logits, self.image_size, self.threshold, threads=self.threads, **outputs)
 
     @cached_property
     def probs(self) -> np.ndarray:
-        logits = torch.from_numpy(self.logits)[None]
-        upsampled = F.interpolate(logits, size=self.image_size, mode="bilinear", align_corners=False)[0]
-        return torch.sigmoid(upsampled).numpy()
+        return cast(np.ndarray, self._postprocess(masks=False, probs="float32").probs)
 
     @cached_property
     def masks(self) -> np.ndarray:
-        return self.probs > self.threshold
+        return cast(np.ndarray, self._postprocess(masks=True).masks)
+
+    @cached_property
+    def _summary(self) -> ops.Postprocessed:
+        return self._postprocess(masks=False, rle=True, area=True, bbox=True, score=True)
 
     @cached_property
     def scores(self) -> np.ndarray:
-        selected = self.masks.reshape(len(self.prompts), -1)
-        inside = np.where(selected, self.probs.reshape(len(self.prompts), -1), 0.0).sum(axis=1, dtype=np.float64)
-        counts = selected.sum(axis=1)
-        return np.divide(inside, counts, out=np.zeros(len(self.prompts)), where=counts > 0)
+        return cast(np.ndarray, self._summary.score)
 
     @cached_property
     def rle(self) -> list[coco_rle.RLE]:
-        encoded = coco_rle.encode(self.masks)  # a K x H x W batch gives a list
-        return encoded if isinstance(encoded, list) else [encoded]
+        return cast(list, self._summary.rle)
 
     @cached_property
     def areas(self) -> list[int]:
-        return [int(a) for a in self.masks.reshape(len(self.prompts), -1).sum(axis=1)]
+        return [int(a) for a in cast(np.ndarray, self._summary.area)]
 
     @cached_property
     def bboxes(self) -> list[list[float]]:
-        return [list(box) for box in coco_rle.bbox(self.rle)]
+        return [[float(v) for v in box] for box in cast(np.ndarray, self._summary.bbox)]
 
     def to_dict(self) -> dict:
         """JSON-ready summary: image size and, per prompt, score, area, bbox and RLE."""

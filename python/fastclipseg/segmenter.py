@@ -13,7 +13,7 @@ from .engines import Engine, create_engine
 from .imaging import DEFAULT_MAX_PIXELS, describe, load_image
 from .model.loading import DEFAULT_MODEL, load_model_and_processor
 from .model.stages import Stages
-from .preprocess import PreprocessConfig, preprocess
+from .preprocess import PreprocessConfig, preprocess_images
 from .prompts import EmbeddingCache, PromptTokenizer, normalize_prompts
 from .results import SegmentationResult, check_threshold
 
@@ -22,7 +22,9 @@ class FastSegmenter:
     """CLIPSeg split into a vision, a prompt and a decoder stage, each run only as often as needed.
 
     One image with K prompts runs the vision tower once (the transformers reference runs it K
-    times); prompt embeddings are cached by text (LRU, `prompt_cache_size` entries).
+    times); prompt embeddings are cached by text (LRU, `prompt_cache_size` entries). The work
+    around the network (resize + normalise, upsample + threshold + RLE) runs in the native
+    kernels of `fastclipseg.ops` on `kernel_threads` threads (None: all cores).
 
     Build one with `FastSegmenter.from_pretrained(...)`.
     """
@@ -38,6 +40,7 @@ class FastSegmenter:
         prompt_cache_size: int = 1024,
         max_image_pixels: int = DEFAULT_MAX_PIXELS,
         batch_size: int = 8,
+        kernel_threads: int | None = None,
     ) -> None:
         if not isinstance(model, CLIPSegForImageSegmentation):
             raise TypeError(f"model must be a transformers CLIPSegForImageSegmentation, got {type(model).__name__}")
@@ -47,6 +50,9 @@ class FastSegmenter:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if max_image_pixels < 1:
             raise ValueError(f"max_image_pixels must be >= 1, got {max_image_pixels}")
+        if kernel_threads is not None and (isinstance(kernel_threads, bool) or not isinstance(kernel_threads, int)
+                                           or kernel_threads < 1):
+            raise ValueError(f"kernel_threads must be None (all cores) or an int >= 1, got {kernel_threads!r}")
         self.model = model.eval()
         self.processor = processor
         self.preprocess_config = PreprocessConfig.from_image_processor(processor.image_processor)
@@ -56,6 +62,7 @@ class FastSegmenter:
         self.precision = precision
         self.max_image_pixels = int(max_image_pixels)
         self.batch_size = int(batch_size)
+        self.kernel_threads = kernel_threads
         self._tokenize = PromptTokenizer(processor.tokenizer, self.stages.prompt.max_tokens)
         self.prompt_cache = EmbeddingCache(self._encode_uncached, max_size=prompt_cache_size)
 
@@ -76,8 +83,8 @@ class FastSegmenter:
         `name_or_path`: a hub id such as "CIDAS/clipseg-rd64-refined" (downloaded and cached the
         usual transformers way), a folder with config.json, model.safetensors, tokenizer and
         preprocessor files, or a `CLIPSegForImageSegmentation` (then `processor` is required).
-        Other keyword arguments (`prompt_cache_size`, `max_image_pixels`, `batch_size`) go to
-        the constructor.
+        Other keyword arguments (`prompt_cache_size`, `max_image_pixels`, `batch_size`,
+        `kernel_threads`) go to the constructor.
         """
         if isinstance(name_or_path, CLIPSegForImageSegmentation):
             if processor is None:
@@ -103,8 +110,8 @@ class FastSegmenter:
         return self.prompt_cache.get_many(normalize_prompts(prompts))
 
     def pixel_values(self, images: Sequence[np.ndarray]) -> torch.Tensor:
-        """RGB uint8 arrays -> `(N, 3, S, S)` model input, resized and normalised as the processor does."""
-        return torch.from_numpy(preprocess(list(images), self.preprocess_config))
+        """RGB uint8 arrays -> `(N, 3, S, S)` model input, bit-identical to the processor's pixel values."""
+        return torch.from_numpy(preprocess_images(list(images), self.preprocess_config, self.kernel_threads))
 
     def predict_logits(self, pixel_values: torch.Tensor, prompts_per_image: Sequence[Sequence[str]]) -> list[torch.Tensor]:
         """Logits `(K_i, h, w)` for each image's prompts; pixel values as `pixel_values()` makes them.
@@ -172,6 +179,7 @@ class FastSegmenter:
                 image_size=(a.shape[0], a.shape[1]),
                 threshold=threshold,
                 source=str(image) if isinstance(image, (str, os.PathLike)) else None,
+                threads=self.kernel_threads,
             )
             for p, l, a, image in zip(prompt_lists, logits, arrays, images)
         ]

@@ -60,7 +60,8 @@ std::vector<std::uint8_t> random_bytes(std::size_t n, unsigned seed) {
 std::vector<std::uint8_t> resized(const pre::Image& im, std::size_t size, bool bgr = false,
                                   std::size_t threads = 1, bool simd = true, bool legacy = false) {
     std::vector<std::uint8_t> out(size * size * 3);
-    pre::resize(im, size, bgr, out.data(), out.size(), threads, simd, legacy);
+    pre::resize(im, size, bgr, out.data(), out.size(), threads, simd,
+                legacy ? pre::PassOrder::kHorizontalFirst : pre::PassOrder::kPillow13);
     return out;
 }
 

@@ -10,7 +10,7 @@
 //     (libImaging/Resample.c) step by step: the same per-output-pixel windows
 //     and double-precision weights, the same 22-bit fixed-point coefficients,
 //     the same rounding and clipping, the same order of the two passes with
-//     an 8-bit intermediate (see Options::legacy_pass_order). The resized
+//     an 8-bit intermediate (see PassOrder). The resized
 //     uint8 pixels are therefore equal to Pillow's, not merely close.
 //  2. x * rescale_factor in float64, cast to float32, then (x - mean) / std in
 //     float32. As the resized pixels are uint8, this is a (3, 256) lookup
@@ -77,6 +77,17 @@ enum class OutputType {
     kBFloat16,  // bfloat16 bit patterns (uint16)
 };
 
+// Which pass Pillow runs first. The order changes the rounding of the 8-bit
+// intermediate, so a few pixels of some images differ by 1 between Pillow
+// versions; the kernel follows the installed one to stay exact.
+//  - kPillow13: Pillow >= 13 (ImagingResampleInner) runs the vertical pass
+//    first when the height shrinks more than twice as much as the width.
+//  - kPillow12: Pillow 12 (Image.resize, in Python) resizes the height first,
+//    as a separate resize, when h > 100 * w and the height shrinks; otherwise
+//    horizontal first.
+//  - kHorizontalFirst: Pillow <= 11 always runs the horizontal pass first.
+enum class PassOrder : int { kPillow13 = 0, kPillow12 = 1, kHorizontalFirst = 2 };
+
 struct Options {
     std::size_t size = 352;  // output side S
     std::array<double, 3> mean{0.485, 0.456, 0.406};
@@ -88,12 +99,8 @@ struct Options {
     // false forces the portable scalar kernels (the tests compare both paths;
     // the results are identical).
     bool simd = true;
-    // Pillow >= 13 runs the vertical pass first when the height shrinks more
-    // than twice as much as the width (it is faster); earlier Pillow always
-    // runs the horizontal pass first. The order changes the rounding of the
-    // 8-bit intermediate, so a few pixels of such images differ by 1 between
-    // Pillow versions. false (default): Pillow >= 13; true: earlier Pillow.
-    bool legacy_pass_order = false;
+    // Which Pillow's choice of pass order to follow (see PassOrder).
+    PassOrder pass_order = PassOrder::kPillow13;
 };
 
 // Bytes per output element (4 or 2).
@@ -140,6 +147,9 @@ void preprocess(const Image* images, std::size_t n, const Options& options, void
 // `out_bytes` must be at least size * size * 3.
 void resize(const Image& image, std::size_t size, bool bgr, std::uint8_t* out,
             std::size_t out_bytes, std::size_t threads = 1, bool simd = true,
-            bool legacy_pass_order = false);
+            PassOrder pass_order = PassOrder::kPillow13);
+
+// The PassOrder for an integer code (0, 1, 2 as declared); throws otherwise.
+PassOrder pass_order_from_int(long long code);
 
 }  // namespace fastclipseg::preprocess

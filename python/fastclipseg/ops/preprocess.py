@@ -108,7 +108,7 @@ def preprocess(
         bool(bgr),
         threads,
         True,
-        _legacy_pass_order(),
+        _pass_order(),
     )
     return result if target is None else target
 
@@ -122,7 +122,7 @@ def resize(image: ImageLike, size: int, *, bgr: bool = False) -> np.ndarray:
     Accepts the same images as `preprocess` and raises the same errors.
     """
     arr = image if isinstance(image, np.ndarray) else np.asarray(image)
-    return _core.preprocess_resize(arr, _as_size(size), bool(bgr), None, True, _legacy_pass_order())
+    return _core.preprocess_resize(arr, _as_size(size), bool(bgr), None, True, _pass_order())
 
 
 def _as_image_list(images: Any) -> list[np.ndarray]:
@@ -180,22 +180,34 @@ def _torch_numpy_view(out: Any, name: str) -> np.ndarray:
     return out.numpy()
 
 
-# A 24 x 2 image whose 3 x 3 bilinear resize differs between the two orders of Pillow's passes.
-_PROBE = (np.arange(24 * 2 * 3).reshape(24, 2, 3) * 37 % 256).astype(np.uint8)
+# Two probes whose bilinear resizes differ with the order of Pillow's two passes:
+# 24 x 2 -> 3 x 3 (vertical first in Pillow >= 13 only) and 301 x 2 -> 3 x 3 (vertical first in
+# Pillow >= 12: its height exceeds 100 x its width).
+_PROBE_13 = (np.arange(24 * 2 * 3).reshape(24, 2, 3) * 37 % 256).astype(np.uint8)
+_PROBE_12 = (np.arange(301 * 2 * 3).reshape(301, 2, 3) * 53 % 256).astype(np.uint8)
+_PILLOW_13, _PILLOW_12, _HORIZONTAL_FIRST = 0, 1, 2
 
 
 @functools.cache
-def _legacy_pass_order() -> bool:
-    """Whether the installed Pillow always resamples horizontally first (Pillow < 13).
+def _pass_order() -> int:
+    """Which Pillow's rule for the order of the two resampling passes the installed Pillow follows.
 
-    Pillow >= 13 runs the vertical pass first when the height shrinks more than twice as much
-    as the width, which changes the 8-bit intermediate (a few pixels by 1). The processor uses
-    the installed Pillow, so match it: resize a tiny probe both ways and compare, once.
+    Pillow >= 13 runs the vertical pass first when the height shrinks more than twice as much as
+    the width; Pillow 12 resizes the height first when it is over 100 times the width; earlier
+    Pillow always runs the horizontal pass first. The order changes the 8-bit intermediate (a few
+    pixels by 1), and the processor uses the installed Pillow, so match it: resize two tiny
+    probes and compare, once.
     """
     from PIL import Image
 
-    ref = np.asarray(Image.fromarray(_PROBE).resize((3, 3), Image.Resampling.BILINEAR))
-    modern = _core.preprocess_resize(_PROBE, 3, False, 1, True, False)
-    if np.array_equal(ref, modern):
-        return False
-    return bool(np.array_equal(ref, _core.preprocess_resize(_PROBE, 3, False, 1, True, True)))
+    def pil(probe: np.ndarray) -> np.ndarray:
+        return np.asarray(Image.fromarray(probe).resize((3, 3), Image.Resampling.BILINEAR))
+
+    def ours(probe: np.ndarray, order: int) -> np.ndarray:
+        return _core.preprocess_resize(probe, 3, False, 1, True, order)
+
+    if np.array_equal(pil(_PROBE_13), ours(_PROBE_13, _PILLOW_13)):
+        return _PILLOW_13
+    if np.array_equal(pil(_PROBE_12), ours(_PROBE_12, _PILLOW_12)):
+        return _PILLOW_12
+    return _HORIZONTAL_FIRST
