@@ -17,7 +17,7 @@ status=0
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "${out}/nvidia-smi.txt" || status=1
 python3 -m pip install --quiet --no-build-isolation --no-deps . > "${out}/install.log" 2>&1 \
     || { tail -30 "${out}/install.log"; exit 1; }
-python3 -c "import torch, transformers; print('torch', torch.__version__, 'cuda', torch.version.cuda, \
+python3 -c "import torch, transformers, PIL, numpy; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'pillow', PIL.__version__, 'numpy', numpy.__version__, \
 'transformers', transformers.__version__, 'gpu', torch.cuda.get_device_name(0))" | tee "${out}/versions.txt" || status=1
 
 # The whole suite against the installed package (the sources under python/ are not on sys.path).
