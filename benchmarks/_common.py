@@ -24,15 +24,22 @@ def natural_image(height: int, width: int, seed: int = 0) -> np.ndarray:
     return np.clip(base + rng.normal(0, 20, (height, width, 3)), 0, 255).astype(np.uint8)
 
 
-def median_seconds(fn, repeats: int, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
+def interleaved_median_seconds(fns: dict, repeats: int, warmup: int = 1) -> dict:
+    """Median seconds of each function, timed in turns (a, b, c, a, b, c, ...).
+
+    On a shared machine whose speed drifts, timing one side's runs after the other's biases the
+    ratio; taking turns exposes every side to the same drift.
+    """
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict = {name: [] for name in fns}
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def cpu_name() -> str:

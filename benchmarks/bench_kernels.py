@@ -7,10 +7,10 @@ Postprocess: `fastclipseg.ops.postprocess` (masks, COCO RLE, area, bbox, score) 
 toBbox, mean probability inside the mask), for K = 1 and 8 masks of 352x352 logits.
 
 Frame sizes 640x480, 1920x1080 and 3840x2160; single-threaded (torch.set_num_threads(1),
-threads=1) and with all threads. Prints medians and ratios and writes JSON under
-benchmarks/results/.
+threads=1) and with all threads; library and ours are timed in turns. Prints medians and ratios
+and writes JSON under benchmarks/results/.
 
-    python benchmarks/bench_kernels.py [--repeats 7]
+    python benchmarks/bench_kernels.py [--repeats 21]
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import transformers
 from pycocotools import mask as coco_mask
 from transformers import ViTImageProcessorPil
 
-from _common import RESULTS, median_seconds, natural_image, write_result
+from _common import RESULTS, interleaved_median_seconds, natural_image, write_result
 from fastclipseg import ops
 
 SIZES = {"640x480": (480, 640), "1920x1080": (1080, 1920), "3840x2160": (2160, 3840)}
@@ -45,8 +45,10 @@ def blob_logits(k: int, side: int = 352, seed: int = 0) -> np.ndarray:
     return out
 
 
-def median_ms(fn, repeats: int) -> float:
-    return 1000 * median_seconds(fn, repeats)
+def median_ms(library, ours, repeats: int) -> tuple[float, float]:
+    """Medians in ms of the library path and ours, timed in turns (see interleaved_median_seconds)."""
+    medians = interleaved_median_seconds({"library": library, "ours": ours}, repeats, warmup=3)
+    return 1000 * medians["library"], 1000 * medians["ours"]
 
 
 def library_postprocess(logits: np.ndarray, size: tuple[int, int], threshold: float = 0.5):
@@ -62,7 +64,7 @@ def library_postprocess(logits: np.ndarray, size: tuple[int, int], threshold: fl
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeats", type=int, default=7, help="timed repetitions per case (median reported)")
+    parser.add_argument("--repeats", type=int, default=21, help="timed repetitions per case (median reported)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder for the JSON result")
     args = parser.parse_args()
     all_threads = os.cpu_count() or 1
@@ -75,8 +77,8 @@ def main() -> None:
             image = natural_image(height, width)
             reference = processor(images=[image], return_tensors="np")["pixel_values"]
             ours = ops.preprocess(image, 352, MEAN, STD, threads=threads)
-            t_lib = median_ms(lambda: processor(images=[image], return_tensors="np"), args.repeats)
-            t_ours = median_ms(lambda: ops.preprocess(image, 352, MEAN, STD, threads=threads), args.repeats)
+            t_lib, t_ours = median_ms(lambda: processor(images=[image], return_tensors="np"),
+                                      lambda: ops.preprocess(image, 352, MEAN, STD, threads=threads), args.repeats)
             rows.append({"stage": "preprocess", "size": name, "k": 1, "threads": threads, "library_ms": t_lib,
                          "fastclipseg_ms": t_ours, "speedup": t_lib / t_ours,
                          "max_abs_difference": float(np.abs(ours - reference).max())})
@@ -92,9 +94,10 @@ def main() -> None:
                 boundary_only = bool(np.all(np.abs(upsampled[differing]) <= 1e-5))
                 ours_as_coco = coco_mask.encode(np.asfortranarray(result.masks.transpose(1, 2, 0).astype(np.uint8)))
                 same_rle = sum(a["counts"] == b["counts"].decode() for a, b in zip(result.rle, ours_as_coco))
-                t_lib = median_ms(lambda: library_postprocess(logits, (height, width)), args.repeats)
-                t_ours = median_ms(lambda: ops.postprocess(logits, (height, width), 0.5, masks=True, rle=True, area=True,
-                                                           bbox=True, score=True, threads=threads), args.repeats)
+                t_lib, t_ours = median_ms(lambda: library_postprocess(logits, (height, width)),
+                                          lambda: ops.postprocess(logits, (height, width), 0.5, masks=True, rle=True,
+                                                                  area=True, bbox=True, score=True, threads=threads),
+                                          args.repeats)
                 rows.append({"stage": "postprocess", "size": name, "k": k, "threads": threads, "library_ms": t_lib,
                              "fastclipseg_ms": t_ours, "speedup": t_lib / t_ours,
                              "differing_mask_pixels": int(differing.sum()), "differences_at_threshold_only": boundary_only,

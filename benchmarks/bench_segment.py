@@ -9,8 +9,9 @@ image copy per prompt) against `FastSegmenter.segment_batch` on the same uint8 i
 
 Both sides produce 352x352 logits from uint8 RGB images and text. fastclipseg's prompt cache is
 cleared before every call, so neither side reuses text embeddings (the "cached" column shows
-what the cache adds when prompts repeat, as in video). Prints medians and ratios and writes
-JSON under benchmarks/results/.
+what the cache adds when prompts repeat, as in video). The three are timed in turns, so drift in
+the machine's speed affects each alike. Prints medians and ratios and writes JSON under
+benchmarks/results/.
 
     python benchmarks/bench_segment.py [--threads 2] [--repeats 5] [--device cuda]
 
@@ -30,7 +31,7 @@ import transformers
 from fastclipseg import FastSegmenter
 from fastclipseg.model.random_model import random_reference_model
 
-from _common import RESULTS, ROOT, median_seconds, natural_image, write_result
+from _common import RESULTS, ROOT, interleaved_median_seconds, natural_image, write_result
 
 SHARED_DATA = ROOT.parent / "shared" / "data"
 PROMPTS = ["a cat", "the red car", "a dog", "a tree", "the sky", "a person", "a road", "a window"]
@@ -84,9 +85,8 @@ def main() -> None:
         got = torch.cat([torch.from_numpy(r.logits) for r in fast()])
         error = ((got - expected).abs().max() / expected.abs().max()).item()
 
-        t_ref = median_seconds(reference, args.repeats)
-        t_fast = median_seconds(fast, args.repeats)
-        t_cached = median_seconds(fast_cached, args.repeats)
+        medians = interleaved_median_seconds({"reference": reference, "fast": fast, "cached": fast_cached}, args.repeats)
+        t_ref, t_fast, t_cached = medians["reference"], medians["fast"], medians["cached"]
         rows.append({"case": name, "reference_s": t_ref, "fastclipseg_s": t_fast, "fastclipseg_cached_prompts_s": t_cached,
                      "speedup": t_ref / t_fast, "speedup_cached_prompts": t_ref / t_cached, "max_relative_logit_error": error})
         print(f"  {name}: reference {t_ref * 1000:.0f} ms, fastclipseg {t_fast * 1000:.0f} ms", flush=True)

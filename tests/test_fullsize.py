@@ -63,3 +63,12 @@ def test_real_decoder_gives_realistic_logits(fullsize, shared_data):
     _, _, segmenter = fullsize
     logits = segmenter.segment(natural_image(100, 100), "a cat").logits
     assert np.isfinite(logits).all() and logits.std() > 0.1
+
+
+def test_benchmark_processor_gives_our_pixel_values(fullsize):
+    # The benchmarks time the reference from uint8 images through this processor: equal work only
+    # if it computes exactly our pixel values (its PIL implementation, torchvision or not).
+    _, processor, segmenter = fullsize
+    images = [natural_image(480, 640, seed=1), natural_image(97, 131, seed=2)]
+    expected = processor(images=images, return_tensors="pt")["pixel_values"]
+    assert torch.equal(segmenter.pixel_values(images), expected)

@@ -556,11 +556,20 @@ def load_state_dict_file(path: str | Path, allow_torchscript: bool = False) -> d
     return dict(loaded)
 
 
-def build_image_processor():
-    """The released models' image preprocessing: 352x352 bilinear, rescale to [0, 1], ImageNet mean/std."""
-    from transformers import ViTImageProcessor
+def build_image_processor(pil_backend: bool = False):
+    """The released models' image preprocessing: 352x352 bilinear, rescale to [0, 1], ImageNet mean/std.
 
-    return ViTImageProcessor(
+    `pil_backend=True` asks for transformers' PIL implementation (`ViTImageProcessorPil`), the one
+    fastclipseg's preprocessing equals bit for bit; the default `ViTImageProcessor` (what the
+    released model folders name) is the torchvision implementation where torchvision is installed,
+    whose antialiased resize differs from Pillow's by a level on some pixels.
+    """
+    import transformers
+
+    cls = transformers.ViTImageProcessor
+    if pil_backend:
+        cls = getattr(transformers, "ViTImageProcessorPil", cls)  # older transformers: PIL only
+    return cls(
         do_resize=True,
         size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
         resample=2,  # PIL.Image.BILINEAR
@@ -572,11 +581,11 @@ def build_image_processor():
     )
 
 
-def build_processor(tokenizer):
+def build_processor(tokenizer, pil_backend: bool = False):
     """CLIPSegProcessor = :func:`build_image_processor` + the given CLIP tokenizer."""
     from transformers import CLIPSegProcessor
 
-    return CLIPSegProcessor(image_processor=build_image_processor(), tokenizer=tokenizer)
+    return CLIPSegProcessor(image_processor=build_image_processor(pil_backend), tokenizer=tokenizer)
 
 
 def _missing_clip_decision(report: ConversionReport, allow_random_clip: bool) -> list[str]:

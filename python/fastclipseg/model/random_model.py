@@ -40,7 +40,9 @@ def random_reference_model(
 
     `decoder_checkpoint`: an original-format decoder file (e.g. rd64-uni-refined.pth) whose
     weights replace the random decoder. `bpe_vocab`: OpenAI's bpe_simple_vocab_16e6.txt.gz for the
-    real tokenizer; without it a byte-level tokenizer is used.
+    real tokenizer; without it a byte-level tokenizer is used. The processor is transformers' PIL
+    implementation, whose pixel values fastclipseg's preprocessing equals, so a comparison from
+    uint8 images is of equal answers whether or not torchvision is installed.
     """
     torch.manual_seed(seed)
     config = config or reference_config()
@@ -57,4 +59,4 @@ def random_reference_model(
             tokenizer = clip_tokenizer_from_bpe(bpe_vocab, folder)
     else:
         tokenizer = byte_level_tokenizer()
-    return model, build_processor(tokenizer)
+    return model, build_processor(tokenizer, pil_backend=True)
