@@ -15,43 +15,13 @@
 
 #include "fastclipseg/rle.hpp"
 
+#include "check.hpp"
+
 namespace rle = fastclipseg::rle;
 
 namespace {
 
-int g_passed = 0;
-int g_failed = 0;
-
-void check(bool ok, const std::string& what) {
-    if (ok) {
-        ++g_passed;
-    } else {
-        ++g_failed;
-        std::printf("FAIL: %s\n", what.c_str());
-    }
-}
-
-template <class A, class B>
-void check_eq(const A& got, const B& want, const std::string& what) {
-    check(got == want, what);
-}
-
-// Expects fn to throw std::invalid_argument whose message contains `needle`.
-void check_throws(const std::function<void()>& fn, const std::string& needle,
-                  const std::string& what) {
-    try {
-        fn();
-    } catch (const std::invalid_argument& e) {
-        const bool ok = std::string(e.what()).find(needle) != std::string::npos;
-        if (!ok) std::printf("  message was: %s\n", e.what());
-        check(ok, what + " (message mentions '" + needle + "')");
-        return;
-    } catch (...) {
-        check(false, what + " (threw something other than std::invalid_argument)");
-        return;
-    }
-    check(false, what + " (did not throw)");
-}
+using namespace fastclipseg::testing;
 
 // Reference: naive per-pixel column-major run lengths, like pycocotools rleEncode.
 std::vector<std::uint64_t> naive_counts(const std::vector<std::uint8_t>& c_order, std::size_t h,
@@ -364,6 +334,5 @@ int main() {
             check(false, std::string(name) + ": unexpected exception: " + e.what());
         }
     }
-    std::printf("%d passed, %d failed\n", g_passed, g_failed);
-    return g_failed == 0 ? 0 : 1;
+    return summary();
 }

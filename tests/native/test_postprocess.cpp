@@ -19,39 +19,14 @@
 #include "fastclipseg/postprocess.hpp"
 #include "fastclipseg/rle.hpp"
 
+#include "check.hpp"
+
 namespace pp = fastclipseg::postprocess;
 namespace rle = fastclipseg::rle;
 
 namespace {
 
-int g_passed = 0;
-int g_failed = 0;
-
-void check(bool ok, const std::string& what) {
-    if (ok) {
-        ++g_passed;
-    } else {
-        ++g_failed;
-        std::printf("FAIL: %s\n", what.c_str());
-    }
-}
-
-// Expects fn to throw std::invalid_argument whose message contains `needle`.
-void check_throws(const std::function<void()>& fn, const std::string& needle,
-                  const std::string& what) {
-    try {
-        fn();
-    } catch (const std::invalid_argument& e) {
-        const bool ok = std::string(e.what()).find(needle) != std::string::npos;
-        if (!ok) std::printf("  message was: %s\n", e.what());
-        check(ok, what + " (message mentions '" + needle + "')");
-        return;
-    } catch (...) {
-        check(false, what + " (threw something other than std::invalid_argument)");
-        return;
-    }
-    check(false, what + " (did not throw)");
-}
+using namespace fastclipseg::testing;
 
 std::string shape_str(const pp::Shape& s) {
     return std::to_string(s.k) + "x" + std::to_string(s.h) + "x" + std::to_string(s.w) + "->" +
@@ -337,6 +312,5 @@ int main() {
     test_random_against_rle_and_threads();
     test_empty_batch();
     test_bad_input_rejected_before_writing();
-    std::printf("%d passed, %d failed\n", g_passed, g_failed);
-    return g_failed == 0 ? 0 : 1;
+    return summary();
 }

@@ -18,37 +18,13 @@
 
 #include "fastclipseg/preprocess.hpp"
 
+#include "check.hpp"
+
 namespace pre = fastclipseg::preprocess;
 
 namespace {
 
-int g_passed = 0;
-int g_failed = 0;
-
-void check(bool ok, const std::string& what) {
-    if (ok) {
-        ++g_passed;
-    } else {
-        ++g_failed;
-        std::printf("FAIL: %s\n", what.c_str());
-    }
-}
-
-// Expects fn to throw std::invalid_argument whose message contains `needle`.
-void check_throws(const std::function<void()>& fn, const std::string& needle, const std::string& what) {
-    try {
-        fn();
-    } catch (const std::invalid_argument& e) {
-        const bool ok = std::string(e.what()).find(needle) != std::string::npos;
-        if (!ok) std::printf("  message was: %s\n", e.what());
-        check(ok, what + " (message mentions '" + needle + "')");
-        return;
-    } catch (...) {
-        check(false, what + " (threw something other than std::invalid_argument)");
-        return;
-    }
-    check(false, what + " (did not throw)");
-}
+using namespace fastclipseg::testing;
 
 std::vector<std::uint8_t> random_bytes(std::size_t n, unsigned seed) {
     std::mt19937 rng(seed);
@@ -381,6 +357,5 @@ int main() {
         }
     }
     std::printf("simd kernels %s\n", pre::simd_available() ? "available (tested alongside scalar)" : "unavailable (scalar only)");
-    std::printf("%d passed, %d failed\n", g_passed, g_failed);
-    return g_failed == 0 ? 0 : 1;
+    return summary();
 }
