@@ -91,7 +91,7 @@ def main() -> None:
                      "speedup": t_ref / t_fast, "speedup_cached_prompts": t_ref / t_cached, "max_relative_logit_error": error})
         print(f"  {name}: reference {t_ref * 1000:.0f} ms, fastclipseg {t_fast * 1000:.0f} ms", flush=True)
 
-    header = f"| case | transformers (ms) | fastclipseg (ms) | speedup | cached prompts (ms) | speedup |"
+    header = "| case | transformers (ms) | fastclipseg (ms) | speedup | cached prompts (ms) | speedup |"
     print("\n" + header + "\n|---|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['case']} | {r['reference_s'] * 1000:.0f} | {r['fastclipseg_s'] * 1000:.0f} | {r['speedup']:.2f}x "

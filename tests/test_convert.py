@@ -14,7 +14,6 @@ import json
 import math
 import sys
 import unicodedata
-from collections import OrderedDict
 from pathlib import Path
 
 import pytest

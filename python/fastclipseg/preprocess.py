@@ -8,6 +8,7 @@ for the processor's bilinear filter, the PIL reference `preprocess` for any othe
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 from PIL import Image
@@ -81,4 +82,5 @@ def preprocess_images(images: list[np.ndarray], config: PreprocessConfig, thread
     """
     if config.resample != Image.Resampling.BILINEAR:
         return preprocess(images, config)
-    return ops.preprocess(list(images), config.size, config.mean, config.std, config.rescale_factor, threads=threads)
+    pixels = ops.preprocess(list(images), config.size, config.mean, config.std, config.rescale_factor, threads=threads)
+    return cast(np.ndarray, pixels)  # a numpy array whenever no `out` is given
