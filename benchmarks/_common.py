@@ -57,12 +57,9 @@ def device_name() -> str:
     name = f"cpu: {cpu_name()}"
     try:
         import torch
-
-        if torch.cuda.is_available():
-            name += f"; gpu: {torch.cuda.get_device_name(0)}"
-    except ImportError:
-        pass
-    return name
+    except ImportError:  # a benchmark without torch runs on the CPU only
+        return name
+    return name + (f"; gpu: {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "")
 
 
 def write_result(name: str, payload: dict, out: Path = RESULTS) -> Path:

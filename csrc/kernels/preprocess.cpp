@@ -7,8 +7,9 @@
 //     Only the source rows the vertical pass needs are resampled, a few at a
 //     time just ahead of the output rows that need them, so the
 //     intermediate stays in cache.
-//   vertical first (Pillow >= 13 when the height shrinks more than twice as
-//     much as the width): source rows --vertical--> one row of W pixels
+//   vertical first (when the installed Pillow's rule says so, see PassOrder:
+//     Pillow >= 13 when the height shrinks more than twice as much as the
+//     width, Pillow 12 when h > 100 w): source rows --vertical--> one row of W pixels
 //     --horizontal--> output row --lookup--> out.
 //
 // The horizontal pass dominates (it touches every source pixel). Its AVX2
