@@ -160,11 +160,24 @@ def test_kernel_threads_do_not_change_results(tiny_model_dir):
     assert one.to_dict() == two.to_dict()
 
 
-@pytest.mark.parametrize("threads", [0, -1, 1.5, True, "2"])
-def test_bad_kernel_threads_are_rejected(tiny_reference, threads):
+@pytest.mark.parametrize(("threads", "error"), [(0, ValueError), (-1, ValueError), (1.5, TypeError),
+                                                 (True, TypeError), ("2", TypeError)])
+def test_bad_kernel_threads_are_rejected(tiny_reference, threads, error):
     model, processor = tiny_reference
-    with pytest.raises(ValueError, match="kernel_threads"):
+    with pytest.raises(error, match="kernel_threads"):
         FastSegmenter(model, processor, kernel_threads=threads)
+
+
+def test_summary_is_the_same_whichever_field_is_read_first(tiny_segmenter):
+    # Reading masks first computes the summary in the same pass; it must equal the summary alone.
+    image = natural_image(70, 90, seed=12)
+    masks_first = tiny_segmenter.segment(image, ["a cat", "dog"])
+    masks = masks_first.masks
+    summary_first = tiny_segmenter.segment(image, ["a cat", "dog"])
+    record = summary_first.to_dict()
+    assert masks_first.to_dict() == record
+    np.testing.assert_array_equal(summary_first.masks, masks)
+    assert [m["area"] for m in record["masks"]] == [int(m.sum()) for m in masks]
 
 
 @pytest.mark.parametrize("flags", [dict(do_normalize=False), dict(do_rescale=False), dict(resample=3)])

@@ -82,5 +82,5 @@ def preprocess_images(images: list[np.ndarray], config: PreprocessConfig, thread
     """
     if config.resample != Image.Resampling.BILINEAR:
         return preprocess(images, config)
-    pixels = ops.preprocess(list(images), config.size, config.mean, config.std, config.rescale_factor, threads=threads)
+    pixels = ops.preprocess(images, config.size, config.mean, config.std, config.rescale_factor, threads=threads)
     return cast(np.ndarray, pixels)  # a numpy array whenever no `out` is given

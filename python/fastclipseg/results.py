@@ -6,8 +6,8 @@ import json
 import math
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import cast
 from numbers import Real
+from typing import cast
 
 import numpy as np
 
@@ -44,8 +44,9 @@ class SegmentationResult:
     - `areas` (pixels) and `bboxes` (`[x, y, width, height]`, COCO convention) of the masks.
 
     `rle`, `scores`, `areas`, `bboxes` and `to_dict()` come from one pass that allocates no
-    full-size array; `masks` and `probs` are each one more pass. `threads`: native threads for
-    those passes (None: all cores).
+    full-size array; reading `masks` first computes them in the same pass (the command line reads
+    both), and `probs` is one more pass. `threads`: native threads for those passes (None: all
+    cores).
     """
 
     prompts: list[str]
@@ -64,7 +65,12 @@ class SegmentationResult:
 
     @cached_property
     def masks(self) -> np.ndarray:
-        return cast(np.ndarray, self._postprocess(masks=True).masks)
+        if "_summary" in self.__dict__:
+            return cast(np.ndarray, self._postprocess(masks=True).masks)
+        # One upsampling pass for both: the summary costs little on top of the masks.
+        both = self._postprocess(masks=True, rle=True, area=True, bbox=True, score=True)
+        self.__dict__["_summary"] = both
+        return cast(np.ndarray, both.masks)
 
     @cached_property
     def _summary(self) -> ops.Postprocessed:
@@ -76,7 +82,7 @@ class SegmentationResult:
 
     @cached_property
     def rle(self) -> list[coco_rle.RLE]:
-        return cast(list, self._summary.rle)
+        return cast("list[coco_rle.RLE]", self._summary.rle)
 
     @cached_property
     def areas(self) -> list[int]:

@@ -50,9 +50,11 @@ class FastSegmenter:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if max_image_pixels < 1:
             raise ValueError(f"max_image_pixels must be >= 1, got {max_image_pixels}")
-        if kernel_threads is not None and (isinstance(kernel_threads, bool) or not isinstance(kernel_threads, int)
-                                           or kernel_threads < 1):
-            raise ValueError(f"kernel_threads must be None (all cores) or an int >= 1, got {kernel_threads!r}")
+        if kernel_threads is not None:
+            if isinstance(kernel_threads, bool) or not isinstance(kernel_threads, int):
+                raise TypeError(f"kernel_threads must be None (all cores) or an int, got {kernel_threads!r}")
+            if kernel_threads < 1:
+                raise ValueError(f"kernel_threads must be >= 1 (or None for all cores), got {kernel_threads}")
         self.model = model.eval()
         self.processor = processor
         self.preprocess_config = PreprocessConfig.from_image_processor(processor.image_processor)
