@@ -46,6 +46,39 @@ def tiny_segmenter(tiny_model_dir):
     return FastSegmenter.from_pretrained(tiny_model_dir)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_engine_cache(tmp_path_factory):
+    """Compiled engines go to a folder of this test session, never to the user's cache."""
+    import os
+
+    previous = os.environ.get("FASTCLIPSEG_CACHE")
+    os.environ["FASTCLIPSEG_CACHE"] = str(tmp_path_factory.mktemp("engine-cache"))
+    yield
+    if previous is None:
+        os.environ.pop("FASTCLIPSEG_CACHE", None)
+    else:
+        os.environ["FASTCLIPSEG_CACHE"] = previous
+
+
+@pytest.fixture(scope="session")
+def fullsize_model():
+    """The full-size CIDAS/clipseg-rd64-refined architecture (random CLIP weights), built once per session.
+
+    The real refined decoder and CLIP vocabulary from ../shared/data are used when present, so the
+    logits are in a realistic range. Returns (model, processor, fp32 torch FastSegmenter).
+    """
+    from fastclipseg import FastSegmenter
+    from fastclipseg.model.random_model import random_reference_model
+
+    decoder = SHARED_DATA / "rd64-uni-refined.pth"
+    vocab = SHARED_DATA / "bpe_simple_vocab_16e6.txt.gz"
+    model, processor = random_reference_model(
+        decoder_checkpoint=decoder if decoder.is_file() else None,
+        bpe_vocab=vocab if vocab.is_file() else None,
+    )
+    return model, processor, FastSegmenter(model, processor)
+
+
 @pytest.fixture(autouse=True)
 def _deterministic_threads():
     # Reproducible reductions: the parity tolerances are stated for a fixed thread count.

@@ -11,9 +11,6 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import SHARED_DATA
-from fastclipseg import FastSegmenter
-from fastclipseg.model.random_model import random_reference_model
 from test_segment_api import natural_image
 from test_stages import assert_relative_close, reference_logits
 
@@ -21,14 +18,8 @@ pytestmark = pytest.mark.fullsize
 
 
 @pytest.fixture(scope="module")
-def fullsize():
-    decoder = SHARED_DATA / "rd64-uni-refined.pth"
-    vocab = SHARED_DATA / "bpe_simple_vocab_16e6.txt.gz"
-    model, processor = random_reference_model(
-        decoder_checkpoint=decoder if decoder.is_file() else None,
-        bpe_vocab=vocab if vocab.is_file() else None,
-    )
-    return model, processor, FastSegmenter(model, processor)
+def fullsize(fullsize_model):
+    return fullsize_model
 
 
 CASES = {

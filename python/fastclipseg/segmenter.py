@@ -4,18 +4,35 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import CLIPSegForImageSegmentation
+from transformers import CLIPSegForImageSegmentation, CLIPSegProcessor
 
-from .engines import Engine, create_engine
+from .engines import (
+    COMPILED_BACKENDS,
+    Engine,
+    available_precisions,
+    create_engine,
+    default_cache_dir,
+    parse_device,
+    resolve_backend,
+)
+from .engines.artifacts import MANIFEST_NAME, read_manifest
+from .engines.compiled import load_export, write_export
+from .engines.precision import check_precision
 from .imaging import DEFAULT_MAX_PIXELS, describe, load_image
 from .model.loading import DEFAULT_MODEL, load_model_and_processor
 from .model.stages import Stages
 from .preprocess import PreprocessConfig, preprocess_images
 from .prompts import EmbeddingCache, PromptTokenizer, normalize_prompts
 from .results import SegmentationResult, check_threshold
+
+
+def _check_processor(processor) -> None:
+    if processor is None or not hasattr(processor, "tokenizer") or not hasattr(processor, "image_processor"):
+        raise TypeError("processor must be the model's CLIPSegProcessor (with a tokenizer and an image_processor)")
 
 
 class FastSegmenter:
@@ -37,15 +54,43 @@ class FastSegmenter:
         device: str | torch.device = "cpu",
         precision: str = "fp32",
         backend: str = "torch",
+        cache: bool = True,
+        cache_dir: str | os.PathLike | None = None,
+        threads: int | None = None,
+        providers: Sequence[str] | None = None,
         prompt_cache_size: int = 1024,
         max_image_pixels: int = DEFAULT_MAX_PIXELS,
         batch_size: int = 8,
         kernel_threads: int | None = None,
     ) -> None:
+        """Build the stages of `model` and the engine that runs them.
+
+        `backend`: "torch" (eager; fp32 is the reference), "torchscript", "onnxruntime" or "auto"
+        (the fastest for the device and precision); `precision`: "fp32", "bf16" or "int8" (see
+        `fastclipseg.engines`). Compiled backends keep their build in `cache_dir` (default:
+        `$FASTCLIPSEG_CACHE` or the user cache folder), so later starts skip compiling;
+        `cache=False` compiles into a temporary folder instead. `threads` and `providers` set
+        ONNX Runtime's intra-op threads (default: torch's thread count) and execution providers.
+        """
         if not isinstance(model, CLIPSegForImageSegmentation):
             raise TypeError(f"model must be a transformers CLIPSegForImageSegmentation, got {type(model).__name__}")
-        if processor is None or not hasattr(processor, "tokenizer") or not hasattr(processor, "image_processor"):
-            raise TypeError("processor must be the model's CLIPSegProcessor (with a tokenizer and an image_processor)")
+        _check_processor(processor)
+        self.model = model.eval()
+        preprocess_config = PreprocessConfig.from_image_processor(processor.image_processor)
+        self.stages = Stages(self.model, preprocess_config.size)
+        engine = create_engine(
+            backend, self.stages, device, precision,
+            cache_dir=(cache_dir if cache_dir is not None else default_cache_dir()) if cache else None,
+            threads=threads, providers=list(providers) if providers else None,
+        )
+        self._setup(engine, processor, self.stages.prompt.max_tokens, prompt_cache_size=prompt_cache_size,
+                    max_image_pixels=max_image_pixels, batch_size=batch_size, kernel_threads=kernel_threads)
+
+    def _setup(
+        self, engine: Engine, processor, max_prompt_tokens: int, *, prompt_cache_size: int = 1024,
+        max_image_pixels: int = DEFAULT_MAX_PIXELS, batch_size: int = 8, kernel_threads: int | None = None,
+    ) -> None:
+        """Everything but the model: shared by a model-backed segmenter and one loaded from an export."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if max_image_pixels < 1:
@@ -55,17 +100,15 @@ class FastSegmenter:
                 raise TypeError(f"kernel_threads must be None (all cores) or an int, got {kernel_threads!r}")
             if kernel_threads < 1:
                 raise ValueError(f"kernel_threads must be >= 1 (or None for all cores), got {kernel_threads}")
-        self.model = model.eval()
         self.processor = processor
         self.preprocess_config = PreprocessConfig.from_image_processor(processor.image_processor)
-        self.stages = Stages(self.model, self.preprocess_config.size)
-        self.engine: Engine = create_engine(backend, self.stages, device, precision)
-        self.backend = backend
-        self.precision = precision
+        self.engine: Engine = engine
+        self.backend = engine.name
+        self.precision = engine.precision
         self.max_image_pixels = int(max_image_pixels)
         self.batch_size = int(batch_size)
         self.kernel_threads = kernel_threads
-        self._tokenize = PromptTokenizer(processor.tokenizer, self.stages.prompt.max_tokens)
+        self._tokenize = PromptTokenizer(processor.tokenizer, max_prompt_tokens)
         self.prompt_cache = EmbeddingCache(self._encode_uncached, max_size=prompt_cache_size)
 
     @classmethod
@@ -75,19 +118,27 @@ class FastSegmenter:
         *,
         processor=None,
         device: str | torch.device = "cpu",
-        precision: str = "fp32",
-        backend: str = "torch",
+        precision: str | None = None,
+        backend: str | None = None,
         local_files_only: bool = False,
         **options,
     ) -> "FastSegmenter":
-        """Load from a hub id, a local folder in the transformers layout, or a loaded model.
+        """Load from a hub id, a local folder in the transformers layout, an export, or a loaded model.
 
         `name_or_path`: a hub id such as "CIDAS/clipseg-rd64-refined" (downloaded and cached the
         usual transformers way), a folder with config.json, model.safetensors, tokenizer and
-        preprocessor files, or a `CLIPSegForImageSegmentation` (then `processor` is required).
-        Other keyword arguments (`prompt_cache_size`, `max_image_pixels`, `batch_size`,
-        `kernel_threads`) go to the constructor.
+        preprocessor files, a folder written by `export()` (its backend and precision are used;
+        the transformers model is not loaded), or a `CLIPSegForImageSegmentation` (then
+        `processor` is required). `backend` and `precision` default to "torch" and "fp32".
+        Other keyword arguments (`cache`, `cache_dir`, `threads`, `providers`,
+        `prompt_cache_size`, `max_image_pixels`, `batch_size`, `kernel_threads`) go to the
+        constructor.
         """
+        if isinstance(name_or_path, (str, os.PathLike)) and (Path(name_or_path).expanduser() / MANIFEST_NAME).is_file():
+            return cls._from_export(Path(name_or_path).expanduser(), device=device, precision=precision,
+                                    backend=backend, processor=processor, **options)
+        backend = backend or "torch"
+        precision = precision or "fp32"
         if isinstance(name_or_path, CLIPSegForImageSegmentation):
             if processor is None:
                 raise ValueError("a loaded CLIPSegForImageSegmentation needs its processor: pass processor=")
@@ -101,6 +152,54 @@ class FastSegmenter:
                 f"got {type(name_or_path).__name__}"
             )
         return cls(model, processor, device=device, precision=precision, backend=backend, **options)
+
+    @classmethod
+    def _from_export(
+        cls, directory: Path, *, device, precision: str | None, backend: str | None, processor=None,
+        threads: int | None = None, providers: Sequence[str] | None = None, cache: bool = True, cache_dir=None,
+        **options,
+    ) -> "FastSegmenter":
+        manifest = read_manifest(directory)
+        for name, asked in (("backend", backend), ("precision", precision)):
+            if asked not in (None, "auto", manifest[name]):
+                raise ValueError(
+                    f"{directory} is a {manifest['backend']} {manifest['precision']} export; it cannot run as "
+                    f"{name} {asked!r} (export the model again with {name}={asked!r})"
+                )
+        engine, manifest = load_export(directory, parse_device(device), threads=threads,
+                                       providers=list(providers) if providers else None)
+        if processor is None:
+            processor = CLIPSegProcessor.from_pretrained(directory, local_files_only=True)
+        _check_processor(processor)
+        segmenter = cls.__new__(cls)
+        segmenter.model = None
+        segmenter.stages = None
+        segmenter._setup(engine, processor, int(manifest["max_prompt_tokens"]), **options)
+        return segmenter
+
+    def export(
+        self, directory: str | os.PathLike, backend: str = "auto", precision: str | None = None, overwrite: bool = False
+    ) -> Path:
+        """Compile the stages for `backend` ("torchscript", "onnxruntime" or "auto") and `precision`
+        (default: this segmenter's) and write them, the manifest and the processor files to `directory`.
+
+        `FastSegmenter.from_pretrained(directory)` loads the result without the transformers model.
+        An existing non-empty `directory` is replaced only with `overwrite=True`. Returns the folder.
+        """
+        if self.stages is None:
+            raise ValueError("this segmenter was loaded from an export and holds no model weights: export from the model")
+        precision = precision or self.precision
+        device = torch.device("cpu")
+        resolved = resolve_backend(backend, device, precision)
+        if resolved not in COMPILED_BACKENDS:
+            raise ValueError(f"backend {backend!r} has no compiled form to export: use one of {', '.join(COMPILED_BACKENDS)}")
+        check_precision(precision, device, available_precisions(resolved, device), resolved)
+        directory = Path(directory).expanduser()
+        if directory.exists() and (not directory.is_dir() or any(directory.iterdir())) and not overwrite:
+            raise FileExistsError(f"{directory} exists and is not empty: choose another folder or pass overwrite=True")
+        write_export(resolved, self.stages, precision, device, directory, processor=self.processor)
+        self.stages.to(self.engine.device)  # compiling moved the shared weights to the CPU
+        return directory
 
     # -- stages -----------------------------------------------------------------------------
 

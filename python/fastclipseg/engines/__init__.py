@@ -1,33 +1,110 @@
-"""Backends behind one interface (`Engine`); `create_engine` picks one by name."""
+"""Backends behind one interface (`Engine`); `create_engine` picks one by name.
+
+| backend | devices | precisions | what it is |
+| --- | --- | --- | --- |
+| `torch` | cpu, cuda | fp32 (cpu, cuda), bf16 and int8 (cpu) | eager PyTorch; fp32 is the reference |
+| `torchscript` | cpu | fp32, bf16, int8 | each stage traced, frozen and saved (`.pt`, loads in libtorch) |
+| `onnxruntime` | cpu (other ONNX Runtime providers passed through) | fp32, int8 | each stage exported to ONNX |
+| `auto` | | | the fastest of these for the device and precision (see `resolve_backend`) |
+"""
 
 from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
 
 import torch
 
 from ..model.stages import Stages
 from .base import Engine
+from .compiled import COMPILED_BACKENDS, cached_engine, default_cache_dir
+from .precision import PRECISIONS, check_precision
 from .torch_engine import TorchEngine
 
-BACKENDS = ("torch",)
-PRECISIONS = ("fp32",)
+BACKENDS = ("torch", "torchscript", "onnxruntime")
+BACKEND_CHOICES = ("auto", *BACKENDS)
+_AVAILABLE = {
+    ("torch", "cpu"): ("fp32", "bf16", "int8"),
+    ("torch", "cuda"): ("fp32",),
+    ("torchscript", "cpu"): ("fp32", "bf16", "int8"),
+    ("onnxruntime", "cpu"): ("fp32", "int8"),
+}
 
 
-def create_engine(backend: str, stages: Stages, device: str | torch.device, precision: str) -> Engine:
-    """The engine for `backend` on `device` in `precision`; a clear ValueError for what is not built."""
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}: available backends are {', '.join(BACKENDS)}")
-    if precision not in PRECISIONS:
-        raise ValueError(
-            f"precision {precision!r} is not available for backend {backend!r}: available precisions are "
-            f"{', '.join(PRECISIONS)}"
-        )
+def available_precisions(backend: str, device: str | torch.device) -> tuple[str, ...]:
+    """The precisions `backend` runs on `device` (empty when it does not run there at all)."""
+    return _AVAILABLE.get((backend, torch.device(device).type), ())
+
+
+def onnxruntime_installed() -> bool:
+    return all(importlib.util.find_spec(name) is not None for name in ("onnxruntime", "onnx", "onnxscript"))
+
+
+def resolve_backend(backend: str, device: torch.device, precision: str) -> str:
+    """`auto` -> the fastest backend measured for `device` and `precision`; other names unchanged.
+
+    On the CPU (benchmarks/bench_segment.py, 2 threads): bf16 -> torchscript; fp32 and int8 ->
+    onnxruntime when it is installed, else torchscript. On other devices -> torch.
+    """
+    if backend != "auto":
+        return backend
+    if device.type != "cpu":
+        return "torch"
+    if precision == "bf16" or not onnxruntime_installed():
+        return "torchscript"
+    return "onnxruntime"
+
+
+def parse_device(device: str | torch.device) -> torch.device:
     try:
-        device = torch.device(device)
+        parsed = torch.device(device)
     except (RuntimeError, TypeError) as error:
         raise ValueError(f"invalid device {device!r}: {error}") from error
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {str(device)!r} was asked for, but this PyTorch build sees no CUDA device")
-    return TorchEngine(stages, device)
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(parsed)!r} was asked for, but this PyTorch build sees no CUDA device")
+    return parsed
 
 
-__all__ = ["BACKENDS", "PRECISIONS", "Engine", "TorchEngine", "create_engine"]
+def create_engine(
+    backend: str,
+    stages: Stages,
+    device: str | torch.device,
+    precision: str,
+    *,
+    cache_dir: str | Path | None = None,
+    threads: int | None = None,
+    providers: list[str] | None = None,
+) -> Engine:
+    """The engine for `backend` on `device` in `precision`; a clear ValueError for what is not available.
+
+    Compiled backends load from `cache_dir` when it holds a valid build (else they build and store
+    one); `cache_dir=None` builds without caching. `threads` and `providers` configure ONNX Runtime.
+    """
+    if backend not in BACKEND_CHOICES:
+        raise ValueError(f"unknown backend {backend!r}: available backends are {', '.join(BACKEND_CHOICES)}")
+    device = parse_device(device)
+    backend = resolve_backend(backend, device, precision)
+    if not available_precisions(backend, device):
+        raise ValueError(f"backend {backend!r} does not run on {device.type} in this version; use backend='torch' there")
+    check_precision(precision, device, available_precisions(backend, device), backend)
+    if backend == "torch":
+        return TorchEngine(stages, device, precision)
+    return cached_engine(
+        backend, stages, precision, device, Path(cache_dir) if cache_dir is not None else None, threads, providers
+    )
+
+
+__all__ = [
+    "BACKENDS",
+    "BACKEND_CHOICES",
+    "COMPILED_BACKENDS",
+    "PRECISIONS",
+    "Engine",
+    "TorchEngine",
+    "available_precisions",
+    "create_engine",
+    "default_cache_dir",
+    "onnxruntime_installed",
+    "parse_device",
+    "resolve_backend",
+]

@@ -10,7 +10,8 @@ import torch
 class Engine(Protocol):
     """Runs the three stages (see `fastclipseg.model.stages`) on one device and precision."""
 
-    name: str
+    name: str  # the backend: "torch", "torchscript", "onnxruntime"
+    precision: str  # "fp32", "bf16", "int8"
     device: torch.device
 
     def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:

@@ -165,9 +165,12 @@ class DecoderStage(nn.Module):
     that does not depend on the prompt and runs once per image; `decode` runs once per pair.
     """
 
-    def __init__(self, model: CLIPSegForImageSegmentation) -> None:
+    def __init__(self, model: CLIPSegForImageSegmentation, image_size: int) -> None:
         super().__init__()
         decoder = model.decoder
+        # The patch grid is fixed by the input size; a Python int (not a shape read at run time)
+        # keeps the traced and exported graphs free of shape arithmetic.
+        self.grid = image_size // int(model.config.vision_config.patch_size)
         self.conditional_layer = int(model.config.conditional_layer)
         depth = len(decoder.layers)
         if not 0 <= self.conditional_layer < depth:
@@ -210,8 +213,7 @@ class DecoderStage(nn.Module):
             x = later_reductions[offset].index_select(0, image_index) + x
             x = self.layers[self.conditional_layer + 1 + offset](x)
         x = x[:, 1:, :].transpose(1, 2)
-        side = int(round(x.shape[2] ** 0.5))
-        x = x.reshape(x.shape[0], x.shape[1], side, side)
+        x = x.reshape(x.shape[0], x.shape[1], self.grid, self.grid)
         return self.transposed_convolution(x).squeeze(1)
 
     def forward(
@@ -228,4 +230,4 @@ class Stages(nn.Module):
         super().__init__()
         self.vision = VisionStage(model, image_size)
         self.prompt = PromptStage(model)
-        self.decoder = DecoderStage(model)
+        self.decoder = DecoderStage(model, image_size)

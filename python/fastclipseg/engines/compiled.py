@@ -1,0 +1,175 @@
+"""Building, caching, exporting and loading the compiled backends (torchscript, onnxruntime)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+from ..model.stages import Stages
+from . import onnx_engine, torchscript_engine
+from .artifacts import (
+    ArtifactError,
+    build_atomically,
+    describe_build,
+    mismatches,
+    read_manifest,
+    verified_files,
+    weights_sha256,
+    write_manifest,
+)
+from .base import Engine
+from .example_inputs import example_inputs
+from .precision import prepare_stages
+
+log = logging.getLogger("fastclipseg")
+COMPILED_BACKENDS = ("torchscript", "onnxruntime")
+CACHE_ENV = "FASTCLIPSEG_CACHE"
+
+
+def default_cache_dir() -> Path:
+    """`$FASTCLIPSEG_CACHE`, or the user cache folder (e.g. ~/.cache/fastclipseg on Linux)."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    import platformdirs
+
+    return platformdirs.user_cache_path("fastclipseg")
+
+
+def _stage_facts(stages: Stages) -> tuple[int, int, int]:
+    return stages.vision.image_size, stages.prompt.max_tokens, stages.prompt.eos_token_id
+
+
+def _build_files(backend: str, stages: Stages, precision: str, directory: Path) -> tuple[dict[str, Path], dict]:
+    """Compile the stages of `stages` in `precision` into `directory`; returns the files and the I/O shapes."""
+    image_size, max_tokens, eos_token_id = _stage_facts(stages)
+    # ONNX Runtime quantises the exported fp32 graph itself; torch's quantised modules do not export.
+    source_precision = "fp32" if backend == "onnxruntime" and precision == "int8" else precision
+    prepared = prepare_stages(stages.cpu().eval(), source_precision)
+    inputs = example_inputs(prepared, image_size, max_tokens, eos_token_id)
+    with torch.no_grad():
+        logits = prepared.decoder(*inputs["decoder"])
+    layers, _, tokens, width = inputs["decoder"][0].shape
+    shapes = {
+        "pixel_values": ["images", 3, image_size, image_size],
+        "activations": [layers, "images", tokens, width],
+        "input_ids": ["prompts", f"tokens <= {max_tokens}"],
+        "embeddings": ["prompts", inputs["decoder"][1].shape[1]],
+        "image_index": ["pairs"],
+        "logits": ["pairs", *logits.shape[1:]],
+    }
+    started = time.perf_counter()
+    if backend == "torchscript":
+        files = torchscript_engine.build(prepared, directory, inputs)
+    elif backend == "onnxruntime":
+        files = onnx_engine.build(prepared, directory, inputs, precision)
+    else:
+        raise ValueError(f"backend {backend!r} has no compiled form: compiled backends are {', '.join(COMPILED_BACKENDS)}")
+    log.info("compiled the %s %s stages in %.1f s", backend, precision, time.perf_counter() - started)
+    return files, shapes
+
+
+def _load(backend: str, files: dict[str, Path], device: torch.device, precision: str, threads, providers) -> Engine:
+    if backend == "torchscript":
+        return torchscript_engine.TorchScriptEngine(files, device, precision)
+    return onnx_engine.OnnxRuntimeEngine(files, precision, threads=threads, providers=providers)
+
+
+def write_export(
+    backend: str, stages: Stages, precision: str, device: torch.device, directory: Path, processor=None
+) -> dict:
+    """Compile into `directory` (built aside, then renamed into place) and write the manifest.
+
+    With `processor`, its tokenizer and preprocessor files are saved too, so the folder loads on its own.
+    """
+    build = describe_build(backend, precision, device, weights_sha256(stages), *_stage_facts(stages))
+    manifest: dict = {}
+
+    def fill(staging: Path) -> None:
+        files, shapes = _build_files(backend, stages, precision, staging)
+        if processor is not None:
+            processor.save_pretrained(staging)
+        manifest.update(write_manifest(staging, build, files, shapes))
+
+    build_atomically(directory, fill)
+    return manifest
+
+
+def load_export(directory: Path, device: torch.device, threads=None, providers=None) -> tuple[Engine, dict]:
+    """The engine of an export folder, after checking every file against its manifest."""
+    manifest = read_manifest(directory)
+    backend, precision = manifest.get("backend"), manifest.get("precision")
+    if backend not in COMPILED_BACKENDS:
+        raise ArtifactError(f"{directory}: unknown backend {backend!r} in the manifest")
+    if manifest.get("device") != device.type:
+        raise ArtifactError(f"{directory} was compiled for {manifest.get('device')!r}, not {device.type!r}")
+    files = verified_files(directory, manifest)
+    current = describe_build(backend, precision, device, manifest.get("weights_sha256"),
+                             manifest.get("image_size"), manifest.get("max_prompt_tokens"), manifest.get("eos_token_id"))
+    if manifest.get("versions") != current["versions"]:
+        warnings.warn(
+            f"{directory} was built with {manifest.get('versions')}, this installation has {current['versions']}; "
+            "loading it anyway (export again if it misbehaves)",
+            stacklevel=3,
+        )
+    return _load(backend, files, device, precision, threads, providers), manifest
+
+
+def cached_engine(
+    backend: str, stages: Stages, precision: str, device: torch.device, cache_dir: Path | None, threads=None, providers=None
+) -> Engine:
+    """The compiled engine, from `cache_dir` when a valid entry is there, else built (and stored).
+
+    An entry is loaded only if its manifest matches this model's weights hash, backend, precision,
+    device and library versions, and every file matches its recorded sha256; otherwise it is
+    rebuilt. `cache_dir=None` builds in a temporary folder that is removed after loading.
+    """
+    if device.type != "cpu":
+        raise ValueError(f"backend {backend!r} runs on the CPU in this version; on {device.type} use backend='torch'")
+    build = describe_build(backend, precision, device, weights_sha256(stages), *_stage_facts(stages))
+    if cache_dir is None:
+        with tempfile.TemporaryDirectory(prefix="fastclipseg-") as scratch:
+            files, _ = _build_files(backend, stages, precision, Path(scratch))
+            return _load(backend, files, device, precision, threads, providers)
+
+    key = hashlib.sha256(json.dumps(build, sort_keys=True).encode()).hexdigest()[:32]
+    entry = Path(cache_dir) / "engines" / key
+    if entry.exists():
+        try:
+            manifest = read_manifest(entry)
+            problems = mismatches(manifest, build)
+            if problems:
+                raise ArtifactError(f"built for something else ({'; '.join(problems)})")
+            engine = _load(backend, verified_files(entry, manifest), device, precision, threads, providers)
+            log.info("loaded the %s %s stages from the cache %s", backend, precision, entry)
+            return engine
+        except (ArtifactError, RuntimeError, OSError) as error:
+            # ArtifactError: mismatch or corruption; RuntimeError/OSError: a runtime refused the file.
+            warnings.warn(f"rebuilding the cached {backend} {precision} engine in {entry}: {error}", stacklevel=3)
+    log.info("compiling the %s %s stages (first start for this model; cached in %s)", backend, precision, entry)
+
+    def fill(staging: Path) -> None:
+        files, shapes = _build_files(backend, stages, precision, staging)
+        write_manifest(staging, build, files, shapes)
+
+    build_atomically(entry, fill)
+    return _load(backend, verified_files(entry, read_manifest(entry)), device, precision, threads, providers)
+
+
+def clear_cache(cache_dir: Path) -> int:
+    """Remove every cached engine under `cache_dir`; returns how many entries were removed."""
+    engines = Path(cache_dir) / "engines"
+    if not engines.is_dir():
+        return 0
+    entries = [path for path in engines.iterdir() if path.is_dir()]
+    for path in entries:
+        shutil.rmtree(path, ignore_errors=True)
+    return len(entries)

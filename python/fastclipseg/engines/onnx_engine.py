@@ -1,0 +1,125 @@
+"""`onnxruntime`: each stage exported to ONNX (torch.export-based exporter, dynamic batch axes) and
+run by ONNX Runtime.
+
+int8 is ONNX Runtime's dynamic quantisation of the vision graph's matrix products (MatMul/Gemm:
+int8 weights, activations quantised per batch), the same choice as the torch backends make. ONNX
+Runtime's CPU provider has no bf16 kernels for most of these operators, so bf16 is not offered.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .precision import PreparedStages
+
+FILES = {"vision": "vision.onnx", "prompt": "prompt.onnx", "decoder": "decoder.onnx"}
+INSTALL_HINT = "install the ONNX extra: pip install 'fastclipseg[onnx]'"
+
+
+def _require(module: str):
+    try:
+        return __import__(module)
+    except ImportError as error:
+        raise ImportError(f"backend 'onnxruntime' needs the {module!r} package, which is not installed: {INSTALL_HINT}") from error
+
+
+def _signatures() -> dict[str, tuple[list[str], list[str], dict[str, dict[int, object]]]]:
+    batch = torch.export.Dim("images", min=1, max=4096)
+    prompts = torch.export.Dim("prompts", min=1, max=4096)
+    tokens = torch.export.Dim("tokens", min=2, max=4096)
+    pairs = torch.export.Dim("pairs", min=1, max=65536)
+    return {
+        "vision": (["pixel_values"], ["activations"], {"pixel_values": {0: batch}}),
+        "prompt": (["input_ids"], ["embeddings"], {"input_ids": {0: prompts, 1: tokens}}),
+        "decoder": (
+            ["activations", "embeddings", "image_index"],
+            ["logits"],
+            {"activations": {1: batch}, "embeddings": {0: pairs}, "image_index": {0: pairs}},
+        ),
+    }
+
+
+def build(stages: PreparedStages, directory: Path, inputs: dict[str, tuple[torch.Tensor, ...]], precision: str) -> dict[str, Path]:
+    """Export the three stages under `directory` (and quantise the vision graph for int8)."""
+    _require("onnx")
+    _require("onnxscript")  # the torch.export-based exporter's dependency
+    paths = {}
+    for stage, module in stages._asdict().items():
+        input_names, output_names, dynamic = _signatures()[stage]
+        dynamic_shapes = {name: dynamic.get(name) for name in input_names}
+        paths[stage] = directory / FILES[stage]
+        with torch.no_grad(), warnings.catch_warnings():
+            # The decoder's two "pairs" axes are one Dim on purpose (they must be equal); the
+            # exporter warns that it keeps one name for both.
+            warnings.filterwarnings("ignore", message=r".*axis name: pairs will not be used.*")
+            torch.onnx.export(
+                module.eval(), inputs[stage], str(paths[stage]), input_names=input_names, output_names=output_names,
+                dynamic_shapes=dynamic_shapes, dynamo=True, external_data=False, verbose=False,
+            )
+    if precision == "int8":
+        _require("onnxruntime")
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+
+        fp32 = paths["vision"].with_suffix(".fp32.onnx")
+        prepared = paths["vision"].with_suffix(".pre.onnx")
+        os.replace(paths["vision"], fp32)
+        # ONNX Runtime's recommended step before quantising: shape inference and graph optimisation.
+        quant_pre_process(fp32, prepared)
+        quantize_dynamic(prepared, paths["vision"], weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
+        fp32.unlink()
+        prepared.unlink()
+    return paths
+
+
+class OnnxRuntimeEngine:
+    """Runs the exported stages with ONNX Runtime; tensors cross as numpy arrays on the CPU."""
+
+    name = "onnxruntime"
+
+    def __init__(
+        self, files: dict[str, Path], precision: str, threads: int | None = None, providers: list[str] | None = None
+    ) -> None:
+        ort = _require("onnxruntime")
+        available = ort.get_available_providers()
+        providers = list(providers) if providers else ["CPUExecutionProvider"]
+        missing = [p for p in providers if p not in available]
+        if missing:
+            raise ValueError(
+                f"ONNX Runtime provider(s) {', '.join(missing)} are not available in this installation; "
+                f"available: {', '.join(available)}"
+            )
+        options = ort.SessionOptions()
+        # Default to torch's thread count, so one setting (torch.set_num_threads) governs every backend.
+        options.intra_op_num_threads = int(threads) if threads else torch.get_num_threads()
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.device = torch.device("cpu")
+        self.precision = precision
+        self.providers = providers
+        self.threads = options.intra_op_num_threads
+        self.sessions = {
+            stage: ort.InferenceSession(str(path), options, providers=providers) for stage, path in files.items()
+        }
+
+    def _run(self, stage: str, **inputs: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(self.sessions[stage].run(None, inputs)[0])
+
+    def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self._run("vision", pixel_values=pixel_values.detach().cpu().float().numpy())
+
+    def encode_prompts(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self._run("prompt", input_ids=input_ids.detach().cpu().long().numpy())
+
+    def decode(self, activations: torch.Tensor, embeddings: torch.Tensor, image_index: torch.Tensor) -> torch.Tensor:
+        return self._run(
+            "decoder",
+            activations=activations.detach().cpu().numpy(),
+            embeddings=embeddings.detach().cpu().float().numpy(),
+            image_index=image_index.detach().cpu().long().numpy(),
+        )
