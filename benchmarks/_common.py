@@ -1,73 +1,15 @@
-"""Helpers shared by the benchmark scripts: test images, timing, machine description, JSON output."""
+"""Helpers shared by the benchmark scripts (they live in the package, so `fastclipseg bench` has them too)."""
 
 from __future__ import annotations
 
-import json
-import os
-import platform
-import statistics
-import time
-from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
+from fastclipseg import benchmarking
+from fastclipseg.benchmarking import device_name, interleaved_median_seconds, natural_image  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 
 
-def natural_image(height: int, width: int, seed: int = 0) -> np.ndarray:
-    """Smooth gradients plus noise: resampling and encoding cost as they would on photos."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:height, 0:width]
-    base = np.stack([xx / width, yy / height, (xx + yy) / (width + height)], axis=2) * 200
-    return np.clip(base + rng.normal(0, 20, (height, width, 3)), 0, 255).astype(np.uint8)
-
-
-def interleaved_median_seconds(fns: dict, repeats: int, warmup: int = 1) -> dict:
-    """Median seconds of each function, timed in turns (a, b, c, a, b, c, ...).
-
-    On a shared machine whose speed drifts, timing one side's runs after the other's biases the
-    ratio; taking turns exposes every side to the same drift.
-    """
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
-    times: dict = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def device_name() -> str:
-    """The CPU, and the first CUDA GPU when PyTorch sees one (benchmarks on a GPU name it)."""
-    name = f"cpu: {cpu_name()}"
-    try:
-        import torch
-    except ImportError:  # a benchmark without torch runs on the CPU only
-        return name
-    return name + (f"; gpu: {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "")
-
-
 def write_result(name: str, payload: dict, out: Path = RESULTS) -> Path:
-    """Write `payload` (plus date and machine) as benchmarks/results/<name>-<date>.json."""
-    now = datetime.now(timezone.utc)
-    record = {"benchmark": name, "date": now.isoformat(timespec="seconds"), "device": device_name(),
-              "cores_visible": os.cpu_count(), **payload}
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"{name}-{now:%Y%m%d}.json"
-    path.write_text(json.dumps(record, indent=1) + "\n")
-    return path
+    return benchmarking.write_result(name, payload, out)

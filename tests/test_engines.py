@@ -37,7 +37,7 @@ MASK_AGREEMENT = {"bf16": 0.995, "int8": 0.99}
 PROMPTS = [["a cat", "red dog"], ["a red cat on a red dog next to a cat"], ["dog", "a", "cat"]]
 
 
-def _skip_unavailable(backend: str, precision: str) -> None:
+def skip_unavailable(backend: str, precision: str) -> None:
     if backend == "onnxruntime" and not onnxruntime_installed():
         pytest.skip("onnxruntime, onnx or onnxscript is not installed (pip install 'fastclipseg[onnx]')")
     if precision == "bf16" and not cpu_has_native_bf16():
@@ -68,7 +68,7 @@ def tiny_inputs(tiny_engines):
 def test_tiny_logits_match_reference(tiny_engines, tiny_reference, tiny_inputs, backend, precision):
     # Three images with 2, 1 and 3 prompts and a prompt longer than the traced one: the compiled
     # graphs must not have fixed the batch, pair or token counts they were built with.
-    _skip_unavailable(backend, precision)
+    skip_unavailable(backend, precision)
     model, processor = tiny_reference
     segmenter = tiny_engines(backend, precision)
     assert (segmenter.backend, segmenter.precision) == (backend, precision)
@@ -82,7 +82,7 @@ def test_tiny_logits_match_reference(tiny_engines, tiny_reference, tiny_inputs, 
 @pytest.mark.parametrize("precision", ["bf16", "int8"])
 def test_torchscript_computes_what_eager_computes(tiny_engines, tiny_inputs, precision):
     # Same precision, same quantised weights: the traced files reproduce the eager stages.
-    _skip_unavailable("torchscript", precision)
+    skip_unavailable("torchscript", precision)
     eager = torch.cat(tiny_engines("torch", precision).predict_logits(tiny_inputs, PROMPTS))
     traced = torch.cat(tiny_engines("torchscript", precision).predict_logits(tiny_inputs, PROMPTS))
     assert_relative_close(traced, eager, 1e-2 if precision == "bf16" else 1e-4)
@@ -123,7 +123,7 @@ def fullsize_inputs(fullsize_model):
 @pytest.mark.fullsize
 @pytest.mark.parametrize("backend,precision", FAST_PATHS)
 def test_fullsize_fast_paths_keep_the_masks(fullsize_model, fullsize_inputs, shared_data, backend, precision):
-    _skip_unavailable(backend, precision)
+    skip_unavailable(backend, precision)
     model, processor, _ = fullsize_model
     pixel_values, prompts, expected = fullsize_inputs
     segmenter = FastSegmenter(model, processor, backend=backend, precision=precision)

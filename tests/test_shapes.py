@@ -10,6 +10,7 @@ import torch
 from transformers import CLIPSegForImageSegmentation, CLIPSegProcessor
 
 from fastclipseg import FastSegmenter
+from test_engines import FAST_PATHS, skip_unavailable
 
 SCENES = 24
 
@@ -50,3 +51,25 @@ def test_shapes_iou_matches_the_reference(shared_data, shapes):
     assert abs(np.mean(ours) - np.mean(reference)) <= 0.03
     # The model's held-out IoU for objects that are present is about 0.6-0.7 (see its README).
     assert np.mean([ours[i] for i in present]) > 0.4
+
+
+def _mean_iou(segmenter: FastSegmenter, module, scenes) -> float:
+    return float(np.mean([module.iou(segmenter.segment(image, prompt).masks[0], truth) for image, prompt, truth in scenes]))
+
+
+@pytest.fixture(scope="module")
+def fp32_iou(shared_data, shapes):
+    module, scenes = shapes
+    return _mean_iou(FastSegmenter.from_pretrained(shared_data / "clipseg-shapes"), module, scenes)
+
+
+@pytest.mark.parametrize("backend,precision", FAST_PATHS)
+def test_fast_paths_keep_the_fp32_iou(shared_data, shapes, fp32_iou, backend, precision):
+    # The ../shared/data README's semantic check: a fast path keeps the fp32 path's held-out IoU
+    # within 0.03 over a few dozen scenes.
+    skip_unavailable(backend, precision)
+    module, scenes = shapes
+    segmenter = FastSegmenter.from_pretrained(shared_data / "clipseg-shapes", backend=backend, precision=precision)
+    iou = _mean_iou(segmenter, module, scenes)
+    print(f"{backend} {precision}: mean IoU {iou:.4f} (fp32 torch: {fp32_iou:.4f})")
+    assert abs(iou - fp32_iou) <= 0.03

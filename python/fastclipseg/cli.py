@@ -65,6 +65,20 @@ def _options(
     version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
 ) -> None:
     """Fast text-prompted image segmentation with CLIPSeg."""
+    # The library logs what takes time (compiling a backend, loading it from the cache) at INFO.
+    import logging
+
+    logger = logging.getLogger("fastclipseg")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
+BACKEND_HELP = "Backend: torch (eager reference), torchscript, onnxruntime, or auto (the fastest for the device and precision)."
+PRECISION_HELP = "Precision: fp32 (exact), bf16 (CPUs with AVX512-BF16/AMX) or int8 (vision tower's linear layers)."
+CACHE_DIR_HELP = "Folder for compiled backends (default: $FASTCLIPSEG_CACHE or the user cache folder)."
 
 
 @app.command()
@@ -77,6 +91,10 @@ def segment(
     overlay: bool = typer.Option(False, "--overlay", help="Also write <stem>_overlay.png with the masks tinted over the image."),
     device: str = typer.Option("cpu", "--device", help="Torch device to run on, e.g. cpu or cuda."),
     max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", help="Refuse images with more pixels than this."),
+    backend: Optional[str] = typer.Option(None, "--backend", "-b", help=BACKEND_HELP + " Default: torch, or an export's own."),
+    precision: Optional[str] = typer.Option(None, "--precision", help=PRECISION_HELP + " Default: fp32, or an export's own."),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help=CACHE_DIR_HELP),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Compile backends afresh and keep nothing on disk."),
 ) -> None:
     """Segment IMAGES with each PROMPT.
 
@@ -100,8 +118,11 @@ def segment(
     from .segmenter import FastSegmenter
 
     try:
-        segmenter = FastSegmenter.from_pretrained(model, device=device, max_image_pixels=max_pixels)
-    except (OSError, ValueError, TypeError) as error:
+        segmenter = FastSegmenter.from_pretrained(
+            model, device=device, max_image_pixels=max_pixels, backend=backend, precision=precision,
+            cache=not no_cache, cache_dir=cache_dir,
+        )
+    except (OSError, ValueError, TypeError, ImportError) as error:
         _fail(f"cannot load model {model}: {error}")
 
     failures = 0
@@ -152,6 +173,102 @@ def convert(
     except (OSError, ValueError, TypeError) as error:
         _fail(str(error))
     typer.echo(f"wrote {written}")
+
+
+@app.command()
+def export(
+    model: str = typer.Argument(..., help="Hub id or local model folder (transformers layout)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder to write the export into (must not exist or be empty)."),
+    backend: str = typer.Option("auto", "--backend", "-b", help="torchscript, onnxruntime, or auto (the fastest for --precision)."),
+    precision: str = typer.Option("fp32", "--precision", help=PRECISION_HELP),
+    force: bool = typer.Option(False, "--force", help="Replace an existing non-empty --out folder."),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help=CACHE_DIR_HELP + " A build there is copied, not recompiled."),
+) -> None:
+    """Compile MODEL's stages and write them with a manifest and the processor files to --out.
+
+    `fastclipseg segment --model OUT` and `FastSegmenter.from_pretrained(OUT)` then load it without
+    the transformers model. TorchScript and ONNX files are code-like: load only exports you trust.
+    """
+    from .segmenter import FastSegmenter
+
+    try:
+        segmenter = FastSegmenter.from_pretrained(model, cache_dir=cache_dir)
+        folder = segmenter.export(out, backend=backend, precision=precision, overwrite=force)
+    except (OSError, ValueError, TypeError, ImportError) as error:
+        _fail(str(error))
+    typer.echo(f"wrote {folder}")
+
+
+@app.command()
+def bench(
+    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Hub id or local model folder to time."),
+    random_weights: bool = typer.Option(False, "--random-weights", help="Time a random model in the CIDAS/clipseg-rd64-refined shape instead (no download; speed does not depend on weights)."),
+    backends: str = typer.Option("torch,torchscript,onnxruntime", "--backends", help="Comma-separated backends to time."),
+    precisions: str = typer.Option("fp32,bf16,int8", "--precisions", help="Comma-separated precisions to time."),
+    threads: int = typer.Option(2, "--threads", help="Intra-op threads for every side."),
+    repeats: int = typer.Option(3, "--repeats", help="Timed repetitions per case (the median is reported)."),
+    frames: int = typer.Option(16, "--frames", help="Frames of 1280x720 in the video-like case."),
+    no_rss: bool = typer.Option(False, "--no-rss", help="Skip measuring peak memory (one extra process per side)."),
+    out: Path = typer.Option(Path("fastclipseg-bench"), "--out", "-o", help="Folder for the JSON result."),
+) -> None:
+    """Time transformers against every backend x precision on this machine, in one process.
+
+    Cases: 1 image x 1 prompt, 1 image x 8 prompts, and --frames frames of 1280x720 with 2 prompts
+    (prompts cached, as in a video). Prints medians, speedups, mask agreement with transformers,
+    start-up time (cold: compiling; cached) and peak RSS, and writes JSON to --out.
+    """
+    for name, value in (("--threads", threads), ("--repeats", repeats), ("--frames", frames)):
+        if value < 1:
+            _fail(f"{name} must be >= 1, got {value}")
+    from .engines import BACKENDS, PRECISIONS
+
+    chosen_backends = [b.strip() for b in backends.split(",") if b.strip()]
+    chosen_precisions = [p.strip() for p in precisions.split(",") if p.strip()]
+    for kind, chosen, known in (("backend", chosen_backends, BACKENDS), ("precision", chosen_precisions, PRECISIONS)):
+        unknown = [c for c in chosen if c not in known]
+        if unknown or not chosen:
+            _fail(f"unknown {kind} {', '.join(unknown) or '(none given)'}: choose from {', '.join(known)}")
+    _prepare_out_dir(out)
+    from .bench import _load_model, run_benchmark, table
+    from .benchmarking import write_result
+
+    source = "random" if random_weights else model
+    try:
+        loaded_model, processor = _load_model(source)
+    except (OSError, ValueError) as error:
+        _fail(f"cannot load model {model}: {error} (--random-weights needs no download)")
+    record = run_benchmark(
+        loaded_model, processor, model_source=source, backends=chosen_backends, precisions=chosen_precisions,
+        threads=threads, repeats=repeats, frames=frames, measure_rss=not no_rss,
+        log=lambda line: typer.echo(line, err=True),
+    )
+    typer.echo(table(record))
+    typer.echo(f"wrote {write_result(f'bench-{threads}threads', record, out)}", err=True)
+
+
+@app.command()
+def cache(
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help=CACHE_DIR_HELP),
+    clear: bool = typer.Option(False, "--clear", help="Remove every cached build."),
+) -> None:
+    """List the compiled backends in the cache (backend, precision, size), or remove them with --clear."""
+    from .engines.artifacts import ArtifactError, read_manifest
+    from .engines.compiled import clear_cache, default_cache_dir
+
+    folder = cache_dir or default_cache_dir()
+    if clear:
+        typer.echo(f"removed {clear_cache(folder)} cached builds from {folder}")
+        return
+    entries = sorted(p for p in (folder / "engines").glob("*") if p.is_dir() and not p.name.startswith(".")) \
+        if (folder / "engines").is_dir() else []
+    typer.echo(f"{folder}: {len(entries)} cached builds")
+    for entry in entries:
+        size = sum(f.stat().st_size for f in entry.iterdir() if f.is_file()) / 1e6
+        try:
+            manifest = read_manifest(entry)
+            typer.echo(f"  {entry.name}  {manifest['backend']} {manifest['precision']}  {size:.0f} MB  {manifest.get('created_utc', '')}")
+        except ArtifactError as error:
+            typer.echo(f"  {entry.name}  unreadable ({error}); it is rebuilt on next use")
 
 
 def main() -> None:

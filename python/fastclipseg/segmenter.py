@@ -78,9 +78,9 @@ class FastSegmenter:
         self.model = model.eval()
         preprocess_config = PreprocessConfig.from_image_processor(processor.image_processor)
         self.stages = Stages(self.model, preprocess_config.size)
+        self.cache_dir = (Path(cache_dir) if cache_dir is not None else default_cache_dir()) if cache else None
         engine = create_engine(
-            backend, self.stages, device, precision,
-            cache_dir=(cache_dir if cache_dir is not None else default_cache_dir()) if cache else None,
+            backend, self.stages, device, precision, cache_dir=self.cache_dir,
             threads=threads, providers=list(providers) if providers else None,
         )
         self._setup(engine, processor, self.stages.prompt.max_tokens, prompt_cache_size=prompt_cache_size,
@@ -174,6 +174,7 @@ class FastSegmenter:
         segmenter = cls.__new__(cls)
         segmenter.model = None
         segmenter.stages = None
+        segmenter.cache_dir = None
         segmenter._setup(engine, processor, int(manifest["max_prompt_tokens"]), **options)
         return segmenter
 
@@ -184,7 +185,8 @@ class FastSegmenter:
         (default: this segmenter's) and write them, the manifest and the processor files to `directory`.
 
         `FastSegmenter.from_pretrained(directory)` loads the result without the transformers model.
-        An existing non-empty `directory` is replaced only with `overwrite=True`. Returns the folder.
+        An existing non-empty `directory` is replaced only with `overwrite=True`. A build of the
+        same model already in the cache is copied rather than compiled again. Returns the folder.
         """
         if self.stages is None:
             raise ValueError("this segmenter was loaded from an export and holds no model weights: export from the model")
@@ -197,7 +199,7 @@ class FastSegmenter:
         directory = Path(directory).expanduser()
         if directory.exists() and (not directory.is_dir() or any(directory.iterdir())) and not overwrite:
             raise FileExistsError(f"{directory} exists and is not empty: choose another folder or pass overwrite=True")
-        write_export(resolved, self.stages, precision, device, directory, processor=self.processor)
+        write_export(resolved, self.stages, precision, device, directory, processor=self.processor, cache_dir=self.cache_dir)
         self.stages.to(self.engine.device)  # compiling moved the shared weights to the CPU
         return directory
 

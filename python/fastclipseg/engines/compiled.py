@@ -83,18 +83,43 @@ def _load(backend: str, files: dict[str, Path], device: torch.device, precision:
     return onnx_engine.OnnxRuntimeEngine(files, precision, threads=threads, providers=providers)
 
 
+def _entry(cache_dir: Path, build: dict) -> Path:
+    key = hashlib.sha256(json.dumps(build, sort_keys=True).encode()).hexdigest()[:32]
+    return Path(cache_dir) / "engines" / key
+
+
+def _cached_files(entry: Path, build: dict) -> dict[str, Path]:
+    """The files of a cache entry built exactly as `build` says; ArtifactError otherwise."""
+    manifest = read_manifest(entry)
+    problems = mismatches(manifest, build)
+    if problems:
+        raise ArtifactError(f"built for something else ({'; '.join(problems)})")
+    return verified_files(entry, manifest)
+
+
 def write_export(
-    backend: str, stages: Stages, precision: str, device: torch.device, directory: Path, processor=None
+    backend: str, stages: Stages, precision: str, device: torch.device, directory: Path, processor=None,
+    cache_dir: Path | None = None,
 ) -> dict:
     """Compile into `directory` (built aside, then renamed into place) and write the manifest.
 
-    With `processor`, its tokenizer and preprocessor files are saved too, so the folder loads on its own.
+    A valid build of the same model in `cache_dir` is copied instead of compiling again. With
+    `processor`, its tokenizer and preprocessor files are saved too, so the folder loads on its own.
     """
     build = describe_build(backend, precision, device, weights_sha256(stages), *_stage_facts(stages))
     manifest: dict = {}
 
     def fill(staging: Path) -> None:
-        files, shapes = _build_files(backend, stages, precision, staging)
+        files, shapes = None, None
+        if cache_dir is not None and _entry(cache_dir, build).is_dir():
+            try:
+                cached = _cached_files(_entry(cache_dir, build), build)
+                shapes = read_manifest(_entry(cache_dir, build))["shapes"]
+                files = {stage: Path(shutil.copy2(path, staging / path.name)) for stage, path in cached.items()}
+            except ArtifactError:
+                files = None  # compile afresh below
+        if files is None:
+            files, shapes = _build_files(backend, stages, precision, staging)
         if processor is not None:
             processor.save_pretrained(staging)
         manifest.update(write_manifest(staging, build, files, shapes))
@@ -140,15 +165,10 @@ def cached_engine(
             files, _ = _build_files(backend, stages, precision, Path(scratch))
             return _load(backend, files, device, precision, threads, providers)
 
-    key = hashlib.sha256(json.dumps(build, sort_keys=True).encode()).hexdigest()[:32]
-    entry = Path(cache_dir) / "engines" / key
+    entry = _entry(cache_dir, build)
     if entry.exists():
         try:
-            manifest = read_manifest(entry)
-            problems = mismatches(manifest, build)
-            if problems:
-                raise ArtifactError(f"built for something else ({'; '.join(problems)})")
-            engine = _load(backend, verified_files(entry, manifest), device, precision, threads, providers)
+            engine = _load(backend, _cached_files(entry, build), device, precision, threads, providers)
             log.info("loaded the %s %s stages from the cache %s", backend, precision, entry)
             return engine
         except (ArtifactError, RuntimeError, OSError) as error:

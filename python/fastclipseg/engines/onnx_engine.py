@@ -8,6 +8,8 @@ Runtime's CPU provider has no bf16 kernels for most of these operators, so bf16 
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import warnings
 from pathlib import Path
@@ -44,6 +46,19 @@ def _signatures() -> dict[str, tuple[list[str], list[str], dict[str, dict[int, o
     }
 
 
+@contextlib.contextmanager
+def _quiet_torchvision_notice():
+    """The exporter logs a warning per torchvision operator when torchvision is absent; CLIPSeg
+    uses none of them. Only that logger is raised to ERROR, and only during the export."""
+    logger = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def build(stages: PreparedStages, directory: Path, inputs: dict[str, tuple[torch.Tensor, ...]], precision: str) -> dict[str, Path]:
     """Export the three stages under `directory` (and quantise the vision graph for int8)."""
     _require("onnx")
@@ -53,7 +68,7 @@ def build(stages: PreparedStages, directory: Path, inputs: dict[str, tuple[torch
         input_names, output_names, dynamic = _signatures()[stage]
         dynamic_shapes = {name: dynamic.get(name) for name in input_names}
         paths[stage] = directory / FILES[stage]
-        with torch.no_grad(), warnings.catch_warnings():
+        with torch.no_grad(), warnings.catch_warnings(), _quiet_torchvision_notice():
             # The decoder's two "pairs" axes are one Dim on purpose (they must be equal); the
             # exporter warns that it keeps one name for both.
             warnings.filterwarnings("ignore", message=r".*axis name: pairs will not be used.*")

@@ -1,0 +1,90 @@
+"""Helpers for the benchmarks (`fastclipseg bench` and benchmarks/*.py): test images, turn-taking
+timing, the machine's description, peak memory, and JSON results."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+
+def natural_image(height: int, width: int, seed: int = 0) -> np.ndarray:
+    """Smooth gradients plus noise: resampling and encoding cost as they would on photos."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width]
+    base = np.stack([xx / width, yy / height, (xx + yy) / (width + height)], axis=2) * 200
+    return np.clip(base + rng.normal(0, 20, (height, width, 3)), 0, 255).astype(np.uint8)
+
+
+def interleaved_median_seconds(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1) -> dict[str, float]:
+    """Median seconds of each function, timed in turns (a, b, c, a, b, c, ...).
+
+    On a shared machine whose speed drifts, timing one side's runs after the other's biases the
+    ratio; taking turns exposes every side to the same drift.
+    """
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident set size so far (since its program started)."""
+    # Linux's ru_maxrss survives fork + exec, so a child of a big process would report its
+    # parent's peak; VmHWM is the high-water mark of this program's own memory.
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)  # bytes on macOS, KiB on Linux
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def device_name() -> str:
+    """The CPU, and the first CUDA GPU when PyTorch sees one (benchmarks on a GPU name it)."""
+    name = f"cpu: {cpu_name()}"
+    try:
+        import torch
+    except ImportError:  # a benchmark without torch runs on the CPU only
+        return name
+    return name + (f"; gpu: {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "")
+
+
+def write_result(name: str, payload: dict, out: Path) -> Path:
+    """Write `payload` (plus date and machine) as <out>/<name>-<date>.json, atomically."""
+    now = datetime.now(timezone.utc)
+    record = {"benchmark": name, "date": now.isoformat(timespec="seconds"), "device": device_name(),
+              "cores_visible": os.cpu_count(), **payload}
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{name}-{now:%Y%m%d}.json"
+    partial = path.with_suffix(".json.partial")
+    partial.write_text(json.dumps(record, indent=1) + "\n")
+    os.replace(partial, path)
+    return path
