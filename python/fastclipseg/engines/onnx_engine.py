@@ -19,6 +19,7 @@ import torch
 
 from .precision import PreparedStages
 
+log = logging.getLogger("fastclipseg")
 FILES = {"vision": "vision.onnx", "prompt": "prompt.onnx", "decoder": "decoder.onnx"}
 INSTALL_HINT = "install the ONNX extra: pip install 'fastclipseg[onnx]'"
 
@@ -59,6 +60,21 @@ def _quiet_torchvision_notice():
         logger.setLevel(level)
 
 
+def _pre_process(quant_pre_process, source: Path, target: Path) -> None:
+    """ONNX Runtime's recommended step before quantising: shape inference and graph optimisation.
+
+    Its symbolic shape inference fails on some pairs of exporter and ONNX Runtime versions (seen:
+    torch 2.11's exporter with the ONNX Runtime of the GPU machine, on the class-token Concat);
+    then the step runs without it, which changes neither which MatMuls are quantised nor how.
+    """
+    try:
+        quant_pre_process(source, target)
+    except Exception as error:  # noqa: BLE001 - any failure of the optional inference pass
+        log.info("ONNX Runtime's symbolic shape inference failed (%s: %s); pre-processing without it",
+                 type(error).__name__, error)
+        quant_pre_process(source, target, skip_symbolic_shape=True)
+
+
 def build(stages: PreparedStages, directory: Path, inputs: dict[str, tuple[torch.Tensor, ...]], precision: str) -> dict[str, Path]:
     """Export the three stages under `directory` (and quantise the vision graph for int8)."""
     _require("onnx")
@@ -84,8 +100,7 @@ def build(stages: PreparedStages, directory: Path, inputs: dict[str, tuple[torch
         fp32 = paths["vision"].with_suffix(".fp32.onnx")
         prepared = paths["vision"].with_suffix(".pre.onnx")
         os.replace(paths["vision"], fp32)
-        # ONNX Runtime's recommended step before quantising: shape inference and graph optimisation.
-        quant_pre_process(fp32, prepared)
+        _pre_process(quant_pre_process, fp32, prepared)
         quantize_dynamic(prepared, paths["vision"], weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
         fp32.unlink()
         prepared.unlink()
