@@ -105,8 +105,9 @@ def test_auto_picks_a_backend_that_runs(tiny_model_dir):
         segmenter = FastSegmenter.from_pretrained(tiny_model_dir, backend="auto", precision=precision)
         assert segmenter.backend == expected
     assert resolve_backend("auto", torch.device("cpu"), "bf16") == "torchscript"
+    assert resolve_backend("auto", torch.device("cpu"), "fp32") == "torchscript"
     assert resolve_backend("auto", torch.device("cuda"), "fp32") == "torch"
-    assert resolve_backend("auto", torch.device("cpu"), "fp32") == ("onnxruntime" if onnxruntime_installed() else "torchscript")
+    assert resolve_backend("auto", torch.device("cpu"), "int8") == ("onnxruntime" if onnxruntime_installed() else "torchscript")
 
 
 # -- full size, real decoder weights ----------------------------------------------------------
