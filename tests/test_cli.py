@@ -28,13 +28,17 @@ def images(tmp_path_factory):
 
 def test_help_explains_every_option():
     assert run_cli("--version").stdout.startswith("fastclipseg ")
-    for command in ([], ["segment"], ["convert"]):
+    for command in ([], ["segment"], ["convert"], ["export"], ["bench"], ["cache"]):
         result = run_cli(*command, "--help")
         assert result.returncode == 0, result.stderr
         assert "Usage" in result.stdout
     segment_help = run_cli("segment", "--help").stdout
-    for option in ("--prompt", "--model", "--out", "--threshold", "--overlay", "--device", "--max-pixels"):
+    for option in ("--prompt", "--model", "--out", "--threshold", "--overlay", "--device", "--max-pixels",
+                   "--backend", "--precision", "--cache-dir", "--no-cache"):
         assert option in segment_help
+    bench_help = run_cli("bench", "--help").stdout
+    for option in ("--random-weights", "--backends", "--precisions", "--threads", "--repeats", "--frames", "--no-rss"):
+        assert option in bench_help
 
 
 def test_segment_writes_outputs_and_reports_failures(tiny_model_dir, images, tmp_path):
@@ -95,3 +99,42 @@ def test_convert_then_segment(shared_data, images, tmp_path):
     assert segmented.returncode == 0, segmented.stderr
     record = json.loads((out / "cat.json").read_text())
     assert record["masks"][0]["prompt"] == "a cat" and record["masks"][0]["rle"]["size"] == [40, 60]
+
+
+def test_export_then_segment_with_the_export(tiny_model_dir, images, tmp_path):
+    export = tmp_path / "export"
+    exported = run_cli("export", str(tiny_model_dir), "--out", str(export), "--backend", "torchscript", "--precision", "int8")
+    assert exported.returncode == 0, exported.stderr
+    assert (export / "fastclipseg-export.json").is_file() and (export / "vision.pt").is_file()
+    again = run_cli("export", str(tiny_model_dir), "--out", str(export), "--backend", "torchscript")
+    assert again.returncode == 2 and "not empty" in again.stderr and "Traceback" not in again.stderr
+    out = tmp_path / "out"
+    segmented = run_cli("segment", str(images / "cat.png"), "-p", "a cat", "--model", str(export), "--out", str(out))
+    assert segmented.returncode == 0, segmented.stderr
+    assert json.loads((out / "cat.json").read_text())["masks"][0]["rle"]["size"] == [40, 60]
+    wrong = run_cli("segment", str(images / "cat.png"), "-p", "a cat", "--model", str(export), "--precision", "bf16",
+                    "--out", str(out))
+    assert wrong.returncode == 2 and "torchscript int8 export" in wrong.stderr
+
+
+def test_segment_with_a_compiled_backend_and_the_cache_command(tiny_model_dir, images, tmp_path):
+    cache = tmp_path / "cache"
+    for _ in range(2):
+        result = run_cli("segment", str(images / "cat.png"), "-p", "a cat", "--model", str(tiny_model_dir),
+                         "--backend", "torchscript", "--cache-dir", str(cache), "--out", str(tmp_path / "out"))
+        assert result.returncode == 0, result.stderr
+    assert "compiling the torchscript fp32 stages" not in result.stderr  # the second run loaded the cache
+    assert "loaded the torchscript fp32 stages from the cache" in result.stderr
+    listed = run_cli("cache", "--cache-dir", str(cache))
+    assert listed.returncode == 0 and "1 cached builds" in listed.stdout and "torchscript fp32" in listed.stdout
+    cleared = run_cli("cache", "--cache-dir", str(cache), "--clear")
+    assert cleared.returncode == 0 and "removed 1 cached builds" in cleared.stdout
+    assert "0 cached builds" in run_cli("cache", "--cache-dir", str(cache)).stdout
+
+
+def test_bench_rejects_bad_arguments(tmp_path):
+    for args, message in ((["--threads", "0"], "--threads must be >= 1"),
+                          (["--backends", "tensorflow"], "unknown backend tensorflow"),
+                          (["--precisions", "fp8"], "unknown precision fp8")):
+        result = run_cli("bench", "--random-weights", "--out", str(tmp_path), *args)
+        assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
