@@ -25,3 +25,26 @@ class Engine(Protocol):
     def decode(self, activations: torch.Tensor, embeddings: torch.Tensor, image_index: torch.Tensor) -> torch.Tensor:
         """Activations of B images, K embeddings and the image of each -> `(K, h, w)` float32 logits."""
         ...
+
+
+class ModuleEngine:
+    """An engine whose stages are callable torch modules on one device (eager or TorchScript)."""
+
+    name: str
+    precision: str
+    device: torch.device
+    vision: torch.nn.Module
+    prompt: torch.nn.Module
+    decoder: torch.nn.Module  # returns fp32 logits whatever it computes in
+
+    @torch.inference_mode()
+    def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.vision(pixel_values.to(self.device))
+
+    @torch.inference_mode()
+    def encode_prompts(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.prompt(input_ids.to(self.device))
+
+    @torch.inference_mode()
+    def decode(self, activations: torch.Tensor, embeddings: torch.Tensor, image_index: torch.Tensor) -> torch.Tensor:
+        return self.decoder(activations, embeddings.to(self.device), image_index.to(self.device))

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from .base import ModuleEngine
 from .precision import PreparedStages
 
 FILES = {"vision": "vision.pt", "prompt": "prompt.pt", "decoder": "decoder.pt"}
@@ -33,7 +34,7 @@ def build(stages: PreparedStages, directory: Path, inputs: dict[str, tuple[torch
     return paths
 
 
-class TorchScriptEngine:
+class TorchScriptEngine(ModuleEngine):
     name = "torchscript"
 
     def __init__(self, files: dict[str, Path], device: torch.device, precision: str) -> None:
@@ -42,15 +43,3 @@ class TorchScriptEngine:
         self.vision = torch.jit.load(str(files["vision"]), map_location=device).eval()
         self.prompt = torch.jit.load(str(files["prompt"]), map_location=device).eval()
         self.decoder = torch.jit.load(str(files["decoder"]), map_location=device).eval()
-
-    @torch.inference_mode()
-    def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.vision(pixel_values.to(self.device))
-
-    @torch.inference_mode()
-    def encode_prompts(self, input_ids: torch.Tensor) -> torch.Tensor:
-        return self.prompt(input_ids.to(self.device))
-
-    @torch.inference_mode()
-    def decode(self, activations: torch.Tensor, embeddings: torch.Tensor, image_index: torch.Tensor) -> torch.Tensor:
-        return self.decoder(activations, embeddings.to(self.device), image_index.to(self.device))
