@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 from transformers import CLIPSegForImageSegmentation, CLIPSegProcessor
 
 from fastclipseg.bench import run_benchmark, table
@@ -10,12 +11,15 @@ from fastclipseg.bench import run_benchmark, table
 
 @pytest.fixture(scope="module")
 def record(tiny_model_dir):
+    threads = torch.get_num_threads()
     model = CLIPSegForImageSegmentation.from_pretrained(tiny_model_dir).eval()
     processor = CLIPSegProcessor.from_pretrained(tiny_model_dir, backend="pil")
-    return run_benchmark(
+    result = run_benchmark(
         model, processor, model_source=str(tiny_model_dir), backends=["torch", "torchscript"],
         precisions=["fp32", "int8"], threads=1, repeats=1, frames=2, log=lambda line: None,
     )
+    assert torch.get_num_threads() == threads  # restored: the benchmark ran with 1
+    return result
 
 
 def test_record_has_every_case_and_side(record):

@@ -91,7 +91,9 @@ def test_upsample_matches_torch(k, h, w, H, W):
     ref = torch_upsample(x, (H, W))
     assert ours.shape == (k, H, W) and ours.dtype == np.float32 and ours.flags.c_contiguous
     assert np.all(np.abs(ours - ref) <= 1e-5 * np.maximum(1.0, np.abs(ref)))
-    if TORCH_FMA and H + W > 128:
+    # PyTorch's multi-threaded kernel is the one ours matches bit for bit; with one intra-op
+    # thread it takes another path for some sizes (e.g. 24x40 -> 100x77), which rounds differently.
+    if TORCH_FMA and H + W > 128 and torch.get_num_threads() > 1:
         assert np.array_equal(ours, ref), "bit-identical to PyTorch's FMA kernel"
 
 

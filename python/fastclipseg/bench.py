@@ -174,9 +174,17 @@ def run_benchmark(
 
     `model_source` ("random", a hub id or a folder) tells the peak-memory processes what to load.
     """
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return _run(model, processor, model_source, backends, precisions, threads, repeats, frames, device, measure_rss, log)
+    finally:
+        torch.set_num_threads(previous_threads)  # a library call leaves the process as it found it
+
+
+def _run(model, processor, model_source, backends, precisions, threads, repeats, frames, device, measure_rss, log) -> dict:
     from .segmenter import FastSegmenter
 
-    torch.set_num_threads(threads)
     device_ = torch.device(device)
     cases = make_cases(frames)
     combos = combinations(backends, precisions, device_)
