@@ -261,3 +261,12 @@ def test_export_copies_a_cached_build(tiny_model_dir, tmp_path, count_builds):
     assert count_builds == ["torchscript"]  # compiled once, for the cache
     loaded = FastSegmenter.from_pretrained(folder)
     assert torch.equal(_logits(loaded), _logits(segmenter))
+
+
+def test_unwritable_cache_folder_falls_back_to_no_cache(tiny_model_dir, tmp_path, count_builds):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with pytest.warns(UserWarning, match="compiling without a cache"):
+        segmenter = FastSegmenter.from_pretrained(tiny_model_dir, backend="torchscript", cache_dir=blocker / "cache")
+    assert count_builds == ["torchscript"] and blocker.read_text() == "not a folder"
+    assert _logits(segmenter).shape == (2, 64, 64)

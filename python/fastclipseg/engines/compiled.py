@@ -160,6 +160,13 @@ def cached_engine(
     if device.type != "cpu":
         raise ValueError(f"backend {backend!r} runs on the CPU in this version; on {device.type} use backend='torch'")
     build = describe_build(backend, precision, device, weights_sha256(stages), *_stage_facts(stages))
+    if cache_dir is not None:
+        try:
+            (Path(cache_dir) / "engines").mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            warnings.warn(f"cannot use the cache folder {cache_dir} ({error.strerror or error}); "
+                          "compiling without a cache", stacklevel=3)
+            cache_dir = None
     if cache_dir is None:
         with tempfile.TemporaryDirectory(prefix="fastclipseg-") as scratch:
             files, _ = _build_files(backend, stages, precision, Path(scratch))
