@@ -85,7 +85,7 @@ CACHE_DIR_HELP = "Folder for compiled backends (default: $FASTCLIPSEG_CACHE or t
 def segment(
     images: list[Path] = typer.Argument(..., help="Image files to segment (any format Pillow reads)."),
     prompt: list[str] = typer.Option(..., "--prompt", "-p", help="A text prompt; repeat for several prompts."),
-    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Hub id or local model folder (transformers layout)."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Hub id, local model folder (transformers layout), or a folder written by `fastclipseg export`."),
     out: Path = typer.Option(Path("fastclipseg-out"), "--out", "-o", help="Output folder (created if missing)."),
     threshold: float = typer.Option(0.5, "--threshold", "-t", help="Probability above which a pixel is in the mask, in [0, 1]."),
     overlay: bool = typer.Option(False, "--overlay", help="Also write <stem>_overlay.png with the masks tinted over the image."),

@@ -41,9 +41,12 @@ class FastSegmenter:
     One image with K prompts runs the vision tower once (the transformers reference runs it K
     times); prompt embeddings are cached by text (LRU, `prompt_cache_size` entries). The work
     around the network (resize + normalise, upsample + threshold + RLE) runs in the native
-    kernels of `fastclipseg.ops` on `kernel_threads` threads (None: all cores).
+    kernels of `fastclipseg.ops` on `kernel_threads` threads (None: all cores). The network runs on
+    one of the backends of `fastclipseg.engines` (eager torch, TorchScript, ONNX Runtime) in fp32,
+    bf16 or int8.
 
-    Build one with `FastSegmenter.from_pretrained(...)`.
+    Build one with `FastSegmenter.from_pretrained(...)`; `export()` writes a compiled copy that
+    `from_pretrained` loads without the transformers model.
     """
 
     def __init__(
