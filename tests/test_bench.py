@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import CLIPSegForImageSegmentation, CLIPSegProcessor
-
 from fastclipseg.bench import run_benchmark, table
+from transformers import CLIPSegForImageSegmentation, CLIPSegProcessor
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ import sys
 
 import pytest
 import torch
-
 from fastclipseg import FastSegmenter
 from fastclipseg.engines import compiled, onnxruntime_installed
 from fastclipseg.engines.artifacts import MANIFEST_NAME, ArtifactError
@@ -270,3 +269,59 @@ def test_unwritable_cache_folder_falls_back_to_no_cache(tiny_model_dir, tmp_path
         segmenter = FastSegmenter.from_pretrained(tiny_model_dir, backend="torchscript", cache_dir=blocker / "cache")
     assert count_builds == ["torchscript"] and blocker.read_text() == "not a folder"
     assert _logits(segmenter).shape == (2, 64, 64)
+
+
+# -- an export without transformers -------------------------------------------------------------
+
+PROMPT_SAMPLES = [
+    "a cat", "the RED car", "  spaces   around  ", "café crème brûlée", "собака", "一只猫", "قطة", "🐱 and 🐶",
+    "word " * 100,  # longer than the text tower's 77 tokens: truncated
+]
+
+
+@pytest.mark.parametrize("with_real_vocabulary", [False, True])
+def test_export_tokenizer_gives_transformers_ids(tiny_model_dir, request, with_real_vocabulary):
+    from fastclipseg.export_processor import ExportTokenizer
+
+    folder = tiny_model_dir
+    if with_real_vocabulary:
+        folder = request.getfixturevalue("shared_data") / "clipseg-shapes"
+    from transformers import CLIPSegProcessor
+
+    expected_tokenizer = CLIPSegProcessor.from_pretrained(folder).tokenizer
+    ours = ExportTokenizer(folder)
+    for prompt in PROMPT_SAMPLES:
+        assert ours(prompt)["input_ids"] == expected_tokenizer(prompt)["input_ids"], prompt
+    batch = {"padding": True, "truncation": True, "max_length": 77, "return_tensors": "pt"}
+    assert torch.equal(ours(PROMPT_SAMPLES, **batch)["input_ids"], expected_tokenizer(PROMPT_SAMPLES, **batch)["input_ids"])
+
+
+def test_export_runs_without_importing_transformers(tiny_segmenter, tmp_path):
+    import subprocess
+
+    import numpy as np
+    from fastclipseg.benchmarking import natural_image as image
+
+    folder = tiny_segmenter.export(tmp_path / "e", backend="torchscript")
+    np.save(tmp_path / "expected.npy", tiny_segmenter.segment(image(20, 30, seed=5), ["a cat", "red dog"]).logits)
+    script = (
+        "import sys, numpy as np\n"
+        "from fastclipseg import FastSegmenter\n"
+        "from fastclipseg.benchmarking import natural_image\n"
+        f"segmenter = FastSegmenter.from_pretrained({str(folder)!r})\n"
+        "logits = segmenter.segment(natural_image(20, 30, seed=5), ['a cat', 'red dog']).logits\n"
+        f"expected = np.load({str(tmp_path / 'expected.npy')!r})\n"
+        "assert np.abs(logits - expected).max() <= 1e-4 * np.abs(expected).max()\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'transformers'))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_export_without_image_settings_is_a_clear_error(tiny_segmenter, tmp_path):
+    folder = tiny_segmenter.export(tmp_path / "e", backend="torchscript")
+    for name in ("processor_config.json", "preprocessor_config.json"):
+        (folder / name).unlink(missing_ok=True)
+    with pytest.raises(FileNotFoundError, match="no image processor settings"):
+        FastSegmenter.from_pretrained(folder)

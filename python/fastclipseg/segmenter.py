@@ -1,14 +1,18 @@
-"""`FastSegmenter`: text-prompted segmentation with the staged CLIPSeg network."""
+"""`FastSegmenter`: text-prompted segmentation with the staged CLIPSeg network.
+
+transformers is imported only where a model is built or loaded: a segmenter loaded from an export
+runs without it (see `export_processor`).
+"""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from transformers import CLIPSegForImageSegmentation, CLIPSegProcessor
 
 from .engines import (
     COMPILED_BACKENDS,
@@ -22,12 +26,15 @@ from .engines import (
 from .engines.artifacts import MANIFEST_NAME, read_manifest
 from .engines.compiled import load_export, write_export
 from .engines.precision import check_precision
+from .export_processor import ExportProcessor
 from .imaging import DEFAULT_MAX_PIXELS, describe, load_image
-from .model.loading import DEFAULT_MODEL, load_model_and_processor
-from .model.stages import Stages
+from .model import DEFAULT_MODEL
 from .preprocess import PreprocessConfig, preprocess_images
 from .prompts import EmbeddingCache, PromptTokenizer, normalize_prompts
 from .results import SegmentationResult, check_threshold
+
+if TYPE_CHECKING:
+    from transformers import CLIPSegForImageSegmentation
 
 
 def _check_processor(processor) -> None:
@@ -75,6 +82,10 @@ class FastSegmenter:
         `cache=False` compiles into a temporary folder instead. `threads` and `providers` set
         ONNX Runtime's intra-op threads (default: torch's thread count) and execution providers.
         """
+        from transformers import CLIPSegForImageSegmentation
+
+        from .model.stages import Stages
+
         if not isinstance(model, CLIPSegForImageSegmentation):
             raise TypeError(f"model must be a transformers CLIPSegForImageSegmentation, got {type(model).__name__}")
         _check_processor(processor)
@@ -125,7 +136,7 @@ class FastSegmenter:
         backend: str | None = None,
         local_files_only: bool = False,
         **options,
-    ) -> "FastSegmenter":
+    ) -> FastSegmenter:
         """Load from a hub id, a local folder in the transformers layout, an export, or a loaded model.
 
         `name_or_path`: a hub id such as "CIDAS/clipseg-rd64-refined" (downloaded and cached the
@@ -140,6 +151,10 @@ class FastSegmenter:
         if isinstance(name_or_path, (str, os.PathLike)) and (Path(name_or_path).expanduser() / MANIFEST_NAME).is_file():
             return cls._from_export(Path(name_or_path).expanduser(), device=device, precision=precision,
                                     backend=backend, processor=processor, **options)
+        from transformers import CLIPSegForImageSegmentation
+
+        from .model.loading import load_model_and_processor
+
         backend = backend or "torch"
         precision = precision or "fp32"
         if isinstance(name_or_path, CLIPSegForImageSegmentation):
@@ -161,7 +176,7 @@ class FastSegmenter:
         cls, directory: Path, *, device, precision: str | None, backend: str | None, processor=None,
         threads: int | None = None, providers: Sequence[str] | None = None, cache: bool = True, cache_dir=None,
         **options,
-    ) -> "FastSegmenter":
+    ) -> FastSegmenter:
         manifest = read_manifest(directory)
         for name, asked in (("backend", backend), ("precision", precision)):
             if asked not in (None, "auto", manifest[name]):
@@ -172,7 +187,7 @@ class FastSegmenter:
         engine, manifest = load_export(directory, parse_device(device), threads=threads,
                                        providers=list(providers) if providers else None)
         if processor is None:
-            processor = CLIPSegProcessor.from_pretrained(directory, local_files_only=True)
+            processor = ExportProcessor(directory)
         _check_processor(processor)
         segmenter = cls.__new__(cls)
         segmenter.model = None

@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
-from ..model.stages import Stages
 from .base import Engine
 from .compiled import COMPILED_BACKENDS, cached_engine, default_cache_dir
 from .precision import PRECISIONS, check_precision
 from .torch_engine import TorchEngine
+
+if TYPE_CHECKING:  # the stages import transformers, which loading an export does without
+    from ..model.stages import Stages
 
 BACKENDS = ("torch", "torchscript", "onnxruntime")
 BACKEND_CHOICES = ("auto", *BACKENDS)

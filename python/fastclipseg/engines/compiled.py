@@ -11,10 +11,10 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
-from ..model.stages import Stages
 from . import onnx_engine, torchscript_engine
 from .artifacts import (
     ArtifactError,
@@ -29,6 +29,9 @@ from .artifacts import (
 from .base import Engine
 from .example_inputs import example_inputs
 from .precision import prepare_stages
+
+if TYPE_CHECKING:  # the stages import transformers, which loading an export does without
+    from ..model.stages import Stages
 
 log = logging.getLogger("fastclipseg")
 COMPILED_BACKENDS = ("torchscript", "onnxruntime")

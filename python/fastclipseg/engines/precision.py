@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import copy
 import warnings
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 from torch import nn
 
-from ..model.stages import Stages
+if TYPE_CHECKING:  # the stages import transformers, which loading an export does without
+    from ..model.stages import Stages
+
 
 PRECISIONS = ("fp32", "bf16", "int8")
 
