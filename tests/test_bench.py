@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from fastclipseg.bench import run_benchmark, table
 from transformers import CLIPSegForImageSegmentation, CLIPSegProcessor
+
+from fastclipseg.bench import run_benchmark, table
 
 
 @pytest.fixture(scope="module")

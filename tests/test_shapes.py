@@ -7,9 +7,10 @@ import importlib.util
 import numpy as np
 import pytest
 import torch
+from transformers import CLIPSegForImageSegmentation, CLIPSegProcessor
+
 from fastclipseg import FastSegmenter
 from test_engines import FAST_PATHS, skip_unavailable
-from transformers import CLIPSegForImageSegmentation, CLIPSegProcessor
 
 SCENES = 24
 
