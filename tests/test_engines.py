@@ -152,3 +152,10 @@ def test_onnx_int8_survives_a_failing_shape_inference(tiny_model_dir, tiny_input
     reference = FastSegmenter.from_pretrained(tiny_model_dir)
     assert_relative_close(torch.cat(segmenter.predict_logits(tiny_inputs, PROMPTS)),
                           torch.cat(reference.predict_logits(tiny_inputs, PROMPTS)), LOW_PRECISION_TOLERANCE)
+
+
+def test_default_batch_size_per_engine(tiny_engines):
+    # int8 on the torch-based CPU engines runs one image per vision call (as fast, far less memory).
+    expected = {("torch", "int8"): 1, ("torchscript", "int8"): 1}
+    for backend, precision in COMBINATIONS:
+        assert tiny_engines(backend, precision).batch_size == expected.get((backend, precision), 8)
