@@ -138,3 +138,14 @@ def test_bench_rejects_bad_arguments(tmp_path):
                           (["--precisions", "fp8"], "unknown precision fp8")):
         result = run_cli("bench", "--random-weights", "--out", str(tmp_path), *args)
         assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_bench_runs_and_writes_its_record(tiny_model_dir, tmp_path):
+    result = run_cli("bench", "--model", str(tiny_model_dir), "--backends", "torch,torchscript", "--precisions", "fp32",
+                     "--threads", "1", "--repeats", "1", "--frames", "1", "--no-rss", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "| 1 image x 1 prompt | torchscript fp32 |" in result.stdout
+    (written,) = tmp_path.glob("bench-1threads-*.json")
+    record = json.loads(written.read_text())
+    assert [row["case"] for row in record["rows"]][-1] == "1 frames 1280x720 x 2 prompts"
+    assert record["peak_rss"] == {} and set(record["startup"]) == {"torch fp32", "torchscript fp32"}
