@@ -124,8 +124,10 @@ def test_batch_errors_name_the_image(tiny_segmenter, tmp_path):
 def test_unsupported_backend_and_precision(tiny_model_dir):
     with pytest.raises(ValueError, match="unknown backend 'tensorrt-fast'"):
         FastSegmenter.from_pretrained(tiny_model_dir, backend="tensorrt-fast")
-    with pytest.raises(ValueError, match="precision 'int4'"):
+    with pytest.raises(ValueError, match="unknown precision 'int4'"):
         FastSegmenter.from_pretrained(tiny_model_dir, precision="int4")
+    with pytest.raises(ValueError, match="'bf16' is not available for backend 'onnxruntime'"):
+        FastSegmenter.from_pretrained(tiny_model_dir, backend="onnxruntime", precision="bf16")
     with pytest.raises(ValueError, match="invalid device"):
         FastSegmenter.from_pretrained(tiny_model_dir, device="quantum")
 

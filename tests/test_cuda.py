@@ -16,8 +16,8 @@ import torch
 
 from conftest import SHARED_DATA
 from fastclipseg import FastSegmenter
+from fastclipseg.benchmarking import natural_image
 from fastclipseg.model.random_model import random_reference_model
-from test_segment_api import natural_image
 from test_stages import assert_relative_close, reference_logits
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (PyTorch sees none)")
@@ -64,3 +64,11 @@ def test_fullsize_on_cuda_matches_transformers_on_cpu():
     assert_relative_close(got, expected, GPU_FP32_TOLERANCE)
     agreement = ((got > 0) == (expected > 0)).float().mean().item()
     assert agreement >= 0.999, f"mask agreement {agreement:.5f}"
+
+
+def test_export_from_a_cuda_segmenter_leaves_its_weights_on_the_gpu(tiny_model_dir, tmp_path):
+    # Compiling traces on the CPU; the segmenter's own (shared) weights must go back to the GPU.
+    segmenter = FastSegmenter.from_pretrained(tiny_model_dir, device="cuda")
+    segmenter.export(tmp_path / "export", backend="torchscript")
+    assert next(segmenter.stages.parameters()).device.type == "cuda"
+    assert segmenter.segment(natural_image(20, 30), "a cat").masks.shape == (1, 20, 30)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+
 from fastclipseg import FastSegmenter
+from fastclipseg.benchmarking import natural_image
 from fastclipseg.engines import (
     BACKENDS,
     available_precisions,
@@ -13,7 +15,6 @@ from fastclipseg.engines import (
     resolve_backend,
 )
 from fastclipseg.engines.precision import cpu_has_native_bf16
-from test_segment_api import natural_image
 from test_stages import assert_relative_close, reference_logits
 
 # Every (backend, precision) this installation can run on the CPU.

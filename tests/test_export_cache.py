@@ -8,10 +8,11 @@ import sys
 
 import pytest
 import torch
+
 from fastclipseg import FastSegmenter
+from fastclipseg.benchmarking import natural_image
 from fastclipseg.engines import compiled, onnxruntime_installed
 from fastclipseg.engines.artifacts import MANIFEST_NAME, ArtifactError
-from test_segment_api import natural_image
 from test_stages import assert_relative_close
 
 EXPORTABLE = ["torchscript"] + (["onnxruntime"] if onnxruntime_installed() else [])
@@ -201,15 +202,6 @@ def test_export_from_another_version_warns(tiny_segmenter, tmp_path):
 # -- errors -----------------------------------------------------------------------------------
 
 
-def test_unknown_backend_and_precision(tiny_model_dir):
-    with pytest.raises(ValueError, match="unknown backend 'tensorflow'"):
-        FastSegmenter.from_pretrained(tiny_model_dir, backend="tensorflow")
-    with pytest.raises(ValueError, match="unknown precision 'fp8'"):
-        FastSegmenter.from_pretrained(tiny_model_dir, precision="fp8")
-    with pytest.raises(ValueError, match="'bf16' is not available for backend 'onnxruntime'"):
-        FastSegmenter.from_pretrained(tiny_model_dir, backend="onnxruntime", precision="bf16")
-
-
 def test_bf16_without_native_support_is_a_clear_error(tiny_model_dir, monkeypatch):
     from fastclipseg.engines import precision
 
@@ -300,10 +292,8 @@ def test_export_runs_without_importing_transformers(tiny_segmenter, tmp_path):
     import subprocess
 
     import numpy as np
-    from fastclipseg.benchmarking import natural_image as image
-
     folder = tiny_segmenter.export(tmp_path / "e", backend="torchscript")
-    np.save(tmp_path / "expected.npy", tiny_segmenter.segment(image(20, 30, seed=5), ["a cat", "red dog"]).logits)
+    np.save(tmp_path / "expected.npy", tiny_segmenter.segment(natural_image(20, 30, seed=5), ["a cat", "red dog"]).logits)
     script = (
         "import sys, numpy as np\n"
         "from fastclipseg import FastSegmenter\n"

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from test_segment_api import natural_image
+from fastclipseg.benchmarking import natural_image
 from test_stages import assert_relative_close, reference_logits
 
 pytestmark = pytest.mark.fullsize

@@ -12,14 +12,7 @@ from PIL import Image
 from pycocotools import mask as coco_mask
 
 from fastclipseg import FastSegmenter, SegmentationResult
-
-
-def natural_image(height: int, width: int, seed: int = 0) -> np.ndarray:
-    """Smooth gradients plus noise: resampling differences show up as they would on photos."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:height, 0:width]
-    base = np.stack([xx / max(width, 1), yy / max(height, 1), (xx + yy) / max(width + height, 1)], axis=2) * 200
-    return np.clip(base + rng.normal(0, 20, (height, width, 3)), 0, 255).astype(np.uint8)
+from fastclipseg.benchmarking import natural_image
 
 
 def test_result_fields(tiny_segmenter):

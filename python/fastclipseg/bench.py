@@ -114,7 +114,7 @@ def _rss_worker(spec: dict) -> dict:
     cases = make_cases(spec["frames"])
     started = time.perf_counter()
     if spec["side"] == "reference" or spec.get("export") is None:
-        model, processor = _load_model(spec["model"])
+        model, processor = load_model(spec["model"])
     if spec["side"] == "reference":
         runs = [reference_runner(model, processor, case, torch.device("cpu")) for case in cases]
     else:
@@ -142,7 +142,7 @@ def measure_peak_rss(spec: dict) -> dict:
     return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
-def _load_model(source: str):
+def load_model(source: str):
     """`random` (the CIDAS/clipseg-rd64-refined shape, random weights) or a model id/folder."""
     if source == "random":
         from .model.random_model import random_reference_model

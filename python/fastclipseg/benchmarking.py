@@ -47,23 +47,25 @@ def peak_rss_bytes() -> int:
     """This process's peak resident set size so far (since its program started)."""
     # Linux's ru_maxrss survives fork + exec, so a child of a big process would report its
     # parent's peak; VmHWM is the high-water mark of this program's own memory.
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
+    for line in _read_lines("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(peak if sys.platform == "darwin" else peak * 1024)  # bytes on macOS, KiB on Linux
 
 
-def cpu_name() -> str:
+def _read_lines(path: str) -> list[str]:
+    """The lines of a /proc file; none where there is no /proc (macOS, Windows)."""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        return Path(path).read_text().splitlines()
     except OSError:
-        pass
+        return []
+
+
+def cpu_name() -> str:
+    for line in _read_lines("/proc/cpuinfo"):
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
     return platform.processor() or "unknown"
 
 

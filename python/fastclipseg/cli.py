@@ -229,12 +229,12 @@ def bench(
         if unknown or not chosen:
             _fail(f"unknown {kind} {', '.join(unknown) or '(none given)'}: choose from {', '.join(known)}")
     _prepare_out_dir(out)
-    from .bench import _load_model, run_benchmark, table
+    from .bench import load_model, run_benchmark, table
     from .benchmarking import write_result
 
     source = "random" if random_weights else model
     try:
-        loaded_model, processor = _load_model(source)
+        loaded_model, processor = load_model(source)
     except (OSError, ValueError) as error:
         _fail(f"cannot load model {model}: {error} (--random-weights needs no download)")
     record = run_benchmark(

@@ -129,13 +129,21 @@ class FastSegmenter:
         self.processor = processor
         self.preprocess_config = PreprocessConfig.from_image_processor(processor.image_processor)
         self.engine: Engine = engine
-        self.backend = engine.name
-        self.precision = engine.precision
         self.max_image_pixels = int(max_image_pixels)
         self.batch_size = int(batch_size)
         self.kernel_threads = kernel_threads
         self._tokenize = PromptTokenizer(processor.tokenizer, max_prompt_tokens)
         self.prompt_cache = EmbeddingCache(self._encode_uncached, max_size=prompt_cache_size)
+
+    @property
+    def backend(self) -> str:
+        """The engine's backend: "torch", "torchscript" or "onnxruntime"."""
+        return self.engine.name
+
+    @property
+    def precision(self) -> str:
+        """The engine's precision: "fp32", "bf16" or "int8"."""
+        return self.engine.precision
 
     @classmethod
     def from_pretrained(
@@ -230,7 +238,6 @@ class FastSegmenter:
         if directory.exists() and (not directory.is_dir() or any(directory.iterdir())) and not overwrite:
             raise FileExistsError(f"{directory} exists and is not empty: choose another folder or pass overwrite=True")
         write_export(resolved, self.stages, precision, device, directory, processor=self.processor, cache_dir=self.cache_dir)
-        self.stages.to(self.engine.device)  # compiling moved the shared weights to the CPU
         return directory
 
     # -- stages -----------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from .artifacts import (
     ArtifactError,
     build_atomically,
     describe_build,
+    library_versions,
     mismatches,
     read_manifest,
     verified_files,
@@ -52,11 +53,22 @@ def _stage_facts(stages: Stages) -> tuple[int, int, int]:
 
 
 def _build_files(backend: str, stages: Stages, precision: str, directory: Path) -> tuple[dict[str, Path], dict]:
-    """Compile the stages of `stages` in `precision` into `directory`; returns the files and the I/O shapes."""
+    """Compile the stages of `stages` in `precision` into `directory`; returns the files and the I/O shapes.
+
+    Tracing and export run on the CPU; the model's weights go back to their device afterwards.
+    """
+    device = next(stages.parameters()).device
+    try:
+        return _compile_on_cpu(backend, stages.cpu(), precision, directory)
+    finally:
+        stages.to(device)
+
+
+def _compile_on_cpu(backend: str, stages: Stages, precision: str, directory: Path) -> tuple[dict[str, Path], dict]:
     image_size, max_tokens, eos_token_id = _stage_facts(stages)
     # ONNX Runtime quantises the exported fp32 graph itself; torch's quantised modules do not export.
     source_precision = "fp32" if backend == "onnxruntime" and precision == "int8" else precision
-    prepared = prepare_stages(stages.cpu().eval(), source_precision)
+    prepared = prepare_stages(stages.eval(), source_precision)
     inputs = example_inputs(prepared, image_size, max_tokens, eos_token_id)
     with torch.no_grad():
         logits = prepared.decoder(*inputs["decoder"])
@@ -91,13 +103,13 @@ def _entry(cache_dir: Path, build: dict) -> Path:
     return Path(cache_dir) / "engines" / key
 
 
-def _cached_files(entry: Path, build: dict) -> dict[str, Path]:
-    """The files of a cache entry built exactly as `build` says; ArtifactError otherwise."""
+def _cached_entry(entry: Path, build: dict) -> tuple[dict[str, Path], dict]:
+    """The verified files and manifest of a cache entry built exactly as `build` says; ArtifactError otherwise."""
     manifest = read_manifest(entry)
     problems = mismatches(manifest, build)
     if problems:
         raise ArtifactError(f"built for something else ({'; '.join(problems)})")
-    return verified_files(entry, manifest)
+    return verified_files(entry, manifest), manifest
 
 
 def write_export(
@@ -113,12 +125,12 @@ def write_export(
     manifest: dict = {}
 
     def fill(staging: Path) -> None:
-        files, shapes = None, None
+        files = None
         if cache_dir is not None and _entry(cache_dir, build).is_dir():
             try:
-                cached = _cached_files(_entry(cache_dir, build), build)
-                shapes = read_manifest(_entry(cache_dir, build))["shapes"]
+                cached, cached_manifest = _cached_entry(_entry(cache_dir, build), build)
                 files = {stage: Path(shutil.copy2(path, staging / path.name)) for stage, path in cached.items()}
+                shapes = cached_manifest["shapes"]
             except ArtifactError:
                 files = None  # compile afresh below
         if files is None:
@@ -140,11 +152,10 @@ def load_export(directory: Path, device: torch.device, threads=None, providers=N
     if manifest.get("device") != device.type:
         raise ArtifactError(f"{directory} was compiled for {manifest.get('device')!r}, not {device.type!r}")
     files = verified_files(directory, manifest)
-    current = describe_build(backend, precision, device, manifest.get("weights_sha256"),
-                             manifest.get("image_size"), manifest.get("max_prompt_tokens"), manifest.get("eos_token_id"))
-    if manifest.get("versions") != current["versions"]:
+    current = library_versions(backend)
+    if manifest.get("versions") != current:
         warnings.warn(
-            f"{directory} was built with {manifest.get('versions')}, this installation has {current['versions']}; "
+            f"{directory} was built with {manifest.get('versions')}, this installation has {current}; "
             "loading it anyway (export again if it misbehaves)",
             stacklevel=3,
         )
@@ -160,8 +171,6 @@ def cached_engine(
     device and library versions, and every file matches its recorded sha256; otherwise it is
     rebuilt. `cache_dir=None` builds in a temporary folder that is removed after loading.
     """
-    if device.type != "cpu":
-        raise ValueError(f"backend {backend!r} runs on the CPU in this version; on {device.type} use backend='torch'")
     build = describe_build(backend, precision, device, weights_sha256(stages), *_stage_facts(stages))
     if cache_dir is not None:
         try:
@@ -178,7 +187,7 @@ def cached_engine(
     entry = _entry(cache_dir, build)
     if entry.exists():
         try:
-            engine = _load(backend, _cached_files(entry, build), device, precision, threads, providers)
+            engine = _load(backend, _cached_entry(entry, build)[0], device, precision, threads, providers)
             log.info("loaded the %s %s stages from the cache %s", backend, precision, entry)
             return engine
         except (ArtifactError, RuntimeError, OSError) as error:
@@ -186,12 +195,15 @@ def cached_engine(
             warnings.warn(f"rebuilding the cached {backend} {precision} engine in {entry}: {error}", stacklevel=3)
     log.info("compiling the %s %s stages (first start for this model; cached in %s)", backend, precision, entry)
 
+    names: dict[str, str] = {}
+
     def fill(staging: Path) -> None:
         files, shapes = _build_files(backend, stages, precision, staging)
-        write_manifest(staging, build, files, shapes)
+        write_manifest(staging, build, files, shapes)  # hashes the files it has just written
+        names.update({stage: path.name for stage, path in files.items()})
 
     build_atomically(entry, fill)
-    return _load(backend, verified_files(entry, read_manifest(entry)), device, precision, threads, providers)
+    return _load(backend, {stage: entry / name for stage, name in names.items()}, device, precision, threads, providers)
 
 
 def clear_cache(cache_dir: Path) -> int:

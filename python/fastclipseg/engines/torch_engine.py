@@ -19,7 +19,6 @@ class TorchEngine(ModuleEngine):
     def __init__(self, stages: Stages, device: torch.device, precision: str = "fp32") -> None:
         self.device = device
         self.precision = precision
+        # The precision's copies are made from weights already on `device`.
         prepared = prepare_stages(stages.to(device).eval(), precision)
-        self.vision = prepared.vision.to(device).eval()
-        self.prompt = prepared.prompt.to(device).eval()
-        self.decoder = prepared.decoder.to(device).eval()
+        self.vision, self.prompt, self.decoder = (module.eval() for module in prepared)
