@@ -58,7 +58,16 @@ def blob_logits(rng: np.random.Generator, k: int, side: int = 352) -> np.ndarray
 
 def everything(logits, size, threshold=0.5, threads=1, probs="float32") -> Postprocessed:
     return postprocess(logits, size, threshold, masks=True, probs=probs, rle=True, area=True, bbox=True,
-                       score=True, threads=threads)
+                       score=True, threads=threads, stability=True)
+
+
+def reference_stability(up: np.ndarray, t: float, offset: float) -> np.ndarray:
+    """SAM's calculate_stability_score on upsampled logits, thresholds compared in float64."""
+    thr = math.log(t / (1 - t)) if 0 < t < 1 else (-math.inf if t == 0 else math.inf)
+    u = up.astype(np.float64).reshape(len(up), -1)
+    hi = np.count_nonzero(u > thr + offset, axis=1)
+    lo = np.count_nonzero(u > thr - offset, axis=1)
+    return np.where(lo == 0, 1.0, hi / np.maximum(lo, 1))
 
 
 # --------------------------------------------------------------------------- upsample
@@ -205,6 +214,7 @@ def test_only_requested_fields_are_set():
     res = postprocess(x, (16, 16))
     assert res.masks is not None and res.masks.dtype == np.bool_ and res.masks.shape == (2, 16, 16)
     assert res.probs is None and res.rle is None and res.area is None and res.bbox is None and res.score is None
+    assert res.stability is None
     res = postprocess(x, (16, 16), masks=False, area=True)
     assert res.masks is None and res.area.tolist() == [0, 0]
     with pytest.raises(AttributeError):
@@ -253,6 +263,7 @@ def test_empty_batch():
     res = everything(x, (480, 640))
     assert res.masks.shape == (0, 480, 640) and res.probs.shape == (0, 480, 640)
     assert res.rle == [] and res.area.shape == (0,) and res.bbox.shape == (0, 4) and res.score.shape == (0,)
+    assert res.stability.shape == (0,) and res.stability.dtype == np.float64
     assert upsample(x, (4, 5)).shape == (0, 4, 5)
 
 
@@ -268,7 +279,66 @@ def test_thread_count_invariance():
         np.testing.assert_array_equal(res.area, ref.area)
         np.testing.assert_array_equal(res.bbox, ref.bbox)
         assert res.score.tobytes() == ref.score.tobytes()
+        assert res.stability.tobytes() == ref.stability.tobytes()
         assert upsample(x, (517, 389), threads=threads).tobytes() == upsample(x, (517, 389), threads=1).tobytes()
+
+
+# --------------------------------------------------------------------------- stability score
+
+
+@pytest.mark.parametrize("k,h,w,H,W", [(3, 24, 40, 100, 77), (2, 9, 6, 1, 200), (2, 352, 352, 240, 320),
+                                       (1, 5, 7, 13, 3), (2, 3, 4, 3, 4)])
+def test_stability_matches_numpy_reference(k, h, w, H, W):
+    rng = np.random.default_rng(k * 1000 + H)
+    x = np.concatenate([random_logits(rng, k, h, w, scale=3.0), np.full((1, h, w), -9.0, np.float32)])
+    up = upsample(x, (H, W), threads=1)
+    for t in (0.0, 0.3, 0.5, 0.9, 1.0):
+        for offset in (0.0, 0.5, 1.0, 2.0):
+            ref = reference_stability(up, t, offset)
+            results = [postprocess(x, (H, W), t, masks=False, stability=True, stability_offset=offset,
+                                   threads=threads).stability for threads in (1, 2, 3)]
+            assert results[0].dtype == np.float64 and results[0].shape == (k + 1,)
+            np.testing.assert_array_equal(results[0], ref)
+            for other in results[1:]:
+                assert other.tobytes() == results[0].tobytes()
+            if offset == 1.0 and t == 0.5:  # the default offset
+                default = postprocess(x, (H, W), masks=False, stability=True, threads=1).stability
+                np.testing.assert_array_equal(default, ref)
+    # The all-background mask (last) is 1.0 once neither shifted threshold selects a pixel.
+    assert postprocess(x, (H, W), 0.5, masks=False, stability=True).stability[-1] == 1.0
+
+
+def test_stability_with_other_outputs_and_edge_cases():
+    rng = np.random.default_rng(5)
+    x = blob_logits(rng, 2, 64)
+    res = everything(x, (150, 200), 0.5)
+    np.testing.assert_array_equal(res.stability, reference_stability(upsample(x, (150, 200)), 0.5, 1.0))
+    assert np.all((res.stability > 0.5) & (res.stability < 1.0))  # smooth blobs: stable but not exactly
+    # Offset 0: both thresholds are the mask's own, so 1 for nonempty (and empty) masks.
+    zero = postprocess(x, (150, 200), 0.5, area=True, stability=True, stability_offset=0).stability
+    assert zero.tolist() == [1.0, 1.0]
+    # t = 1 keeps nothing at either threshold; t = 0 keeps every non-NaN logit at both.
+    assert postprocess(x, (150, 200), 1.0, stability=True).stability.tolist() == [1.0, 1.0]
+    assert postprocess(x, (150, 200), 0.0, stability=True).stability.tolist() == [1.0, 1.0]
+    # A mask that is empty at t but not at t - offset, and NaN counting in neither (same size: a copy).
+    y = np.array([[[np.nan, -0.9], [-0.2, -3.0]], [[-1.5, -0.5], [0.5, 2.0]]], np.float32)
+    res = postprocess(y, (2, 2), 0.5, area=True, stability=True)
+    assert res.area.tolist() == [0, 2] and res.stability.tolist() == [0.0, 1 / 3]
+
+
+@pytest.mark.parametrize("offset", [math.nan, -0.5, -1e-300, math.inf, -math.inf])
+def test_rejects_bad_stability_offsets(offset):
+    x = np.zeros((1, 4, 4), np.float32)
+    with pytest.raises(ValueError, match="stability_offset"):
+        postprocess(x, (8, 8), stability=True, stability_offset=offset)
+    with pytest.raises(ValueError, match="stability offset"):
+        _core.postprocess(x, 8, 8, 0.5, True, None, False, False, False, False, 1, True, offset)
+
+
+@pytest.mark.parametrize("offset", ["1", None, True, np.bool_(False), 1j])
+def test_rejects_stability_offset_types(offset):
+    with pytest.raises(TypeError, match="stability_offset"):
+        postprocess(np.zeros((1, 4, 4), np.float32), (8, 8), stability=True, stability_offset=offset)
 
 
 # Runs in a fresh interpreter: its peak RSS starts near the size of numpy, whatever this test
@@ -462,3 +532,4 @@ def test_property_against_torch_and_pycocotools(k, h, w, H, W, t, threads, seed)
         p = torch.sigmoid(torch.from_numpy(ref_up[i]).double()).numpy()
         want = p[res.masks[i]].mean() if res.masks[i].any() else 0.0
         assert abs(res.score[i] - want) <= 1e-6
+    np.testing.assert_array_equal(res.stability, reference_stability(up, t, 1.0))

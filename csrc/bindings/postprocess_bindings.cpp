@@ -82,7 +82,8 @@ std::vector<py::ssize_t> dims3(const pp::Shape& s) {
 
 py::dict postprocess(const py::object& logits_obj, long long height, long long width,
                      double threshold, bool masks, const py::object& probs, bool rle, bool area,
-                     bool bbox, bool score, long long threads) {
+                     bool bbox, bool score, long long threads, bool stability,
+                     double stability_offset) {
     const auto logits = as_logits(logits_obj);
     const pp::Shape shape = shape_of(logits, height, width);
     std::string probs_kind;
@@ -96,9 +97,10 @@ py::dict postprocess(const py::object& logits_obj, long long height, long long w
     pp::Request req;
     req.threshold = threshold;
     req.rle = rle, req.area = area, req.bbox = bbox, req.score = score;
+    req.stability = stability, req.stability_offset = stability_offset;
     req.threads = checked_threads(threads);
     // Validate everything before allocating a (possibly huge) output.
-    pp::threshold_logit(threshold);
+    pp::stability_thresholds(threshold, stability_offset);  // the threshold and the offset
     const std::uint64_t total = pp::output_elements(shape);
 
     py::object masks_out = py::none(), probs_out = py::none();
@@ -135,6 +137,7 @@ py::dict postprocess(const py::object& logits_obj, long long height, long long w
     out["area"] = py::none();
     out["bbox"] = py::none();
     out["score"] = py::none();
+    out["stability"] = py::none();
     const auto k = static_cast<py::ssize_t>(shape.k);
     if (rle) {
         py::list strings(res.rle.size());
@@ -159,6 +162,12 @@ py::dict postprocess(const py::object& logits_obj, long long height, long long w
         auto* p = a.mutable_data();
         for (py::ssize_t i = 0; i < k; ++i) p[i] = res.score[i];
         out["score"] = a;
+    }
+    if (stability) {
+        py::array_t<double> a(k);
+        auto* p = a.mutable_data();
+        for (py::ssize_t i = 0; i < k; ++i) p[i] = res.stability[i];
+        out["stability"] = a;
     }
     return out;
 }
@@ -188,10 +197,12 @@ void register_postprocess(py::module_& m) {
     m.def("postprocess", &postprocess, py::arg("logits"), py::arg("height"), py::arg("width"),
           py::arg("threshold"), py::arg("masks"), py::arg("probs"), py::arg("rle"),
           py::arg("area"), py::arg("bbox"), py::arg("score"), py::arg("threads"),
+          py::arg("stability") = false, py::arg("stability_offset") = 1.0,
           "Upsample float32 (K, h, w) logits to (height, width) and derive masks, probabilities "
-          "(None, 'float32' or 'uint8'), COCO RLE strings, area, bbox and score in one pass. "
+          "(None, 'float32' or 'uint8'), COCO RLE strings, area, bbox, score and SAM stability "
+          "score (offset stability_offset in logit units, finite and >= 0) in one pass. "
           "threads=0: hardware concurrency. Returns a dict with keys masks, probs, rle, area, "
-          "bbox, score (None where not requested). See fastclipseg.ops.postprocess.");
+          "bbox, score, stability (None where not requested). See fastclipseg.ops.postprocess.");
     m.def("postprocess_upsample", &upsample, py::arg("logits"), py::arg("height"),
           py::arg("width"), py::arg("threads"),
           "Bilinear (align_corners=False) upsampling of float32 (K, h, w) logits to "

@@ -5,7 +5,8 @@
 // rows are live, as PyTorch's arithmetic order is "horizontal first"), then
 // two of them are blended vertically into the output row. Everything the
 // user asked for is derived from that row while it sits in L1: the 0/1 mask
-// row, probabilities, area, bbox, the score's per-row sum, and the row's
+// row, probabilities, area, bbox, the score's per-row sum, the stability
+// score's per-row counts of logits above L - d and L + d, and the row's
 // column-major RLE boundaries (pixels that differ from the pixel above; row 0
 // is settled at the end against the previous column's bottom pixel, as in
 // rle.cpp's encode_rows). Boundaries are bucketed by column afterwards to
@@ -252,6 +253,21 @@ FCS_INLINE void to_u8_impl(const float* p, std::size_t n, std::uint8_t* out) {
     }
 }
 
+// Numbers of values above lo and above hi in a row of floats (n < 2^32), in
+// one sweep; NaN is above neither. The 0/1 compare results are added as
+// integers, so the loop vectorises to compares + subtracts of the all-ones
+// lane masks (two independent accumulator chains).
+FCS_INLINE void count_above_impl(const float* v, std::size_t n, float lo, float hi,
+                                 std::uint32_t* out) {
+    std::uint32_t above_lo = 0, above_hi = 0;
+    for (std::size_t c = 0; c < n; ++c) {
+        above_lo += v[c] > lo ? 1u : 0u;
+        above_hi += v[c] > hi ? 1u : 0u;
+    }
+    out[0] = above_lo;
+    out[1] = above_hi;
+}
+
 // Sum of p over pixels whose mask byte is set, in double; `tmp` holds n
 // floats. Masked-out values become +0 by bit masking (a NaN probability
 // outside the mask must not leak in), then 16 fixed double lanes (element
@@ -288,6 +304,7 @@ struct RowOps {
     void (*vinterp_threshold)(const float*, const float*, float, float, std::size_t, float, float*,
                               std::uint8_t*);
     std::uint32_t (*count)(const std::uint8_t*, std::size_t);
+    void (*count_above)(const float*, std::size_t, float, float, std::uint32_t*);
     void (*sigmoid)(const float*, std::size_t, float*);
     void (*to_u8)(const float*, std::size_t, std::uint8_t*);
     double (*masked_sum)(const float*, const std::uint8_t*, std::size_t, float*);
@@ -307,12 +324,17 @@ struct RowOps {
     ATTR std::uint32_t NAME##_count(const std::uint8_t* m, std::size_t n) {                        \
         return count_impl(m, n);                                                                    \
     }                                                                                               \
+    ATTR void NAME##_count_above(const float* v, std::size_t n, float lo, float hi,                 \
+                                 std::uint32_t* out) {                                              \
+        count_above_impl(v, n, lo, hi, out);                                                        \
+    }                                                                                               \
     ATTR void NAME##_sigmoid(const float* v, std::size_t n, float* out) { sigmoid_impl(v, n, out); } \
     ATTR void NAME##_to_u8(const float* p, std::size_t n, std::uint8_t* out) {                      \
         to_u8_impl(p, n, out);                                                                      \
     }                                                                                               \
-    constexpr RowOps NAME##_ops = {NAME##_hinterp, NAME##_vinterp, NAME##_vinterp_threshold, NAME##_count,  \
-                                   NAME##_sigmoid, NAME##_to_u8,   NAME##_masked_sum};
+    constexpr RowOps NAME##_ops = {NAME##_hinterp, NAME##_vinterp,      NAME##_vinterp_threshold,   \
+                                   NAME##_count,   NAME##_count_above,  NAME##_sigmoid,             \
+                                   NAME##_to_u8,   NAME##_masked_sum};
 
 void baseline_hinterp(const float* x, const Axis& ax, std::size_t n, float* out) {
     hinterp_impl<FCS_BASELINE_FMA>(x, ax, 0, n, out);
@@ -651,9 +673,28 @@ struct Block {
     std::vector<std::uint32_t> trans;       // RLE boundary columns, rows in order (not row 0)
     std::vector<std::uint32_t> row_trans;   // boundaries per row of the block
     std::uint64_t area = 0;
+    std::uint64_t above_hi = 0, above_lo = 0;  // stability: logits above L + d and L - d
     bool any = false;
     std::size_t min_r = 0, max_r = 0, min_c = 0, max_c = 0;
 };
+
+// The largest float <= x (finite x): a float v is > x exactly when v > the
+// result. Beyond the float range that is FLT_MAX (only +inf exceeds x) or
+// -inf (every float but -inf and NaN does).
+float round_down(double x) {
+    constexpr float kMax = std::numeric_limits<float>::max();
+    if (x >= static_cast<double>(kMax)) return kMax;
+    if (x < -static_cast<double>(kMax)) return -std::numeric_limits<float>::infinity();
+    float f = static_cast<float>(x);
+    if (static_cast<double>(f) > x) f = std::nextafter(f, -std::numeric_limits<float>::infinity());
+    return f;
+}
+
+void check_stability_offset(double offset) {
+    if (std::isnan(offset)) fail("stability offset is NaN; expected a finite value >= 0");
+    if (std::isinf(offset)) fail("stability offset is infinite; expected a finite value >= 0");
+    if (offset < 0.0) fail("stability offset " + std::to_string(offset) + " is negative; expected >= 0");
+}
 
 }  // namespace
 
@@ -671,11 +712,15 @@ float threshold_logit(double t) {
     }
     if (t == 0.0) return -std::numeric_limits<float>::infinity();
     if (t == 1.0) return std::numeric_limits<float>::infinity();
+    return round_down(std::log(t / (1.0 - t)));
+}
+
+std::array<float, 2> stability_thresholds(double t, double offset) {
+    const float thr = threshold_logit(t);
+    check_stability_offset(offset);
+    if (t == 0.0 || t == 1.0) return {thr, thr};  // +-inf shifted by a finite d
     const double logit = std::log(t / (1.0 - t));
-    // x > logit for a float x exactly when x > (logit rounded down to float).
-    float f = static_cast<float>(logit);
-    if (static_cast<double>(f) > logit) f = std::nextafter(f, -std::numeric_limits<float>::infinity());
-    return f;
+    return {round_down(logit - offset), round_down(logit + offset)};
 }
 
 std::uint64_t output_elements(const Shape& shape) {
@@ -688,13 +733,16 @@ Result run(const float* logits, std::size_t logits_size, const Shape& shape,
            const Request& req) {
     const Plan p = validate(logits, logits_size, shape);
     const float thr = threshold_logit(req.threshold);
+    // Validated whether or not the score is wanted.
+    const std::array<float, 2> stab = stability_thresholds(req.threshold, req.stability_offset);
     check_buffer(req.masks, req.masks_size, p.total, "masks");
     check_buffer(req.probs_f32, req.probs_f32_size, p.total, "float32 probabilities");
     check_buffer(req.probs_u8, req.probs_u8_size, p.total, "uint8 probabilities");
 
     Result result;
     const bool wanted = req.masks != nullptr || req.probs_f32 != nullptr ||
-                        req.probs_u8 != nullptr || req.rle || req.area || req.bbox || req.score;
+                        req.probs_u8 != nullptr || req.rle || req.area || req.bbox || req.score ||
+                        req.stability;
     if (p.k == 0 || !wanted) return result;
     const std::size_t K = p.k, H = p.height, W = p.width;
     const Axis cols = make_axis(p.w, W);
@@ -768,6 +816,13 @@ Result run(const float* logits, std::size_t logits_size, const Shape& shape,
                 if (R == H - 1) std::memcpy(&edge_rows[i * 2 * W + W], m, W);
             }
             prev = m;
+            if (req.stability) {
+                // Over the whole row: L - d can select pixels of a row whose mask is empty.
+                std::uint32_t above[2];
+                ops.count_above(v, W, stab[0], stab[1], above);
+                b.above_lo += above[0];
+                b.above_hi += above[1];
+            }
             if (!need_stats) continue;
             const std::size_t c0 = first_set(m, W);
             if (c0 == W) continue;  // empty row
@@ -794,17 +849,19 @@ Result run(const float* logits, std::size_t logits_size, const Shape& shape,
     if (req.area) result.area.assign(K, 0);
     if (req.bbox) result.bbox.assign(K, {0.0, 0.0, 0.0, 0.0});
     if (req.score) result.score.assign(K, 0.0);
+    if (req.stability) result.stability.assign(K, 1.0);
     if (req.rle) result.rle.resize(K);
 
     // Per mask: combine the blocks in row order (deterministic), then the RLE.
     parallel_for(K, threads, [&](std::size_t i, unsigned worker) {
         const Block* bl = &out_blocks[i * blocks];
-        std::uint64_t area = 0;
+        std::uint64_t area = 0, above_hi = 0, above_lo = 0;
         bool any = false;
         std::size_t min_r = 0, max_r = 0, min_c = 0, max_c = 0;
         for (std::size_t j = 0; j < blocks; ++j) {
             const Block& b = bl[j];
             area += b.area;
+            above_hi += b.above_hi, above_lo += b.above_lo;
             if (!b.any) continue;
             if (!any) {
                 any = true;
@@ -824,6 +881,10 @@ Result run(const float* logits, std::size_t logits_size, const Shape& shape,
             double sum = 0.0;
             for (std::size_t R = 0; R < H; ++R) sum += row_score[i * H + R];
             result.score[i] = sum / static_cast<double>(area);
+        }
+        // Both counts 0: the two masks are identical (empty), stability 1.
+        if (req.stability && above_lo > 0) {
+            result.stability[i] = static_cast<double>(above_hi) / static_cast<double>(above_lo);
         }
         if (!req.rle) return;
 

@@ -90,3 +90,38 @@ def write_result(name: str, payload: dict, out: Path) -> Path:
     partial.write_text(json.dumps(record, indent=1) + "\n")
     os.replace(partial, path)
     return path
+
+
+def moving_disc_frames(count: int, height: int, width: int, *, noise: float = 20.0, seed: int = 0):
+    """`count` frames of a red disc crossing a natural background left to right at constant speed,
+    with independent per-frame noise; yields `(frame, disc_mask)` (the ground truth)."""
+    rng = np.random.default_rng(seed)
+    background = natural_image(height, width, seed).astype(np.float32)
+    yy, xx = np.mgrid[0:height, 0:width]
+    radius = max(2.0, min(height, width) / 6)
+    for index in range(count):
+        cx = radius + (width - 2 * radius) * index / max(1, count - 1)
+        disc = (yy - height / 2) ** 2 + (xx - cx) ** 2 <= radius**2
+        frame = background.copy()
+        frame[disc] = (220, 40, 40)
+        frame += rng.normal(0, noise, frame.shape)
+        yield np.clip(frame, 0, 255).astype(np.uint8), disc
+
+
+def write_video(path: Path, frames, *, fps: int = 25, codec: str = "libx264") -> Path:
+    """Encode RGB uint8 frames (an iterable) to `path` with PyAV (yuv420p, even sizes)."""
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = None
+        for frame in frames:
+            if stream is None:
+                stream = container.add_stream(codec, rate=fps)
+                stream.height, stream.width = frame.shape[0], frame.shape[1]
+                stream.pix_fmt = "yuv420p"
+            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
+                container.mux(packet)
+        if stream is not None:
+            for packet in stream.encode():
+                container.mux(packet)
+    return path

@@ -153,6 +153,201 @@ def segment(
         raise typer.Exit(1)
 
 
+def _load_segmenter(model: str, *, device: str, backend: Optional[str], precision: Optional[str], cache_dir: Optional[Path],
+                    no_cache: bool, max_pixels: int, batch_size: Optional[int] = None):
+    from .segmenter import FastSegmenter
+
+    try:
+        return FastSegmenter.from_pretrained(
+            model, device=device, max_image_pixels=max_pixels, backend=backend, precision=precision,
+            cache=not no_cache, cache_dir=cache_dir, batch_size=batch_size,
+        )
+    except (OSError, ValueError, TypeError, ImportError) as error:
+        _fail(f"cannot load model {model}: {error}")
+
+
+def _stream_settings(prompt: list[str], threshold: float, batch_size: Optional[int]) -> list[str]:
+    """Validated prompts; threshold and batch size checked before the model loads."""
+    from .prompts import normalize_prompts
+    from .results import check_threshold
+
+    try:
+        prompts = normalize_prompts(prompt, "--prompt")
+        check_threshold(threshold)
+    except (TypeError, ValueError) as error:
+        _fail(str(error))
+    if batch_size is not None and batch_size < 1:
+        _fail(f"--batch-size must be >= 1, got {batch_size}")
+    return prompts
+
+
+def _open_run(out: Path, settings: dict, resume: bool, force: bool):
+    from .runs import RunFolder, RunFolderError, ensure_writable
+
+    if resume and force:
+        _fail("--resume and --force contradict each other: choose one")
+    try:
+        ensure_writable(out)
+        return RunFolder(out, settings, resume=resume, force=force)
+    except RunFolderError as error:
+        _fail(str(error))
+    except OSError as error:
+        _fail(f"cannot write to output folder {out}: {error.strerror or error}")
+
+
+def _finish_run(summary, run, interrupted, kind: str) -> None:
+    """Report what a video or batch run did and exit with its status."""
+    from .runs import exit_code
+
+    breakdown = ", ".join(f"{k} {v:.2f}s" for k, v in summary.breakdown().items()
+                          if k in ("decode", "preprocess", "network", "postprocess", "write", "wall"))
+    frames = summary.written
+    wall = summary.times.wall if summary.times is not None else 0.0
+    rate = f" ({frames / wall:.1f}/s)" if wall > 0 and frames else ""
+    typer.echo(f"{frames} {kind} written{rate}, {summary.failed} failed this run; time: {breakdown}", err=True)
+    if interrupted is not None:
+        typer.echo(f"interrupted ({interrupted}): {run.written} lines in {run.masks_path}; "
+                   "run the same command with --resume to continue", err=True)
+        raise typer.Exit(exit_code(interrupted))
+    if run.errors:
+        typer.echo(f"{run.errors} failed in all (see {run.errors_path})", err=True)
+        raise typer.Exit(1)
+
+
+MODEL_HELP = "Hub id, local model folder (transformers layout), or a folder written by `fastclipseg export`."
+STREAM_BACKEND_HELP = BACKEND_HELP + " Default: auto, or an export's own."
+
+
+@app.command()
+def video(
+    source: str = typer.Argument(..., help="Video file (or URL) that FFmpeg reads: mp4, mkv, webm, avi, ..."),
+    prompt: list[str] = typer.Option(..., "--prompt", "-p", help="A text prompt; repeat for several prompts."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder (created if missing)."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help=MODEL_HELP),
+    threshold: float = typer.Option(0.5, "--threshold", "-t", help="Probability above which a pixel is in the mask, in [0, 1]."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Frames per network call (default: the engine's)."),
+    every: int = typer.Option(1, "--every", help="Segment every N-th frame."),
+    start: Optional[float] = typer.Option(None, "--start", help="Start time in seconds."),
+    end: Optional[float] = typer.Option(None, "--end", help="End time in seconds (exclusive)."),
+    smooth: Optional[float] = typer.Option(None, "--smooth", help="Temporal smoothing: the newest frame's weight in (0, 1] of a moving average of the logits (0.5: a third of the noise variance, one frame of delay). Default: off."),
+    overlay: Optional[Path] = typer.Option(None, "--overlay", help="Also write an MP4 with the masks tinted over the frames."),
+    png: bool = typer.Option(False, "--png", help="Also write one PNG mask per frame and prompt into OUT/png/."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in OUT (same settings), skipping the frames it wrote."),
+    force: bool = typer.Option(False, "--force", help="Start over in an OUT that holds another run (its results are removed)."),
+    device: str = typer.Option("cpu", "--device", help="Torch device to run on, e.g. cpu or cuda."),
+    backend: Optional[str] = typer.Option(None, "--backend", "-b", help=STREAM_BACKEND_HELP),
+    precision: Optional[str] = typer.Option(None, "--precision", help=PRECISION_HELP + " Default: fp32, or an export's own."),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help=CACHE_DIR_HELP),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Compile backends afresh and keep nothing on disk."),
+) -> None:
+    """Segment the frames of a video with each PROMPT.
+
+    Writes OUT/masks.jsonl, one line per frame: frame, timestamp (s), width, height and per prompt
+    prompt, score, stability, area, bbox and COCO RLE; frames that fail to decode go to
+    OUT/errors.jsonl and the run goes on. Decoding, preprocessing, the network and writing
+    overlap in threads. Ctrl-C or SIGTERM stops after the current frame, leaving only complete
+    lines; --resume continues from there. Exit status: 0, 1 if any frame failed, 128+signal if
+    interrupted.
+    """
+    from .smoothing import check_smoothing
+    from .sources import check_every, check_time_range
+
+    prompts = _stream_settings(prompt, threshold, batch_size)
+    try:
+        check_every(every)
+        check_time_range(start, end)
+        check_smoothing(smooth)
+    except (TypeError, ValueError) as error:
+        _fail(str(error).replace("every_n", "--every").replace("smooth must", "--smooth must"))
+    if "://" not in source and not Path(source).is_file():
+        _fail(f"video file not found: {source}" if not Path(source).exists() else f"{source} is not a file")
+    if overlay is not None and overlay.suffix.lower() not in (".mp4", ".mkv", ".mov"):
+        _fail(f"--overlay must name an .mp4, .mkv or .mov file, got {overlay}")
+    settings = {"command": "video", "source": source, "prompts": prompts, "model": model, "threshold": threshold,
+                "every": every, "start": start, "end": end, "smooth": smooth, "backend": backend,
+                "precision": precision, "device": device}
+    run = _open_run(out, settings, resume, force)
+    from .jobs import RunSummary, render_overlay_video, run_video
+    from .runs import Interrupted
+
+    segmenter = _load_segmenter(model, device=device, backend=backend or "auto", precision=precision,
+                                cache_dir=cache_dir, no_cache=no_cache, max_pixels=DEFAULT_MAX_PIXELS)
+    interrupted = None
+    summary = RunSummary()
+    with run:
+        try:
+            summary = run_video(segmenter, source, prompts, run, threshold=threshold, batch_size=batch_size,
+                                every_n=every, start=start, end=end, smooth=smooth, png=png)
+        except Interrupted as signal_received:
+            interrupted = signal_received
+        except (OSError, ValueError, ImportError) as error:
+            _fail(str(error), code=1)
+    if overlay is not None and interrupted is None:
+        written = render_overlay_video(source, run.masks_path, overlay, every_n=every)
+        typer.echo(f"wrote {overlay} ({written} frames)", err=True)
+    _finish_run(summary, run, interrupted, "frames")
+
+
+@app.command()
+def batch(
+    inputs: list[str] = typer.Argument(..., help="Image files, folders (searched recursively), glob patterns (quoted) or .txt files listing one path per line."),
+    prompt: list[str] = typer.Option(..., "--prompt", "-p", help="A text prompt; repeat for several prompts."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder (created if missing)."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help=MODEL_HELP),
+    threshold: float = typer.Option(0.5, "--threshold", "-t", help="Probability above which a pixel is in the mask, in [0, 1]."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Images per network call (default: the engine's)."),
+    png: bool = typer.Option(False, "--png", help="Also write one PNG mask per image and prompt into OUT/png/."),
+    overlay: bool = typer.Option(False, "--overlay", help="Also write OUT/png/<stem>_overlay.png with the masks tinted over each image."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in OUT (same inputs and settings), skipping the images it wrote."),
+    force: bool = typer.Option(False, "--force", help="Start over in an OUT that holds another run (its results are removed)."),
+    max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", help="Refuse images with more pixels than this."),
+    device: str = typer.Option("cpu", "--device", help="Torch device to run on, e.g. cpu or cuda."),
+    backend: Optional[str] = typer.Option(None, "--backend", "-b", help=STREAM_BACKEND_HELP),
+    precision: Optional[str] = typer.Option(None, "--precision", help=PRECISION_HELP + " Default: fp32, or an export's own."),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help=CACHE_DIR_HELP),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Compile backends afresh and keep nothing on disk."),
+) -> None:
+    """Segment a collection of images with each PROMPT.
+
+    Writes OUT/masks.jsonl, one line per image: image path, width, height and per prompt prompt,
+    score, stability, area, bbox and COCO RLE; every image that fails is listed with its reason
+    in OUT/errors.jsonl and the run goes on. Files in folders or globs that are not images (by
+    extension) are skipped and listed in OUT/skipped.txt. Ctrl-C or SIGTERM stops after the
+    current image; --resume continues. Exit status: 0, 1 if any image failed, 128+signal if
+    interrupted.
+    """
+    from .sources import collect_image_paths
+
+    prompts = _stream_settings(prompt, threshold, batch_size)
+    try:
+        collected = collect_image_paths(inputs)
+    except (OSError, ValueError) as error:
+        _fail(str(error))
+    if not collected.images:
+        _fail(f"no image files in {' '.join(inputs)}" + (f" ({len(collected.skipped)} other files skipped)" if collected.skipped else ""))
+    settings = {"command": "batch", "inputs": list(inputs), "prompts": prompts, "model": model, "threshold": threshold,
+                "backend": backend, "precision": precision, "device": device, "max_pixels": max_pixels}
+    run = _open_run(out, settings, resume, force)
+    from . import io as outputs
+    from .jobs import RunSummary, run_batch
+    from .runs import Interrupted
+
+    if collected.skipped:
+        outputs.atomic_write_bytes(out / "skipped.txt", "".join(f"{p}\n" for p in collected.skipped).encode("utf-8"))
+        typer.echo(f"skipped {len(collected.skipped)} files that are not images (listed in {out / 'skipped.txt'})", err=True)
+    segmenter = _load_segmenter(model, device=device, backend=backend or "auto", precision=precision,
+                                cache_dir=cache_dir, no_cache=no_cache, max_pixels=max_pixels)
+    interrupted = None
+    summary = RunSummary()
+    with run:
+        try:
+            summary = run_batch(segmenter, collected.images, prompts, run, threshold=threshold,
+                                batch_size=batch_size, png=png, overlay=overlay)
+        except Interrupted as signal_received:
+            interrupted = signal_received
+    _finish_run(summary, run, interrupted, "images")
+
+
 @app.command()
 def convert(
     checkpoint: Path = typer.Argument(..., help="Original CLIPSeg weights (.pth): CLIP + decoder, or decoder only."),

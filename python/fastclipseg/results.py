@@ -39,11 +39,15 @@ class SegmentationResult:
       the threshold is still classed by its logit.
     - `scores`: K floats in [0, 1], the mean probability inside each mask (0 for an empty mask):
       how sure the model is of the pixels it selected.
+    - `stability`: K floats in [0, 1], segment-anything's stability score: the IoU of the masks
+      at logit thresholds `logit(t) + d` and `logit(t) - d` (`d = stability_offset`, 1.0 as in
+      segment-anything), 1 when both are empty. A mask whose edge sits in a steep logit ramp
+      scores near 1; one that grows or shrinks a lot with the threshold scores low.
     - `rle`: K COCO run-length encodings (`{"size": [H, W], "counts": str}`) that
       `pycocotools.mask.decode` reads.
     - `areas` (pixels) and `bboxes` (`[x, y, width, height]`, COCO convention) of the masks.
 
-    `rle`, `scores`, `areas`, `bboxes` and `to_dict()` come from one pass that allocates no
+    `rle`, `scores`, `stability`, `areas`, `bboxes` and `to_dict()` come from one pass that allocates no
     full-size array; reading `masks` first computes them in the same pass (the command line reads
     both), and `probs` is one more pass. `threads`: native threads for those passes (None: all
     cores).
@@ -55,9 +59,13 @@ class SegmentationResult:
     threshold: float = 0.5
     source: str | None = field(default=None)
     threads: int | None = field(default=None, repr=False)
+    stability_offset: float = field(default=1.0, repr=False)
 
     def _postprocess(self, **outputs) -> ops.Postprocessed:
         return ops.postprocess(self.logits, self.image_size, self.threshold, threads=self.threads, **outputs)
+
+    # Everything a summary needs, computed in one native pass.
+    _SUMMARY = dict(rle=True, area=True, bbox=True, score=True, stability=True)
 
     @cached_property
     def probs(self) -> np.ndarray:
@@ -68,17 +76,21 @@ class SegmentationResult:
         if "_summary" in self.__dict__:
             return cast(np.ndarray, self._postprocess(masks=True).masks)
         # One upsampling pass for both: the summary costs little on top of the masks.
-        both = self._postprocess(masks=True, rle=True, area=True, bbox=True, score=True)
+        both = self._postprocess(masks=True, stability_offset=self.stability_offset, **self._SUMMARY)
         self.__dict__["_summary"] = both
         return cast(np.ndarray, both.masks)
 
     @cached_property
     def _summary(self) -> ops.Postprocessed:
-        return self._postprocess(masks=False, rle=True, area=True, bbox=True, score=True)
+        return self._postprocess(masks=False, stability_offset=self.stability_offset, **self._SUMMARY)
 
     @cached_property
     def scores(self) -> np.ndarray:
         return cast(np.ndarray, self._summary.score)
+
+    @cached_property
+    def stability(self) -> np.ndarray:
+        return cast(np.ndarray, self._summary.stability)
 
     @cached_property
     def rle(self) -> list[coco_rle.RLE]:
@@ -92,26 +104,62 @@ class SegmentationResult:
     def bboxes(self) -> list[list[float]]:
         return [[float(v) for v in box] for box in cast(np.ndarray, self._summary.bbox)]
 
+    def mask_records(self) -> list[dict]:
+        """Per prompt: prompt, score, stability, area, bbox and RLE (JSON-ready)."""
+        return [
+            {
+                "prompt": prompt,
+                "score": float(score),
+                "stability": float(stable),
+                "area": area,
+                "bbox": [float(v) for v in box],
+                "rle": encoded,
+            }
+            for prompt, score, stable, area, box, encoded in zip(
+                self.prompts, self.scores, self.stability, self.areas, self.bboxes, self.rle
+            )
+        ]
+
     def to_dict(self) -> dict:
-        """JSON-ready summary: image size and, per prompt, score, area, bbox and RLE."""
+        """JSON-ready summary: image size and, per prompt, score, stability, area, bbox and RLE."""
         height, width = self.image_size
-        return {
-            "image": self.source,
-            "height": height,
-            "width": width,
-            "threshold": self.threshold,
-            "masks": [
-                {
-                    "prompt": prompt,
-                    "score": float(score),
-                    "area": area,
-                    "bbox": [float(v) for v in box],
-                    "rle": encoded,
-                }
-                for prompt, score, area, box, encoded in zip(self.prompts, self.scores, self.areas, self.bboxes, self.rle)
-            ],
-        }
+        return {"image": self.source, "height": height, "width": width, "threshold": self.threshold,
+                "masks": self.mask_records()}
 
     def to_json(self, **kwargs) -> str:
         """`to_dict()` as a JSON string; keyword arguments go to `json.dumps`."""
         return json.dumps(self.to_dict(), **kwargs)
+
+
+@dataclass(eq=False)
+class FrameResult(SegmentationResult):
+    """A `SegmentationResult` from a stream: `index` is the frame number in the video (or the
+    position in the image stream), `timestamp` its time in seconds (videos only), `image` the
+    RGB frame that was segmented, `key` its identity across runs (see `fastclipseg.sources`)."""
+
+    index: int = 0
+    timestamp: float | None = None
+    key: str = field(default="", repr=False)
+    image: np.ndarray | None = field(default=None, repr=False)
+    ok = True
+    error = None
+
+    def to_dict(self) -> dict:
+        """JSON-ready: frame, timestamp, image, size, threshold and the per-prompt records."""
+        return {"frame": self.index, "timestamp": self.timestamp, **super().to_dict()}
+
+
+@dataclass(eq=False)
+class FrameError:
+    """A stream item that failed (a frame that did not decode, an image that could not be read),
+    reported in stream order in place of its result; `error` says why."""
+
+    index: int
+    error: str
+    timestamp: float | None = None
+    source: str | None = None
+    key: str = ""
+    ok = False
+
+    def to_dict(self) -> dict:
+        return {"frame": self.index, "timestamp": self.timestamp, "image": self.source, "error": self.error}

@@ -7,7 +7,7 @@ runs without it (see `export_processor`).
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,6 +35,8 @@ from .results import SegmentationResult, check_threshold
 
 if TYPE_CHECKING:
     from transformers import CLIPSegForImageSegmentation
+
+    from .pipeline import FrameStream
 
 
 def default_batch_size(engine: Engine) -> int:
@@ -277,6 +279,19 @@ class FastSegmenter:
             results.extend(logits.split([len(p) for p in chunk]))
         return results
 
+    def predict_logits_shared(self, pixel_values: torch.Tensor, embeddings: torch.Tensor) -> list[torch.Tensor]:
+        """Logits `(K, h, w)` for each image with the same K prompts, given as embeddings
+        (`encode_prompts`): what a stream runs for every batch of frames."""
+        results: list[torch.Tensor] = []
+        prompts = embeddings.shape[0]
+        for start in range(0, pixel_values.shape[0], self.batch_size):
+            chunk = pixel_values[start : start + self.batch_size]
+            activations = self.engine.encode_images(chunk)
+            image_index = torch.arange(chunk.shape[0], dtype=torch.long).repeat_interleave(prompts)
+            logits = self.engine.decode(activations, embeddings.repeat(chunk.shape[0], 1), image_index).cpu()
+            results.extend(logits.split([prompts] * chunk.shape[0]))
+        return results
+
     # -- the API ----------------------------------------------------------------------------
 
     def segment(
@@ -323,6 +338,95 @@ class FastSegmenter:
             )
             for p, l, a, image in zip(prompt_lists, logits, arrays, images)
         ]
+
+    def segment_stream(
+        self,
+        images: Iterable[object],
+        prompts: str | Sequence[str],
+        *,
+        threshold: float = 0.5,
+        batch_size: int | None = None,
+        smooth: float | None = None,
+        skip: Collection[str] = (),
+    ) -> FrameStream:
+        """Segment any iterable of images (paths, PIL images, arrays; sizes may vary) with the same
+        prompts, as a stream: one `FrameResult` per image, in order, or a `FrameError` for an image
+        that could not be read (the stream goes on).
+
+        Images are read and preprocessed in background threads, batched (`batch_size` frames per
+        network call; default: this segmenter's), and overlapped with the network and with
+        whatever the caller does with each result; at most `FrameStream.max_in_flight` images are
+        held at once, whatever the stream's length. The prompt embeddings are computed once.
+        A path's `key` is the path and other images' `image:N`; keys in `skip` are left out (used
+        to resume a run). `smooth` is as in `segment_video`.
+        """
+        from .sources import image_items
+
+        items = image_items(images, skip=skip, max_pixels=self.max_image_pixels)
+        return self._stream(items, prompts, threshold=threshold, batch_size=batch_size, smooth=smooth)
+
+    def segment_video(
+        self,
+        source: str | os.PathLike | Iterable[object],
+        prompts: str | Sequence[str],
+        *,
+        threshold: float = 0.5,
+        batch_size: int | None = None,
+        every_n: int = 1,
+        start: float | None = None,
+        end: float | None = None,
+        smooth: float | None = None,
+        skip: Collection[str] = (),
+        smooth_state: np.ndarray | None = None,
+    ) -> FrameStream:
+        """Segment the frames of a video: one `FrameResult` per processed frame, in order, with its
+        frame number (`index`, counted from the first frame) and `timestamp` (seconds).
+
+        `source`: a video file or URL that PyAV opens (`pip install 'fastclipseg[video]'`), or any
+        iterable of frames (arrays, PIL images; numbered from 0, no timestamps). `every_n`: keep
+        every n-th frame; `start`/`end`: the time range in seconds (video files only). A frame that
+        fails to decode is yielded as a `FrameError` and the video goes on; a video with no
+        decodable frame raises `ValueError` when reached. `smooth`: None (off) or the newest
+        frame's weight in (0, 1] of an exponential moving average of the logits (see
+        `LogitSmoother`: 0.5 cuts independent noise to a third of its variance and delays a
+        moving object by one frame). `skip` and `smooth_state` resume an interrupted run: keys
+        (`frame:N`) already done, and the smoothed logits of the last frame done.
+        Decoding, preprocessing and the network overlap in background threads, as in
+        `segment_stream`. Raises at once for a missing or unreadable video file.
+        """
+        from .sources import check_every, check_time_range, frame_items, open_video, video_items
+
+        check_every(every_n)
+        check_time_range(start, end)
+        if isinstance(source, (str, os.PathLike)):
+            # Open the file now, so that a missing or unreadable video raises here, not in a thread.
+            open_video(source).close()
+            items = video_items(source, every_n=every_n, start=start, end=end, skip=skip,
+                                max_pixels=self.max_image_pixels)
+        else:
+            if start is not None or end is not None:
+                raise ValueError("start and end need a video file (frames from an iterable have no timestamps)")
+            items = frame_items(source, every_n=every_n, skip=skip, max_pixels=self.max_image_pixels)
+        return self._stream(items, prompts, threshold=threshold, batch_size=batch_size, smooth=smooth,
+                            smooth_state=smooth_state)
+
+    def _stream(self, items, prompts, *, threshold, batch_size, smooth, smooth_state=None) -> FrameStream:
+        from .pipeline import FrameStream
+        from .smoothing import LogitSmoother, check_smoothing
+
+        threshold = check_threshold(threshold)
+        prompt_list = normalize_prompts(prompts)
+        if batch_size is None:
+            batch_size = self.batch_size
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be an int >= 1 (or None for the segmenter's), got {batch_size!r}")
+        weight = check_smoothing(smooth)
+        smoother = LogitSmoother(weight) if weight is not None else None
+        if smooth_state is not None:
+            if smoother is None:
+                raise ValueError("smooth_state needs smooth= (it is the state of the moving average)")
+            smoother.restore(smooth_state)
+        return FrameStream(self, items, prompt_list, threshold=threshold, batch_size=batch_size, smoother=smoother)
 
     @staticmethod
     def _prompts_per_image(prompts: object, count: int) -> list[list[str]]:

@@ -56,10 +56,40 @@ Full run_all(const std::vector<float>& logits, const pp::Shape& s, double t, uns
     req.masks = f.masks.data(), req.masks_size = total;
     req.probs_f32 = f.probs.data(), req.probs_f32_size = total;
     req.probs_u8 = f.probs_u8.data(), req.probs_u8_size = total;
-    req.rle = req.area = req.bbox = req.score = true;
+    req.rle = req.area = req.bbox = req.score = req.stability = true;
     req.threads = threads;
     f.result = pp::run(logits.data(), logits.size(), s, req);
     return f;
+}
+
+// Stability scores alone at threshold t and offset d.
+std::vector<double> stability_of(const std::vector<float>& logits, const pp::Shape& s, double t,
+                                 double d, unsigned threads = 1) {
+    pp::Request req;
+    req.threshold = t;
+    req.stability = true;
+    req.stability_offset = d;
+    req.threads = threads;
+    return pp::run(logits.data(), logits.size(), s, req).stability;
+}
+
+// Reference stability from upsampled logits, compared in double.
+std::vector<double> reference_stability(const std::vector<float>& up, const pp::Shape& s, double t,
+                                        double d) {
+    const double inf = std::numeric_limits<double>::infinity();
+    const double l = t == 0.0 ? -inf : t == 1.0 ? inf : std::log(t / (1.0 - t));
+    const std::size_t plane = s.height * s.width;
+    std::vector<double> out(s.k);
+    for (std::size_t i = 0; i < s.k; ++i) {
+        std::uint64_t hi = 0, lo = 0;
+        for (std::size_t j = 0; j < plane; ++j) {
+            const double v = up[i * plane + j];
+            hi += v > l + d;
+            lo += v > l - d;
+        }
+        out[i] = lo == 0 ? 1.0 : static_cast<double>(hi) / static_cast<double>(lo);
+    }
+    return out;
 }
 
 // Independent reference for a mask: RLE, area and bbox through the rle kernels.
@@ -201,6 +231,57 @@ void test_thresholds() {
     check(std::isfinite(lo.result.score[0]), "NaN logit does not reach the score");
 }
 
+void test_stability() {
+    const float nan = std::numeric_limits<float>::quiet_NaN();
+    const float inf = std::numeric_limits<float>::infinity();
+    // Same size: the upsampled logits are the logits. At t = 0.5 (L = 0), d = 1:
+    //  mask 0: above 1: {2}; above -1: {-0.5, 0.5, 2}            -> 1/3
+    //  mask 1: empty mask, but above -1: {-0.9, -0.2}; NaN counts nowhere -> 0/2
+    //  mask 2: nothing above -1                                   -> 1 (both empty)
+    const std::vector<float> x = {-1.5f, -0.5f, 0.5f, 2.0f,  nan, -0.9f, -0.2f, -3.0f,
+                                  -5.0f, -5.0f, -5.0f, -5.0f};
+    const pp::Shape s{3, 2, 2, 2, 2};
+    for (const unsigned threads : {1u, 2u}) {
+        const std::vector<double> st = stability_of(x, s, 0.5, 1.0, threads);
+        check(st == std::vector<double>{1.0 / 3.0, 0.0, 1.0},
+              "hand-made stability at t = 0.5, d = 1, threads " + std::to_string(threads));
+    }
+    check(stability_of(x, s, 0.5, 0.0) == std::vector<double>{1.0, 1.0, 1.0}, "d = 0: stability 1");
+    // d = 2: above 2: {}; above -2: {-1.5, -0.5, 0.5, 2}, {-0.9, -0.2}, {}.
+    check(stability_of(x, s, 0.5, 2.0) == std::vector<double>{0.0, 0.0, 1.0}, "d = 2");
+    // t = 0: both thresholds -inf: every non-NaN logit counts in both.
+    check(stability_of(x, s, 0.0, 1.0) == std::vector<double>{1.0, 1.0, 1.0}, "t = 0");
+    // t = 1: both +inf: nothing counts, so 1.
+    check(stability_of(x, s, 1.0, 1.0) == std::vector<double>{1.0, 1.0, 1.0}, "t = 1");
+
+    // The shifted thresholds: rounded down like threshold_logit, +-inf at t = 0 and 1.
+    check(pp::stability_thresholds(0.5, 1.0) == std::array<float, 2>{-1.0f, 1.0f}, "t = 0.5, d = 1");
+    check(pp::stability_thresholds(0.0, 3.0) == std::array<float, 2>{-inf, -inf}, "t = 0: -inf");
+    check(pp::stability_thresholds(1.0, 3.0) == std::array<float, 2>{inf, inf}, "t = 1: +inf");
+    check(pp::stability_thresholds(0.5, 1e300) ==
+              std::array<float, 2>{-inf, std::numeric_limits<float>::max()},
+          "offsets beyond the float range");
+    bool exact = true;
+    for (const double t : {1e-7, 0.1, 0.3, 0.7, 0.999999})
+        for (const double d : {0.0, 0.1, 0.5, 1.0, 2.0, 1e-9}) {
+            const double l = std::log(t / (1.0 - t));
+            const std::array<float, 2> f = pp::stability_thresholds(t, d);
+            const double want[2] = {l - d, l + d};
+            for (int j = 0; j < 2; ++j)
+                exact = exact && static_cast<double>(f[j]) <= want[j] &&
+                        static_cast<double>(std::nextafter(f[j], inf)) > want[j];
+        }
+    check(exact, "stability thresholds are the largest floats <= L -+ d");
+
+    for (const double d : {-0.5, -1e-300, static_cast<double>(nan), static_cast<double>(inf),
+                           -static_cast<double>(inf)}) {
+        check_throws([&] { stability_of(x, s, 0.5, d); }, "stability offset",
+                     "bad stability offset " + std::to_string(d));
+        check_throws([&] { pp::stability_thresholds(0.5, d); }, "stability offset",
+                     "stability_thresholds rejects offset " + std::to_string(d));
+    }
+}
+
 void test_random_against_rle_and_threads() {
     std::mt19937 rng(1234);
     std::normal_distribution<float> normal(0.0f, 3.0f);
@@ -219,6 +300,12 @@ void test_random_against_rle_and_threads() {
         bool masks_match = true;
         for (std::size_t j = 0; j < up.size(); ++j) masks_match &= one.masks[j] == (up[j] > thr);
         check(masks_match, name + ": masks are upsample() > threshold_logit");
+        check(one.result.stability == reference_stability(up, s, 0.4, 1.0),
+              name + ": stability from upsample()");
+        for (const double t : {0.0, 0.3, 0.5, 1.0})
+            for (const double d : {0.0, 0.5, 2.0})
+                check(stability_of(x, s, t, d) == reference_stability(up, s, t, d),
+                      name + ": stability at t = " + std::to_string(t) + ", d = " + std::to_string(d));
         for (const unsigned threads : {2u, 3u, 8u}) {
             Full many = run_all(x, s, 0.4, threads);
             const std::string t = name + " threads " + std::to_string(threads);
@@ -226,7 +313,8 @@ void test_random_against_rle_and_threads() {
                       many.probs_u8 == one.probs_u8,
                   t + ": identical full-size outputs");
             check(many.result.rle == one.result.rle && many.result.area == one.result.area &&
-                      many.result.bbox == one.result.bbox && many.result.score == one.result.score,
+                      many.result.bbox == one.result.bbox && many.result.score == one.result.score &&
+                      many.result.stability == one.result.stability,
                   t + ": identical per-mask outputs");
             std::vector<float> up_many(up.size());
             pp::upsample(x.data(), x.size(), s, up_many.data(), up_many.size(), threads);
@@ -238,8 +326,9 @@ void test_random_against_rle_and_threads() {
         std::vector<float> up_base(up.size());
         pp::upsample(x.data(), x.size(), s, up_base.data(), up_base.size(), 1);
         pp::select_kernels(pp::Kernels::automatic);
-        check(same_bits(up_base, up) && base.masks == one.masks && base.result.rle == one.result.rle,
-              name + ": baseline kernels give the same logits, masks and RLE");
+        check(same_bits(up_base, up) && base.masks == one.masks && base.result.rle == one.result.rle &&
+                  base.result.stability == one.result.stability,
+              name + ": baseline kernels give the same logits, masks, RLE and stability");
         bool close = true;
         for (std::size_t j = 0; j < up.size(); ++j) close &= std::fabs(base.probs[j] - one.probs[j]) <= 1e-6f;
         for (std::size_t i = 0; i < s.k; ++i)
@@ -251,9 +340,10 @@ void test_random_against_rle_and_threads() {
 void test_empty_batch() {
     const pp::Shape s{0, 352, 352, 1080, 1920};
     pp::Request req;
-    req.rle = req.area = req.bbox = req.score = true;
+    req.rle = req.area = req.bbox = req.score = req.stability = true;
     const pp::Result r = pp::run(nullptr, 0, s, req);
-    check(r.rle.empty() && r.area.empty() && r.bbox.empty() && r.score.empty(), "K = 0: empty results");
+    check(r.rle.empty() && r.area.empty() && r.bbox.empty() && r.score.empty() && r.stability.empty(),
+          "K = 0: empty results");
     pp::upsample(nullptr, 0, s, nullptr, 0, 2);
     check(true, "K = 0: upsample writes nothing");
 }
@@ -266,9 +356,12 @@ void test_bad_input_rejected_before_writing() {
         return std::all_of(masks.begin(), masks.end(), [](std::uint8_t v) { return v == 0xAB; }) &&
                std::all_of(out.begin(), out.end(), [](float v) { return v == -7.0f; });
     };
-    auto run_with = [&](pp::Shape s, double t, std::size_t masks_size, std::size_t logits_size) {
+    auto run_with = [&](pp::Shape s, double t, std::size_t masks_size, std::size_t logits_size,
+                        double offset = 1.0) {
         pp::Request req;
         req.threshold = t;
+        req.stability = true;
+        req.stability_offset = offset;
         req.masks = masks.data(), req.masks_size = masks_size;
         req.probs_f32 = out.data(), req.probs_f32_size = out.size();
         req.rle = true;
@@ -284,6 +377,10 @@ void test_bad_input_rejected_before_writing() {
     check_throws([&] { run_with(ok, std::nan(""), masks.size(), x.size()); }, "NaN", "threshold NaN");
     check_throws([&] { run_with(ok, 1.5, masks.size(), x.size()); }, "outside [0, 1]", "threshold 1.5");
     check_throws([&] { run_with(ok, -0.1, masks.size(), x.size()); }, "outside [0, 1]", "threshold -0.1");
+    check_throws([&] { run_with(ok, 0.5, masks.size(), x.size(), -1.0); }, "stability offset",
+                 "negative stability offset");
+    check_throws([&] { run_with(ok, 0.5, masks.size(), x.size(), std::nan("")); }, "stability offset",
+                 "NaN stability offset");
     check_throws([&] { run_with(ok, 0.5, masks.size() - 1, x.size()); }, "masks buffer", "masks buffer too small");
     check_throws([&] { run_with(ok, 0.5, masks.size(), x.size() - 1); }, "logits buffer", "logits buffer too small");
     // K*H*W overflows 64 bits (and K*h*w does not).
@@ -309,6 +406,7 @@ int main() {
     test_constant_logits();
     test_known_rle();
     test_thresholds();
+    test_stability();
     test_random_against_rle_and_threads();
     test_empty_batch();
     test_bad_input_rejected_before_writing();

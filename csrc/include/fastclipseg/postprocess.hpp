@@ -32,6 +32,17 @@
 //    without a full-size mask; area and bbox are those of
 //    pycocotools.mask.area / toBbox; score is the mean probability over the
 //    mask's pixels accumulated in double (0 for an empty mask).
+//  * Stability is segment-anything's calculate_stability_score on the
+//    upsampled logits: with L = log(t / (1 - t)) and the offset d (logit
+//    units, finite and >= 0; SAM's default stability_score_offset is 1),
+//    stability = count(logit > L + d) / count(logit > L - d), the IoU of the
+//    masks thresholded d above and d below the threshold. Both shifted
+//    thresholds are rounded as threshold_logit rounds L (x > f exactly when
+//    x > L +- d computed in double); for t = 0 or 1 they stay -inf or +inf.
+//    It is 1 when both counts are 0 (the two masks are identical, both
+//    empty), so 1 for t = 1; d = 0 gives 1 for every mask. NaN logits count
+//    in neither. Counts are exact integers, so the ratio is the same for any
+//    thread count.
 //  * Work is split over masks and row blocks on `threads` std::threads; every
 //    result is bit-identical for any thread count (per-row partial sums are
 //    combined in row order).
@@ -80,6 +91,9 @@ struct Request {
     bool area = false;   // foreground pixel count per mask
     bool bbox = false;   // [x, y, width, height] per mask
     bool score = false;  // mean probability over the mask per mask
+    bool stability = false;         // SAM stability score per mask
+    double stability_offset = 1.0;  // its offset d in logit units: finite, >= 0
+                                    // (validated even when stability is false)
 
     unsigned threads = 0;  // 0: default_threads(); at most kMaxThreads are used
 };
@@ -90,6 +104,7 @@ struct Result {
     std::vector<std::uint64_t> area;
     std::vector<std::array<double, 4>> bbox;
     std::vector<double> score;
+    std::vector<double> stability;
 };
 
 // std::thread::hardware_concurrency(), at least 1.
@@ -100,14 +115,21 @@ unsigned default_threads();
 // +inf for t = 1. Throws for NaN or t outside [0, 1].
 float threshold_logit(double t);
 
+// The float thresholds {low, high} of the stability score for probability
+// threshold t and offset d: x > low exactly when x > log(t / (1 - t)) - d and
+// x > high exactly when x > log(t / (1 - t)) + d (both computed in double),
+// rounded as threshold_logit; both -inf for t = 0 and +inf for t = 1. Throws
+// for a bad t (as threshold_logit) or an offset that is NaN, infinite or < 0.
+std::array<float, 2> stability_thresholds(double t, double offset);
+
 // Validates the sizes of `shape` (the logits buffer aside) and returns
 // K * H * W, the element count of each full-size output. Throws
 // std::invalid_argument on a zero or too-large side or an overflow.
 std::uint64_t output_elements(const Shape& shape);
 
 // Runs the request on `logits` (logits_size floats available, at least
-// K*h*w). Throws std::invalid_argument on bad sizes or threshold, before
-// writing anything.
+// K*h*w). Throws std::invalid_argument on bad sizes, threshold or stability
+// offset, before writing anything.
 Result run(const float* logits, std::size_t logits_size, const Shape& shape,
            const Request& request);
 

@@ -16,8 +16,17 @@ requested output from each upsampled row while it is in cache:
 - ``area`` / ``bbox``: as ``pycocotools.mask.area`` / ``toBbox`` (zeros for an empty mask).
 - ``score``: the mean probability over the mask's pixels (accumulated in
   double), 0 for an empty mask.
+- ``stability``: segment-anything's stability score (``calculate_stability_score``
+  of its automatic mask generator) on the upsampled logits: with
+  ``L = log(t / (1 - t))`` and ``d = stability_offset`` (logit units, SAM's
+  default 1.0), ``count(logit > L + d) / count(logit > L - d)``, the IoU of the
+  masks thresholded ``d`` above and below the threshold. Both comparisons are
+  exact against ``L +- d`` computed in double (as the mask's against ``L``); for
+  ``threshold`` 0 or 1 they stay at ``-inf`` / ``+inf``. It is 1.0 when both
+  counts are 0 (the two masks are identical: both empty), so always 1.0 for
+  ``threshold=1``, and 1.0 for every mask when ``d = 0``. NaN logits count in neither.
 
-When only ``rle``/``area``/``bbox``/``score`` are requested no full-size array
+When only ``rle``/``area``/``bbox``/``score``/``stability`` are requested no full-size array
 of any kind is allocated. Results are bit-identical for every ``threads``
 value. NaN logits are background, their float32 probability is NaN and their
 uint8 probability 0; infinities propagate through the interpolation as in
@@ -26,6 +35,7 @@ PyTorch (``inf * 0`` weights give NaN).
 
 from __future__ import annotations
 
+import math
 import numbers
 import operator
 from dataclasses import dataclass
@@ -52,6 +62,8 @@ class Postprocessed:
         area: ``(K,)`` int64 foreground pixel counts.
         bbox: ``(K, 4)`` float64 ``[x, y, width, height]``; zeros for an empty mask.
         score: ``(K,)`` float64 mean probability inside each mask; 0 for an empty mask.
+        stability: ``(K,)`` float64 SAM stability score in [0, 1]; 1.0 when neither shifted
+            threshold selects a pixel.
     """
 
     masks: np.ndarray | None = None
@@ -60,6 +72,7 @@ class Postprocessed:
     area: np.ndarray | None = None
     bbox: np.ndarray | None = None
     score: np.ndarray | None = None
+    stability: np.ndarray | None = None
 
 
 def postprocess(
@@ -74,6 +87,8 @@ def postprocess(
     bbox: bool = False,
     score: bool = False,
     threads: int | None = None,
+    stability: bool = False,
+    stability_offset: float = 1.0,
 ) -> Postprocessed:
     """Upsample logits to ``size`` and compute the requested per-mask outputs in one pass.
 
@@ -91,6 +106,11 @@ def postprocess(
         bbox: return ``[x, y, width, height]`` boxes.
         score: return mean probabilities inside the masks.
         threads: worker threads (>= 1); None uses the hardware concurrency.
+        stability: return SAM stability scores,
+            ``count(logit > L + d) / count(logit > L - d)`` with ``L = log(t / (1 - t))``
+            (1.0 when both counts are 0).
+        stability_offset: the offset ``d`` in logit units, finite and >= 0 (SAM's
+            ``stability_score_offset``); checked even when ``stability`` is False.
 
     Returns:
         A `Postprocessed` with the requested fields set.
@@ -98,20 +118,22 @@ def postprocess(
     Raises:
         TypeError: logits is not float32, or an argument has the wrong type.
         ValueError: logits is not 3-D, a size is < 1 or too large, the threshold is NaN or
-            outside [0, 1], ``probs`` is not None/"float32"/"uint8", or threads < 1.
+            outside [0, 1], ``probs`` is not None/"float32"/"uint8", threads < 1, or
+            ``stability_offset`` is NaN, infinite or negative.
     """
     arr = _as_array(logits)
     height, width = _check_size(size)
     t = _check_threshold(threshold)
+    offset = _check_stability_offset(stability_offset)
     if probs is not None and (not isinstance(probs, str) or probs not in ("float32", "uint8")):
         raise ValueError(f"probs must be None, 'float32' or 'uint8', got {probs!r}")
     out = _core.postprocess(arr, height, width, t, bool(masks), probs, bool(rle), bool(area),
-                            bool(bbox), bool(score), _check_threads(threads))
+                            bool(bbox), bool(score), _check_threads(threads), bool(stability), offset)
     counts = cast("list[str] | None", out["rle"])
     rles: list[RLE] | None = None
     if counts is not None:
         rles = [{"size": [height, width], "counts": c} for c in counts]
-    arrays = {k: cast("np.ndarray | None", out[k]) for k in ("masks", "probs", "area", "bbox", "score")}
+    arrays = {k: cast("np.ndarray | None", out[k]) for k in ("masks", "probs", "area", "bbox", "score", "stability")}
     return Postprocessed(rle=rles, **arrays)
 
 
@@ -152,6 +174,15 @@ def _check_threshold(threshold: Any) -> float:
     if not 0.0 <= t <= 1.0:  # also rejects NaN
         raise ValueError(f"threshold must be a probability in [0, 1], got {t!r}")
     return t
+
+
+def _check_stability_offset(offset: Any) -> float:
+    if isinstance(offset, (bool, np.bool_)) or not isinstance(offset, numbers.Real):
+        raise TypeError(f"stability_offset must be a real number >= 0, got {type(offset).__name__}")
+    d = float(offset)
+    if not math.isfinite(d) or d < 0.0:
+        raise ValueError(f"stability_offset must be finite and >= 0, got {d!r}")
+    return d
 
 
 def _check_threads(threads: Any) -> int:

@@ -1,0 +1,219 @@
+"""The loops behind `fastclipseg video` and `fastclipseg batch`: stream, write, report, resume.
+
+`cli.py` parses options and loads the model; these functions run a `FrameStream` into a
+`RunFolder`, with a progress bar, per-item error lines and a stop between items on Ctrl-C or
+SIGTERM.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from . import io as outputs
+from .pipeline import FrameStream, StageTimes
+from .results import FrameError, FrameResult
+from .runs import RunFolder, stop_between_items
+
+
+def slug(text: str, limit: int = 40) -> str:
+    """A file-name-safe form of a prompt."""
+    value = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    return value[:limit].rstrip("-") or "prompt"
+
+
+@dataclass
+class RunSummary:
+    """What a run did: items written and failed in this session, and the stage times."""
+
+    written: int = 0
+    failed: int = 0
+    skipped_done: int = 0
+    times: StageTimes | None = None
+    write_seconds: float = 0.0
+    postprocess_seconds: float = 0.0
+    error_messages: list[str] = field(default_factory=list)
+
+    def breakdown(self) -> dict:
+        """Where the time went: seconds per stage (threads overlap, so they can sum past wall)."""
+        times = self.times.as_dict() if self.times is not None else {}
+        return {**times, "postprocess": round(self.postprocess_seconds, 4), "write": round(self.write_seconds, 4)}
+
+
+def _consume(stream: FrameStream, run: RunFolder, handle: Callable[[FrameResult], dict], progress: tqdm,
+             summary: RunSummary, save_state: bool) -> None:
+    """Write each result of `stream` to `run`, stopping cleanly between items on a signal."""
+    with stop_between_items() as check, stream:
+        for item in stream:
+            if isinstance(item, FrameError):
+                run.write_error({"key": item.key, **item.to_dict()})
+                summary.failed += 1
+                summary.error_messages.append(item.error)
+                tqdm.write(f"error: {item.error}", file=sys.stderr)
+            else:
+                started = time.perf_counter()
+                record = handle(item)
+                summary.postprocess_seconds += time.perf_counter() - started
+                started = time.perf_counter()
+                run.write(record)
+                if save_state:
+                    run.save_state(item.index, item.logits)
+                summary.write_seconds += time.perf_counter() - started
+                summary.written += 1
+            progress.update(1)
+            check()
+    summary.times = stream.times
+
+
+def _progress(total: int | None, unit: str, done: int) -> tqdm:
+    return tqdm(total=total, initial=done, unit=unit, desc="segmenting", dynamic_ncols=True,
+                disable=None, file=sys.stderr, smoothing=0.1)
+
+
+# -- video ----------------------------------------------------------------------------------------
+
+
+def run_video(segmenter, video: str, prompts: list[str], run: RunFolder, *, threshold: float, batch_size: int | None,
+              every_n: int, start: float | None, end: float | None, smooth: float | None, png: bool) -> RunSummary:
+    """Segment `video` into `run` (masks.jsonl, errors.jsonl, PNG masks with `png`)."""
+    from .sources import video_info
+
+    info = video_info(video)
+    total = None
+    if info["frames"]:
+        total = -(-info["frames"] // every_n)  # ceil: frames in range are not known before decoding
+    summary = RunSummary(skipped_done=len(run.done))
+    png_folder = run.folder / "png"
+    if png:
+        png_folder.mkdir(exist_ok=True)
+
+    def handle(result: FrameResult) -> dict:
+        record = {"frame": result.index, "timestamp": result.timestamp, "width": result.image_size[1],
+                  "height": result.image_size[0], "masks": result.mask_records()}
+        if png:
+            for k, (entry, mask) in enumerate(zip(record["masks"], result.masks)):
+                entry["mask_png"] = f"png/frame{result.index:06d}_{k}_{slug(entry['prompt'])}.png"
+                outputs.write_mask_png(run.folder / entry["mask_png"], mask)
+        return record
+
+    stream = segmenter.segment_video(video, prompts, threshold=threshold, batch_size=batch_size, every_n=every_n,
+                                     start=start, end=end, smooth=smooth, skip=frozenset(run.done),
+                                     smooth_state=run.smooth_state)
+    with _progress(total if start is None and end is None else None, "frame", len(run.done)) as progress:
+        _consume(stream, run, handle, progress, summary, save_state=smooth is not None)
+    return summary
+
+
+def render_overlay_video(video: str, masks_jsonl: Path, out: Path, *, every_n: int = 1) -> int:
+    """Draw the masks of `masks_jsonl` over the frames of `video` into `out` (an MP4 written under a
+    temporary name, then renamed). Frames without a record (skipped by `--every`, outside the time
+    range) show the latest masks before them, so the overlay plays at the video's own speed; frames
+    before the first record are left out. Returns the number of frames written.
+    """
+    import av
+
+    from .rle import decode
+    from .runs import _read_complete_lines
+    from .sources import open_video
+
+    records = {r["frame"]: r for r in _read_complete_lines(masks_jsonl)}
+    if not records:
+        return 0
+    last_frame = max(records)
+    temporary = out.with_name(f".{out.name}.tmp{out.suffix}")
+    written = 0
+    try:
+        with open_video(video) as source, av.open(str(temporary), "w") as sink:
+            stream_in = source.streams.video[0]
+            rate = stream_in.average_rate or 25
+            codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
+            stream_out = None
+            masks = None
+            index = -1
+            for packet in source.demux(stream_in):
+                try:
+                    frames = packet.decode()
+                except av.error.FFmpegError:
+                    continue
+                for frame in frames:
+                    index += 1
+                    if index > last_frame + every_n - 1:
+                        break
+                    record = records.get(index)
+                    if record is not None:
+                        rles = [m["rle"] for m in record["masks"]]
+                        masks = decode(rles) if rles else None
+                    if masks is None:
+                        continue
+                    rgb = frame.to_ndarray(format="rgb24")
+                    if stream_out is None:
+                        stream_out = sink.add_stream(codec, rate=rate)
+                        stream_out.width, stream_out.height = rgb.shape[1] // 2 * 2, rgb.shape[0] // 2 * 2
+                        stream_out.pix_fmt = "yuv420p"
+                    drawn = outputs.overlay(rgb, masks.astype(bool))
+                    drawn = np.ascontiguousarray(drawn[: stream_out.height, : stream_out.width])
+                    for encoded in stream_out.encode(av.VideoFrame.from_ndarray(drawn, format="rgb24")):
+                        sink.mux(encoded)
+                    written += 1
+            if stream_out is not None:
+                for encoded in stream_out.encode():
+                    sink.mux(encoded)
+        temporary.replace(out)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return written
+
+
+# -- collections of images ------------------------------------------------------------------------
+
+
+def unique_stems(paths: list[str]) -> dict[str, str]:
+    """A distinct file stem for each path (same-named files in different folders get -2, -3, ...),
+    decided from the whole list so that a resumed run names files as the first one did."""
+    used: set[str] = set()
+    names: dict[str, str] = {}
+    for path in paths:
+        stem, n = Path(path).stem, 2
+        candidate = stem
+        while candidate in used:
+            candidate = f"{stem}-{n}"
+            n += 1
+        used.add(candidate)
+        names[path] = candidate
+    return names
+
+
+def run_batch(segmenter, images: list[str], prompts: list[str], run: RunFolder, *, threshold: float,
+              batch_size: int | None, png: bool, overlay: bool) -> RunSummary:
+    """Segment image files into `run` (masks.jsonl, errors.jsonl, PNG masks / overlays when asked)."""
+    stems = unique_stems(images)
+    summary = RunSummary(skipped_done=sum(1 for p in images if p in run.done))
+    png_folder = run.folder / "png"
+    if png or overlay:
+        png_folder.mkdir(exist_ok=True)
+
+    def handle(result: FrameResult) -> dict:
+        record = {"image": result.source, "width": result.image_size[1], "height": result.image_size[0],
+                  "masks": result.mask_records()}
+        stem = stems[result.key]
+        if png:
+            for k, (entry, mask) in enumerate(zip(record["masks"], result.masks)):
+                entry["mask_png"] = f"png/{stem}_{k}_{slug(entry['prompt'])}.png"
+                outputs.write_mask_png(run.folder / entry["mask_png"], mask)
+        if overlay:
+            record["overlay_png"] = f"png/{stem}_overlay.png"
+            outputs.write_overlay_png(run.folder / record["overlay_png"], result.image, result.masks)
+        return record
+
+    stream = segmenter.segment_stream(images, prompts, threshold=threshold, batch_size=batch_size,
+                                      skip=frozenset(run.done))
+    with _progress(len(images), "image", summary.skipped_done) as progress:
+        _consume(stream, run, handle, progress, summary, save_state=False)
+    return summary
