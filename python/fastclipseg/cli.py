@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import sys
 from pathlib import Path
 from typing import Optional
@@ -24,21 +23,6 @@ app = typer.Typer(
 def _fail(message: str, code: int = 2) -> None:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
-
-
-def _slug(text: str, limit: int = 40) -> str:
-    slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
-    return slug[:limit].rstrip("-") or "prompt"
-
-
-def _unique_stem(path: Path, used: set[str]) -> str:
-    stem, n = path.stem, 2
-    candidate = stem
-    while candidate in used:
-        candidate = f"{stem}-{n}"
-        n += 1
-    used.add(candidate)
-    return candidate
 
 
 def _prepare_out_dir(out: Path) -> None:
@@ -126,7 +110,7 @@ def segment(
         _fail(f"cannot load model {model}: {error}")
 
     failures = 0
-    used_stems: set[str] = set()
+    stems = outputs.unique_stems(images)
     for path in tqdm(images, desc="segmenting", unit="image", disable=None, file=sys.stderr):
         try:
             rgb = load_image(path, max_pixels)
@@ -136,10 +120,10 @@ def segment(
             tqdm.write(f"error: {error}", file=sys.stderr)
             continue
         result.source = str(path)
-        stem = _unique_stem(path, used_stems)
+        stem = stems[str(path)]
         record = result.to_dict()
         for k, (entry, mask) in enumerate(zip(record["masks"], result.masks)):
-            entry["mask_png"] = f"{stem}_{k}_{_slug(entry['prompt'])}.png"
+            entry["mask_png"] = f"{stem}_{k}_{outputs.slug(entry['prompt'])}.png"
             outputs.write_mask_png(out / entry["mask_png"], mask)
         if overlay:
             record["overlay_png"] = f"{stem}_overlay.png"
@@ -261,8 +245,21 @@ def video(
         _fail(str(error).replace("every_n", "--every").replace("smooth must", "--smooth must"))
     if "://" not in source and not Path(source).is_file():
         _fail(f"video file not found: {source}" if not Path(source).exists() else f"{source} is not a file")
-    if overlay is not None and overlay.suffix.lower() not in (".mp4", ".mkv", ".mov"):
-        _fail(f"--overlay must name an .mp4, .mkv or .mov file, got {overlay}")
+    try:
+        from .sources import import_av
+
+        import_av()
+    except ImportError as error:
+        _fail(str(error))
+    if overlay is not None:
+        if overlay.suffix.lower() not in (".mp4", ".mkv", ".mov"):
+            _fail(f"--overlay must name an .mp4, .mkv or .mov file, got {overlay}")
+        from .runs import ensure_writable
+
+        try:
+            ensure_writable(overlay.parent)
+        except OSError as error:
+            _fail(f"cannot write the overlay into {overlay.parent}: {error.strerror or error}")
     settings = {"command": "video", "source": source, "prompts": prompts, "model": model, "threshold": threshold,
                 "every": every, "start": start, "end": end, "smooth": smooth, "backend": backend,
                 "precision": precision, "device": device}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -23,6 +24,28 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def slug(text: str, limit: int = 40) -> str:
+    """A file-name-safe form of a prompt."""
+    value = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    return value[:limit].rstrip("-") or "prompt"
+
+
+def unique_stems(paths: list) -> dict[str, str]:
+    """A distinct file stem for each path (same-named files in different folders get -2, -3, ...),
+    decided from the whole list, so that a resumed run names files as the first one did."""
+    used: set[str] = set()
+    names: dict[str, str] = {}
+    for path in map(str, paths):
+        stem, n = Path(path).stem, 2
+        candidate = stem
+        while candidate in used:
+            candidate = f"{stem}-{n}"
+            n += 1
+        used.add(candidate)
+        names[path] = candidate
+    return names
 
 
 def png_bytes(array: np.ndarray) -> bytes:

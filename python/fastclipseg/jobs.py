@@ -7,7 +7,6 @@ SIGTERM.
 
 from __future__ import annotations
 
-import re
 import sys
 import time
 from collections.abc import Callable
@@ -18,15 +17,10 @@ import numpy as np
 from tqdm import tqdm
 
 from . import io as outputs
+from .io import slug, unique_stems
 from .pipeline import FrameStream, StageTimes
 from .results import FrameError, FrameResult
 from .runs import RunFolder, stop_between_items
-
-
-def slug(text: str, limit: int = 40) -> str:
-    """A file-name-safe form of a prompt."""
-    value = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
-    return value[:limit].rstrip("-") or "prompt"
 
 
 @dataclass
@@ -172,22 +166,6 @@ def render_overlay_video(video: str, masks_jsonl: Path, out: Path, *, every_n: i
 
 
 # -- collections of images ------------------------------------------------------------------------
-
-
-def unique_stems(paths: list[str]) -> dict[str, str]:
-    """A distinct file stem for each path (same-named files in different folders get -2, -3, ...),
-    decided from the whole list so that a resumed run names files as the first one did."""
-    used: set[str] = set()
-    names: dict[str, str] = {}
-    for path in paths:
-        stem, n = Path(path).stem, 2
-        candidate = stem
-        while candidate in used:
-            candidate = f"{stem}-{n}"
-            n += 1
-        used.add(candidate)
-        names[path] = candidate
-    return names
 
 
 def run_batch(segmenter, images: list[str], prompts: list[str], run: RunFolder, *, threshold: float,

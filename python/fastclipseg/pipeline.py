@@ -190,7 +190,7 @@ class _Workers:
                 return
             if isinstance(batch, _Crash):
                 raise batch.error
-            assert isinstance(batch, _Batch)  # noqa: S101 - internal invariant, not input validation
+            assert isinstance(batch, _Batch)  # internal invariant, not input validation
             started = time.perf_counter()
             logits = iter(self.segmenter.predict_logits_shared(batch.pixels, self.embeddings)
                           if batch.pixels is not None else [])

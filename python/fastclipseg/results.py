@@ -24,6 +24,10 @@ def check_threshold(threshold: object) -> float:
     return value
 
 
+# Everything a summary needs, computed in one native pass.
+_SUMMARY_OUTPUTS = {"rle": True, "area": True, "bbox": True, "score": True, "stability": True}
+
+
 @dataclass(eq=False)
 class SegmentationResult:
     """Masks for K prompts on one image.
@@ -64,8 +68,6 @@ class SegmentationResult:
     def _postprocess(self, **outputs) -> ops.Postprocessed:
         return ops.postprocess(self.logits, self.image_size, self.threshold, threads=self.threads, **outputs)
 
-    # Everything a summary needs, computed in one native pass.
-    _SUMMARY = dict(rle=True, area=True, bbox=True, score=True, stability=True)
 
     @cached_property
     def probs(self) -> np.ndarray:
@@ -76,13 +78,13 @@ class SegmentationResult:
         if "_summary" in self.__dict__:
             return cast(np.ndarray, self._postprocess(masks=True).masks)
         # One upsampling pass for both: the summary costs little on top of the masks.
-        both = self._postprocess(masks=True, stability_offset=self.stability_offset, **self._SUMMARY)
+        both = self._postprocess(masks=True, stability_offset=self.stability_offset, **_SUMMARY_OUTPUTS)
         self.__dict__["_summary"] = both
         return cast(np.ndarray, both.masks)
 
     @cached_property
     def _summary(self) -> ops.Postprocessed:
-        return self._postprocess(masks=False, stability_offset=self.stability_offset, **self._SUMMARY)
+        return self._postprocess(masks=False, stability_offset=self.stability_offset, **_SUMMARY_OUTPUTS)
 
     @cached_property
     def scores(self) -> np.ndarray:

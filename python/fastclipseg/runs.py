@@ -83,6 +83,7 @@ class RunFolder:
 
     def __init__(self, folder: Path, settings: dict, *, resume: bool = False, force: bool = False) -> None:
         self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
         self.masks_path = self.folder / MASKS_NAME
         self.errors_path = self.folder / ERRORS_NAME
         self.state_path = self.folder / STATE_NAME

@@ -41,7 +41,7 @@ class Item:
 # -- videos -----------------------------------------------------------------------------------
 
 
-def _import_av():
+def import_av():
     try:
         import av
     except ImportError as error:
@@ -68,7 +68,7 @@ def check_every(every: int) -> int:
 
 def open_video(path: str | os.PathLike):
     """Open `path` (a file or a URL FFmpeg reads) with PyAV; clear errors for missing or unreadable input."""
-    av = _import_av()
+    av = import_av()
     name = str(path)
     if "://" not in name:
         local = Path(name)
@@ -117,7 +117,7 @@ def video_items(
     """
     every_n = check_every(every_n)
     low, high = check_time_range(start, end)
-    av = _import_av()
+    av = import_av()
     name = str(path)
     container = open_video(path)
     try:

@@ -1,0 +1,167 @@
+"""Video end to end: the naive transformers loop vs what `fastclipseg video` runs, in one process.
+
+A synthetic 1280x720 video (default 64 frames at 25 fps, H.264) with 2 prompts, on the full-size
+CIDAS/clipseg-rd64-refined architecture (random CLIP backbone; the real refined decoder and CLIP
+vocabulary from ../shared/data when present). Both sides decode the file, segment every frame
+with both prompts and write one JSONL line per frame with each mask's COCO RLE:
+
+- naive: decode a frame (PyAV), `CLIPSegProcessor(text=prompts, images=[frame] * 2)`,
+  `CLIPSegForImageSegmentation`, upsample the logits to 1280x720 (`F.interpolate`), threshold,
+  `pycocotools.mask.encode`, write the line; one thing at a time.
+- fastclipseg: `fastclipseg.jobs.run_video` (the `fastclipseg video` loop: threaded decode and
+  preprocessing, batched network, native post-processing, resumable JSONL) on each backend x
+  precision asked for (model compilation is start-up, timed separately, not in frames/s).
+
+Prints frames/s, the speedup over the naive loop, where each side's time goes (decode,
+preprocess, network, postprocess, write; fastclipseg's stages overlap in threads, so they can sum
+past the wall time), and how well the masks agree with the naive loop's. Writes JSON under
+benchmarks/results/.
+
+    python benchmarks/bench_video.py [--frames 64] [--threads 2] [--candidates torchscript:bf16,torchscript:fp32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import transformers
+
+from _common import RESULTS, ROOT, write_result
+from fastclipseg.benchmarking import device_name, moving_disc_frames, write_video
+from fastclipseg.model.random_model import random_reference_model
+
+SHARED_DATA = ROOT.parent / "shared" / "data"
+PROMPTS = ["a red ball", "the background"]
+
+
+def naive_loop(model, processor, video: Path, out: Path, threshold: float = 0.5) -> dict:
+    """The loop a user writes first; returns wall seconds and seconds per step."""
+    import av
+    from pycocotools import mask as coco_mask
+
+    steps = dict.fromkeys(("decode", "preprocess", "network", "postprocess", "write"), 0.0)
+    frames = 0
+    started = time.perf_counter()
+    with av.open(str(video)) as container, out.open("w") as sink:
+        decoded = container.decode(video=0)
+        while True:
+            mark = time.perf_counter()
+            frame = next(decoded, None)
+            if frame is None:
+                break
+            image = frame.to_ndarray(format="rgb24")
+            steps["decode"] += (now := time.perf_counter()) - mark
+            inputs = processor(text=PROMPTS, images=[image] * len(PROMPTS), padding=True, return_tensors="pt")
+            steps["preprocess"] += (mark := time.perf_counter()) - now
+            with torch.inference_mode():
+                logits = model(**inputs).logits
+            steps["network"] += (now := time.perf_counter()) - mark
+            logits = logits.reshape(len(PROMPTS), 1, *logits.shape[-2:])
+            probs = torch.sigmoid(torch.nn.functional.interpolate(logits, size=image.shape[:2], mode="bilinear"))
+            masks = (probs[:, 0] > threshold).numpy()
+            rles = coco_mask.encode(np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8)))
+            record = {"frame": frames, "masks": [
+                {"prompt": p, "area": int(coco_mask.area(r)), "rle": {"size": r["size"], "counts": r["counts"].decode()}}
+                for p, r in zip(PROMPTS, rles)]}
+            steps["postprocess"] += (mark := time.perf_counter()) - now
+            sink.write(json.dumps(record) + "\n")
+            sink.flush()
+            steps["write"] += time.perf_counter() - mark
+            frames += 1
+    wall = time.perf_counter() - started
+    return {"wall": wall, "frames": frames, "fps": frames / wall, "steps": {k: round(v, 3) for k, v in steps.items()}}
+
+
+def fastclipseg_run(segmenter, video: Path, folder: Path) -> dict:
+    from fastclipseg.jobs import run_video
+    from fastclipseg.runs import RunFolder
+
+    started = time.perf_counter()
+    with RunFolder(folder, {"benchmark": True}, force=True) as run:
+        summary = run_video(segmenter, str(video), PROMPTS, run, threshold=0.5, batch_size=None, every_n=1,
+                            start=None, end=None, smooth=None, png=False)
+    wall = time.perf_counter() - started
+    return {"wall": wall, "frames": summary.written, "fps": summary.written / wall, "steps": summary.breakdown()}
+
+
+def agreement(reference: Path, candidate: Path) -> float:
+    """Share of pixels on which the two runs' masks agree, over all frames and prompts."""
+    from pycocotools import mask as coco_mask
+
+    same = total = 0
+    for a, b in zip(reference.read_text().splitlines(), candidate.read_text().splitlines()):
+        for ma, mb in zip(json.loads(a)["masks"], json.loads(b)["masks"]):
+            da, db = coco_mask.decode(ma["rle"]), coco_mask.decode(mb["rle"])
+            same += int((da == db).sum())
+            total += da.size
+    return same / total
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--frames", type=int, default=64)
+    parser.add_argument("--width", type=int, default=1280)
+    parser.add_argument("--height", type=int, default=720)
+    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads on both sides (default 2)")
+    parser.add_argument("--candidates", default="torchscript:bf16,torchscript:fp32",
+                        help="comma-separated backend:precision pairs for fastclipseg")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    from fastclipseg import FastSegmenter
+
+    decoder = SHARED_DATA / "rd64-uni-refined.pth"
+    vocab = SHARED_DATA / "bpe_simple_vocab_16e6.txt.gz"
+    model, processor = random_reference_model(
+        decoder_checkpoint=decoder if decoder.is_file() else None, bpe_vocab=vocab if vocab.is_file() else None)
+    work = Path(tempfile.mkdtemp(prefix="fastclipseg-bench-video-"))
+    video = write_video(work / "video.mp4", (f for f, _ in moving_disc_frames(args.frames, args.height, args.width)))
+    print(f"{args.frames} frames of {args.width}x{args.height}, prompts {PROMPTS}, {args.threads} threads, "
+          f"{device_name()}", flush=True)
+
+    # Warm both sides up on the first frames (lazy inits, allocator), outside the timings.
+    warm = write_video(work / "warm.mp4", (f for f, _ in moving_disc_frames(3, args.height, args.width)))
+    naive_loop(model, processor, warm, work / "warm.jsonl")
+    naive = naive_loop(model, processor, video, work / "naive.jsonl")
+    print(f"naive transformers loop: {naive['fps']:.2f} frames/s ({naive['wall']:.1f} s); time: {naive['steps']}", flush=True)
+
+    candidates = []
+    for pair in args.candidates.split(","):
+        backend, precision = pair.split(":")
+        started = time.perf_counter()
+        segmenter = FastSegmenter(model, processor, backend=backend, precision=precision, threads=args.threads)
+        startup = time.perf_counter() - started
+        fastclipseg_run(segmenter, warm, work / "warm-run")
+        result = fastclipseg_run(segmenter, video, work / f"run-{backend}-{precision}")
+        result.update(backend=backend, precision=precision, startup_seconds=round(startup, 2),
+                      batch_size=segmenter.batch_size, speedup=round(result["fps"] / naive["fps"], 2),
+                      mask_agreement=round(agreement(work / "naive.jsonl", work / f"run-{backend}-{precision}" / "masks.jsonl"), 5))
+        candidates.append(result)
+        print(f"fastclipseg {backend} {precision}: {result['fps']:.2f} frames/s ({result['wall']:.1f} s), "
+              f"{result['speedup']:.2f}x the naive loop, mask agreement {100 * result['mask_agreement']:.2f}%; "
+              f"time: {result['steps']}", flush=True)
+
+    best = max(candidates, key=lambda c: c["fps"])
+    record = {
+        "benchmark": "bench_video", "device": device_name(), "threads": args.threads, "frames": args.frames,
+        "size": [args.width, args.height], "prompts": PROMPTS, "torch": torch.__version__,
+        "transformers": transformers.__version__, "real_decoder_weights": decoder.is_file(),
+        "naive": naive, "fastclipseg": candidates,
+        "best": {"backend": best["backend"], "precision": best["precision"], "fps": round(best["fps"], 2),
+                 "speedup": best["speedup"]},
+        "goals": {"speedup>=5": best["speedup"] >= 5, "fps>=5": best["fps"] >= 5},
+    }
+    print(f"\nbest: {best['backend']} {best['precision']} {best['fps']:.2f} frames/s, {best['speedup']:.2f}x "
+          f"(goals: >= 5x {'met' if best['speedup'] >= 5 else 'missed'}, >= 5 frames/s {'met' if best['fps'] >= 5 else 'missed'})")
+    print(f"wrote {write_result(f'bench_video-cpu-{args.threads}threads', record, args.out)}")
+
+
+if __name__ == "__main__":
+    main()
