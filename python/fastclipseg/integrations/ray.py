@@ -300,9 +300,9 @@ class SegmentVideo:
         from ..prompts import normalize_prompts
         from ..results import check_threshold
         from ..smoothing import check_smoothing
-        from ..sources import _import_av, check_every, check_time_range
+        from ..sources import import_av, check_every, check_time_range
 
-        _import_av()  # a missing PyAV fails the actor at once, not every video
+        import_av()  # a missing PyAV fails the actor at once, not every video
         self.prompts = normalize_prompts(prompts)
         self.threshold = check_threshold(threshold)
         self.video_column = video_column
