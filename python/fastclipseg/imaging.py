@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
@@ -69,8 +70,19 @@ def _open_file(path: Path, max_pixels: int) -> np.ndarray:
         raise FileNotFoundError(f"image file not found: {name}")
     if path.is_dir():
         raise ValueError(f"{name}: is a directory, not an image file")
+    return _decode(path, name, max_pixels)
+
+
+def decode_image_bytes(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, name: str = "image bytes") -> np.ndarray:
+    """An encoded image (PNG, JPEG, ... bytes) -> `H x W x 3 uint8` RGB; errors as `load_image`."""
+    if not data:
+        raise ValueError(f"{name}: empty")
+    return _decode(io.BytesIO(data), name, max_pixels)
+
+
+def _decode(source: Path | io.BytesIO, name: str, max_pixels: int) -> np.ndarray:
     try:
-        with Image.open(path) as image:
+        with Image.open(source) as image:
             # The header gives the size: refuse huge images before decoding any pixel.
             _check_size(image.height, image.width, max_pixels, name)
             image = ImageOps.exif_transpose(image)

@@ -53,7 +53,6 @@ actor's thread count to it).
 
 from __future__ import annotations
 
-import io
 import json
 import os
 from collections.abc import Iterator, Mapping, Sequence
@@ -115,39 +114,19 @@ def _is_bytes(value: object) -> bool:
 
 def _read_image(value: object, max_pixels: int) -> np.ndarray:
     """A row's image (array, path, PIL image or encoded bytes) -> H x W x 3 uint8 RGB."""
-    from ..imaging import load_image
+    from ..imaging import decode_image_bytes, load_image
 
     if isinstance(value, np.ndarray) and value.dtype == object and value.ndim == 0:
         value = value.item()
     if value is None:
         raise ValueError("the row has no image (None)")
     if isinstance(value, (bytes, bytearray, memoryview)):
-        return _decode_bytes(bytes(value), max_pixels)
+        return decode_image_bytes(bytes(value), max_pixels, "the row's image bytes")
     if isinstance(value, os.PathLike):
         value = os.fspath(value)
     if isinstance(value, str):
         return load_image(str(value), max_pixels)  # np.str_ -> str
     return load_image(value, max_pixels)
-
-
-def _decode_bytes(data: bytes, max_pixels: int) -> np.ndarray:
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
-    from ..imaging import load_image
-
-    if not data:
-        raise ValueError("the row's image bytes are empty")
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            # The header gives the size: refuse huge images before decoding any pixel.
-            if image.width * image.height > max_pixels:
-                raise ValueError(f"image has {image.height}x{image.width} pixels, above the limit of {max_pixels} "
-                                 "(raise max_image_pixels in segmenter_options to allow it)")
-            return load_image(ImageOps.exif_transpose(image), max_pixels)
-    except (UnidentifiedImageError, Image.DecompressionBombError) as error:
-        raise ValueError(f"not a readable image ({error})") from error
-    except (OSError, SyntaxError) as error:
-        raise ValueError(f"cannot read image ({error})") from error
 
 
 def _object_column(values: Sequence[object]) -> np.ndarray:
