@@ -11,6 +11,9 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "FastSegmenter": ".segmenter",
     "SegmentationResult": ".results",
+    "FrameResult": ".results",
+    "FrameError": ".results",
+    "FrameStream": ".pipeline",
     "ModelUnavailableError": ".model.loading",
     "DEFAULT_MODEL": ".model",
     "load_image": ".imaging",
@@ -20,7 +23,8 @@ if TYPE_CHECKING:
     from .imaging import load_image
     from .model import DEFAULT_MODEL
     from .model.loading import ModelUnavailableError
-    from .results import SegmentationResult
+    from .pipeline import FrameStream
+    from .results import FrameError, FrameResult, SegmentationResult
     from .segmenter import FastSegmenter
 
 
@@ -34,4 +38,7 @@ def __dir__() -> list[str]:
     return sorted([*globals(), *_EXPORTS])
 
 
-__all__ = ["DEFAULT_MODEL", "FastSegmenter", "ModelUnavailableError", "SegmentationResult", "__version__", "load_image"]
+__all__ = [
+    "DEFAULT_MODEL", "FastSegmenter", "FrameError", "FrameResult", "FrameStream", "ModelUnavailableError",
+    "SegmentationResult", "__version__", "load_image",
+]
