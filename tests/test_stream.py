@@ -266,3 +266,24 @@ def test_memory_stays_flat_on_a_long_video(tiny_segmenter, tmp_path):
                 marks[result.index] = _rss_mb()
     assert stream.times.frames == 2000
     assert marks[1999] - marks[400] < 20, marks
+
+
+def test_video_url_and_prompts_encoded_once(tiny_segmenter, video_file):
+    """A URL goes to FFmpeg as is (file:// here, as no network is needed); the prompt stage runs
+    once per stream, not once per batch."""
+    engine = tiny_segmenter.engine
+    calls = []
+    original = engine.encode_prompts
+
+    def counting(tokens):
+        calls.append(tokens.shape[0])
+        return original(tokens)
+
+    tiny_segmenter.prompt_cache.clear()
+    engine.encode_prompts = counting
+    try:
+        got = list(tiny_segmenter.segment_video(f"file://{video_file}", ["a new prompt", "another one"], batch_size=2))
+    finally:
+        del engine.encode_prompts
+    assert [r.index for r in got] == list(range(40))
+    assert calls == [2]
