@@ -287,3 +287,31 @@ def test_video_url_and_prompts_encoded_once(tiny_segmenter, video_file):
         del engine.encode_prompts
     assert [r.index for r in got] == list(range(40))
     assert calls == [2]
+
+
+def test_unreadable_container_mid_video_is_reported_and_the_stream_ends(tiny_segmenter, video_file, monkeypatch):
+    """When the container itself fails part-way (not one packet's data), the frames before it are
+    segmented and one error item says where reading stopped."""
+    from fastclipseg import sources
+
+    real_open = sources.open_video
+
+    class FailingAfterTenPackets:
+        def __init__(self, path):
+            self.real = real_open(path)
+            self.streams = self.real.streams
+
+        def demux(self, stream):
+            for number, packet in enumerate(self.real.demux(stream)):
+                if number == 10:
+                    raise av.error.InvalidDataError(1094995529, "Invalid data found when processing input")
+                yield packet
+
+        def close(self):
+            self.real.close()
+
+    monkeypatch.setattr(sources, "open_video", FailingAfterTenPackets)
+    got = list(tiny_segmenter.segment_video(video_file, "a cat"))
+    assert got[-1].ok is False and "reading stopped" in got[-1].error and "Invalid data" in got[-1].error
+    good = [r.index for r in got if r.ok]
+    assert good == list(range(len(good))) and 0 < len(good) <= 10

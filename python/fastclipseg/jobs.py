@@ -114,10 +114,10 @@ def render_overlay_video(video: str, masks_jsonl: Path, out: Path, *, every_n: i
     import av
 
     from .rle import decode
-    from .runs import _read_complete_lines
+    from .runs import read_complete_lines
     from .sources import open_video
 
-    records = {r["frame"]: r for r in _read_complete_lines(masks_jsonl)}
+    records = {r["frame"]: r for r in read_complete_lines(masks_jsonl)}
     if not records:
         return 0
     last_frame = max(records)

@@ -46,7 +46,7 @@ def record_key(record: dict) -> str:
     return str(record["image"])
 
 
-def _read_complete_lines(path: Path) -> list[dict]:
+def read_complete_lines(path: Path) -> list[dict]:
     """The complete lines of a JSONL file; a trailing partial line (a hard kill mid-write) is cut off."""
     if not path.exists():
         return []
@@ -108,8 +108,8 @@ class RunFolder:
             raise RunFolderError(f"{self.folder} has results but no {SETTINGS_NAME}: it cannot be resumed safely; use --force")
         atomic_write_bytes(settings_path, (json.dumps(settings, indent=1) + "\n").encode("utf-8"))
 
-        masks = _read_complete_lines(self.masks_path)
-        errors = _read_complete_lines(self.errors_path)
+        masks = read_complete_lines(self.masks_path)
+        errors = read_complete_lines(self.errors_path)
         self.smooth_state: np.ndarray | None = None
         if self.state_path.exists():
             masks = self._align_with_state(masks)

@@ -127,7 +127,19 @@ def video_items(
         selected = 0
         packets = 0
         failures = 0
-        for packet in container.demux(stream):
+        demuxer = container.demux(stream)
+        while True:
+            try:
+                packet = next(demuxer)
+            except StopIteration:
+                break
+            except av.error.FFmpegError as error:
+                # The container itself is unreadable from here on: report it and end the video.
+                key = f"packet:{packets}"
+                if key not in skip:
+                    yield Item(key=key, index=decoded, source=name,
+                               error=f"{name}: reading stopped after frame {decoded - 1} ({error})")
+                break
             packets += 1
             try:
                 frames = packet.decode()
