@@ -36,6 +36,17 @@ def _prepare_out_dir(out: Path) -> None:
         _fail(f"cannot write to output folder {out}: {error.strerror or error}")
 
 
+def _check_expressions(prompts: list[str]) -> None:
+    """Parse every prompt expression before any work, so a syntax error is reported once."""
+    from .refine import looks_like_expression
+
+    for prompt in prompts:
+        if looks_like_expression(prompt):
+            from .expressions import parse
+
+            parse(prompt)
+
+
 def _print_version(value: bool) -> None:
     if value:
         from . import __version__
@@ -68,7 +79,7 @@ CACHE_DIR_HELP = "Folder for compiled backends (default: $FASTCLIPSEG_CACHE or t
 @app.command()
 def segment(
     images: list[Path] = typer.Argument(..., help="Image files to segment (any format Pillow reads)."),
-    prompt: list[str] = typer.Option(..., "--prompt", "-p", help="A text prompt; repeat for several prompts."),
+    prompt: list[str] = typer.Option(..., "--prompt", "-p", help='A text prompt or a prompt expression, e.g. "(a dog OR a cat) AND NOT a collar {+5}" (AND, OR, NOT in capitals; {+N}/{-N} dilate/erode by N pixels, {t=0.3} a per-term threshold); repeat for several prompts.'),
     model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Hub id, local model folder (transformers layout), or a folder written by `fastclipseg export`."),
     out: Path = typer.Option(Path("fastclipseg-out"), "--out", "-o", help="Output folder (created if missing)."),
     threshold: float = typer.Option(0.5, "--threshold", "-t", help="Probability above which a pixel is in the mask, in [0, 1]."),
@@ -93,6 +104,7 @@ def segment(
     try:
         prompts = normalize_prompts(prompt, "--prompt")
         threshold = check_threshold(threshold)
+        _check_expressions(prompts)
     except (TypeError, ValueError) as error:
         _fail(str(error))
     _prepare_out_dir(out)

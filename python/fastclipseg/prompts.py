@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import unicodedata
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -48,17 +49,31 @@ class PromptTokenizer:
         return encoded["input_ids"]
 
 
+def clip_cache_key(prompt: str) -> str:
+    """The text as CLIP's tokenizer sees it: NFC, runs of whitespace as one space, stripped, lower
+    case. Prompts with equal keys get identical token ids, so they share a cache entry."""
+    return " ".join(unicodedata.normalize("NFC", prompt).split()).lower()
+
+
+def whitespace_cache_key(prompt: str) -> str:
+    """For encoders that may tell case and Unicode forms apart: only whitespace is normalised."""
+    return " ".join(prompt.split())
+
+
 class EmbeddingCache:
     """A bounded LRU map from prompt text to its conditional embedding (thread-safe).
 
     `get_many` encodes only the prompts it has not seen, in one batch, so a video or a large
-    collection with fixed prompts runs the text tower once per distinct prompt.
+    collection with fixed prompts runs the text tower once per distinct prompt. Entries are keyed
+    by `key(prompt)` (default: the text itself), so "A  cat" and "a cat" can share one.
     """
 
-    def __init__(self, encode: Callable[[list[str]], torch.Tensor], max_size: int = 1024) -> None:
+    def __init__(self, encode: Callable[[list[str]], torch.Tensor], max_size: int = 1024,
+                 key: Callable[[str], str] | None = None) -> None:
         if max_size < 0:
             raise ValueError(f"prompt cache size must be >= 0, got {max_size}")
         self._encode = encode
+        self._key = key or (lambda prompt: prompt)
         self._max_size = max_size
         self._entries: OrderedDict[str, torch.Tensor] = OrderedDict()
         self._lock = threading.Lock()
@@ -74,20 +89,29 @@ class EmbeddingCache:
 
     def get_many(self, prompts: list[str]) -> torch.Tensor:
         """Embeddings `(K, P)` for `prompts`, in order."""
+        keys = [self._key(p) for p in prompts]
         with self._lock:
-            found = {p: self._entries[p] for p in prompts if p in self._entries}
-            for prompt in found:
-                self._entries.move_to_end(prompt)
-        missing = list(dict.fromkeys(p for p in prompts if p not in found))
+            found = {k: self._entries[k] for k in keys if k in self._entries}
+            for key in found:
+                self._entries.move_to_end(key)
+        # One prompt per missing key (the first one seen) is encoded.
+        missing = dict.fromkeys(k for k in keys if k not in found)
+        first_text = {}
+        for key, prompt in zip(keys, prompts):
+            first_text.setdefault(key, prompt)
         self.hits += len(prompts) - len(missing)
         self.misses += len(missing)
         if missing:
-            encoded = self._encode(missing)
+            encoded = self._encode([first_text[k] for k in missing])
+            if not isinstance(encoded, torch.Tensor) or encoded.ndim != 2 or encoded.shape[0] != len(missing):
+                shape = tuple(encoded.shape) if isinstance(encoded, torch.Tensor) else type(encoded).__name__
+                raise ValueError(f"the prompt encoder returned {shape} for {len(missing)} prompts; expected a "
+                                 f"({len(missing)}, embedding size) tensor")
             found.update(zip(missing, encoded))
             with self._lock:
-                for prompt, embedding in zip(missing, encoded):
-                    self._entries[prompt] = embedding
-                    self._entries.move_to_end(prompt)
+                for key, embedding in zip(missing, encoded):
+                    self._entries[key] = embedding
+                    self._entries.move_to_end(key)
                 while len(self._entries) > self._max_size:
                     self._entries.popitem(last=False)
-        return torch.stack([found[p] for p in prompts])
+        return torch.stack([found[k] for k in keys])

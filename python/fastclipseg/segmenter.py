@@ -7,7 +7,7 @@ runs without it (see `export_processor`).
 from __future__ import annotations
 
 import os
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,13 +30,14 @@ from .export_processor import ExportProcessor
 from .imaging import DEFAULT_MAX_PIXELS, describe, load_image
 from .model import DEFAULT_MODEL
 from .preprocess import PreprocessConfig, preprocess_images
-from .prompts import EmbeddingCache, PromptTokenizer, normalize_prompts
+from .prompts import EmbeddingCache, PromptTokenizer, clip_cache_key, normalize_prompts, whitespace_cache_key
 from .results import SegmentationResult, check_threshold
 
 if TYPE_CHECKING:
     from transformers import CLIPSegForImageSegmentation
 
     from .pipeline import FrameStream
+    from .refine import Session
 
 
 def default_batch_size(engine: Engine) -> int:
@@ -83,6 +84,7 @@ class FastSegmenter:
         max_image_pixels: int = DEFAULT_MAX_PIXELS,
         batch_size: int | None = None,
         kernel_threads: int | None = None,
+        text_encoder: Callable[[list[str]], object] | None = None,
     ) -> None:
         """Build the stages of `model` and the engine that runs them.
 
@@ -93,6 +95,9 @@ class FastSegmenter:
         `cache=False` compiles into a temporary folder instead. `threads` and `providers` set
         ONNX Runtime's intra-op threads (default: torch's thread count) and execution providers.
         `batch_size`: images per vision-stage call (None: `default_batch_size`).
+        `text_encoder`: a callable mapping a list of prompts to `(K, P)` embeddings in CLIPSeg's
+        conditional space (e.g. a multilingual model distilled to CLIP's text space) used instead
+        of the CLIP text tower; its results are cached like the tower's.
         """
         from transformers import CLIPSegForImageSegmentation
 
@@ -110,11 +115,13 @@ class FastSegmenter:
             threads=threads, providers=list(providers) if providers else None,
         )
         self._setup(engine, processor, self.stages.prompt.max_tokens, prompt_cache_size=prompt_cache_size,
-                    max_image_pixels=max_image_pixels, batch_size=batch_size, kernel_threads=kernel_threads)
+                    max_image_pixels=max_image_pixels, batch_size=batch_size, kernel_threads=kernel_threads,
+                    text_encoder=text_encoder)
 
     def _setup(
         self, engine: Engine, processor, max_prompt_tokens: int, *, prompt_cache_size: int = 1024,
         max_image_pixels: int = DEFAULT_MAX_PIXELS, batch_size: int | None = None, kernel_threads: int | None = None,
+        text_encoder: Callable[[list[str]], object] | None = None,
     ) -> None:
         """Everything but the model: shared by a model-backed segmenter and one loaded from an export."""
         if batch_size is None:
@@ -134,8 +141,18 @@ class FastSegmenter:
         self.max_image_pixels = int(max_image_pixels)
         self.batch_size = int(batch_size)
         self.kernel_threads = kernel_threads
+        if text_encoder is not None and not callable(text_encoder):
+            raise TypeError(f"text_encoder must be a callable (list of str -> K x P embeddings), got {type(text_encoder).__name__}")
         self._tokenize = PromptTokenizer(processor.tokenizer, max_prompt_tokens)
-        self.prompt_cache = EmbeddingCache(self._encode_uncached, max_size=prompt_cache_size)
+        self.text_encoder = text_encoder
+        self._embedding_dim: int | None = None
+        # Cache keys: the text as the CLIP tokenizer normalises it; only whitespace for a custom
+        # encoder, which may tell case apart.
+        key = clip_cache_key if text_encoder is None else whitespace_cache_key
+        self.prompt_cache = EmbeddingCache(self._encode_uncached, max_size=prompt_cache_size, key=key)
+        # Image prompts, keyed by a hash of their pixels, mask and settings.
+        self.image_prompt_cache = EmbeddingCache(self._encode_image_prompts_uncached, max_size=prompt_cache_size,
+                                                 key=lambda prompt: prompt.key)
 
     @property
     def backend(self) -> str:
@@ -245,7 +262,45 @@ class FastSegmenter:
     # -- stages -----------------------------------------------------------------------------
 
     def _encode_uncached(self, prompts: list[str]) -> torch.Tensor:
-        return self.engine.encode_prompts(self._tokenize(prompts))
+        if self.text_encoder is None:
+            return self.engine.encode_prompts(self._tokenize(prompts))
+        from .image_prompts import check_conditional_embeddings
+
+        embeddings = check_conditional_embeddings(self.text_encoder(list(prompts)), self.embedding_dim,
+                                                  name="text_encoder's output")
+        if embeddings.shape[0] != len(prompts):
+            raise ValueError(f"text_encoder returned {embeddings.shape[0]} embeddings for {len(prompts)} prompts")
+        return embeddings
+
+    @property
+    def embedding_dim(self) -> int:
+        """The width P of the prompt embeddings the decoder takes (512 for CLIPSeg)."""
+        if self._embedding_dim is None:
+            self._embedding_dim = int(self.engine.encode_prompts(self._tokenize(["a"])).shape[1])
+        return self._embedding_dim
+
+    def _encode_image_prompts_uncached(self, prompts: list) -> torch.Tensor:
+        from .image_prompts import encode_image_prompts
+
+        return encode_image_prompts(self, prompts)
+
+    def _embed(self, items: list) -> torch.Tensor:
+        """`(K, P)` embeddings for resolved prompt leaves (text, image prompts, embedding rows)."""
+        rows: list[torch.Tensor | None] = [None] * len(items)
+        texts = [(i, item.value) for i, item in enumerate(items) if item.kind == "text"]
+        if texts:
+            for (i, _), row in zip(texts, self.prompt_cache.get_many([t for _, t in texts])):
+                rows[i] = row
+        images = [(i, item.value) for i, item in enumerate(items) if item.kind == "image"]
+        if images:
+            for (i, _), row in zip(images, self.image_prompt_cache.get_many([p for _, p in images])):
+                rows[i] = row
+        reference = next(r for r in rows if r is not None) if any(r is not None for r in rows) else None
+        for i, item in enumerate(items):
+            if item.kind == "embedding":
+                row = item.value
+                rows[i] = row.to(reference.dtype) if reference is not None else row
+        return torch.stack(rows)  # type: ignore[arg-type]
 
     def encode_prompts(self, prompts: str | Sequence[str]) -> torch.Tensor:
         """`(K, P)` conditional embeddings of text prompts (cached by text)."""
@@ -295,20 +350,34 @@ class FastSegmenter:
     # -- the API ----------------------------------------------------------------------------
 
     def segment(
-        self, image: object, prompts: str | Sequence[str], threshold: float = 0.5
+        self, image: object, prompts: object = None, threshold: float = 0.5, *, conditional_embeddings: object = None,
     ) -> SegmentationResult:
-        """Segment one image (path, PIL.Image or HxWx3 uint8 RGB array) with one or more prompts."""
-        return self.segment_batch([image], [normalize_prompts(prompts)], threshold=threshold)[0]
+        """Segment one image (path, PIL.Image or HxWx3 uint8 RGB array) with one or more prompts.
+
+        A prompt is a text ("a cat"), a prompt expression ("(a dog OR a cat) AND NOT a collar
+        {+5}", see `fastclipseg.expressions`), or an image prompt (`ImagePrompt`, `PIL.Image`,
+        uint8 array, `pathlib.Path`: "things like this"); `conditional_embeddings` adds K x P
+        embedding rows of your own. Each gives one mask of the result, in order.
+        """
+        if prompts is None and conditional_embeddings is None:
+            raise TypeError("prompts must be a string, a list of strings or image prompts, got NoneType")
+        if conditional_embeddings is None and self._plain_text_prompts(prompts):
+            prompts = normalize_prompts(prompts)
+        return self.segment_batch([image], [prompts] if prompts is not None else None, threshold=threshold,
+                                  conditional_embeddings=conditional_embeddings)[0]
 
     def segment_batch(
         self,
         images: Sequence[object],
-        prompts: str | Sequence[str] | Sequence[Sequence[str]],
+        prompts: object = None,
         threshold: float = 0.5,
+        *,
+        conditional_embeddings: object = None,
     ) -> list[SegmentationResult]:
         """Segment several images: `prompts` is shared by all images, or one list per image.
 
-        An invalid image raises with its index and what was wrong; see `load_image`.
+        Prompts are as in `segment`; `conditional_embeddings` (K x P) are added to every image's
+        prompts. An invalid image raises with its index and what was wrong; see `load_image`.
         """
         threshold = check_threshold(threshold)
         if isinstance(images, (str, os.PathLike)) or not isinstance(images, (Sequence, np.ndarray)):
@@ -319,25 +388,102 @@ class FastSegmenter:
                             "for one image use segment()")
         if len(images) == 0:
             raise ValueError("images is empty: give at least one image")
-        prompt_lists = self._prompts_per_image(prompts, len(images))
+        plain = conditional_embeddings is None and self._plain_text_prompts(prompts)
+        prompt_lists = self._prompts_per_image(prompts, len(images)) if plain else None
         arrays = []
         for index, image in enumerate(images):
             try:
                 arrays.append(load_image(image, self.max_image_pixels))
             except (ValueError, TypeError, FileNotFoundError) as error:
                 raise type(error)(f"images[{index}]: {error}") from error
+        sources = [str(image) if isinstance(image, (str, os.PathLike)) else None for image in images]
+        if prompt_lists is None:
+            # Expressions, image prompts or embeddings: one encoded image at a time.
+            per_image = self._prompt_objects_per_image(prompts, len(images))
+            results = []
+            for array, image_prompts, source in zip(arrays, per_image, sources):
+                result = self._segment_encoded(self.session(array, threshold), image_prompts, threshold,
+                                               conditional_embeddings)
+                result.source = source
+                results.append(result)
+            return results
         logits = self.predict_logits(self.pixel_values(arrays), prompt_lists)
         return [
             SegmentationResult(
-                prompts=list(p),
-                logits=l.numpy(),
-                image_size=(a.shape[0], a.shape[1]),
-                threshold=threshold,
-                source=str(image) if isinstance(image, (str, os.PathLike)) else None,
-                threads=self.kernel_threads,
+                prompts=list(p), logits=l.numpy(), image_size=(a.shape[0], a.shape[1]), threshold=threshold,
+                source=source, threads=self.kernel_threads,
             )
-            for p, l, a, image in zip(prompt_lists, logits, arrays, images)
+            for p, l, a, source in zip(prompt_lists, logits, arrays, sources)
         ]
+
+    def session(self, image: object, threshold: float = 0.5) -> Session:
+        """An interactive `Session` on `image`: the vision stage runs now, once; each prompt asked
+        of the session then costs the (cached) prompt stage and the decoder only."""
+        from .refine import Session
+
+        return Session(self, image, threshold)
+
+    def _segment_encoded(self, session: Session, prompts: object, threshold: float,
+                         conditional_embeddings: object = None) -> SegmentationResult:
+        """Every kind of prompt on an image already encoded by `session`."""
+        from .refine import PromptItem, full_size_probabilities, logit_of, resolve_prompts
+
+        items = resolve_prompts(prompts, conditional_embeddings, self.embedding_dim if conditional_embeddings is not None else None)
+        # The leaves the network runs on: every text, image prompt and embedding, and every
+        # expression's terms, each once.
+        leaves: dict[tuple, PromptItem] = {}
+        for item in items:
+            if item.kind == "expression":
+                for term in item.value.terms():
+                    leaves.setdefault(("text", term), PromptItem("text", term, term))
+            elif item.kind == "embedding":
+                leaves[("embedding", id(item))] = item
+            else:
+                leaves.setdefault((item.kind, item.value if item.kind == "text" else item.value.key), item)
+        keys = list(leaves)
+        logits = dict(zip(keys, session.logits(self._embed(list(leaves.values())))))
+
+        def key_of(item: PromptItem) -> tuple:
+            if item.kind == "embedding":
+                return ("embedding", id(item))
+            return (item.kind, item.value if item.kind == "text" else item.value.key)
+
+        labels = [item.label for item in items]
+        size = session.image_size
+        if all(item.kind != "expression" for item in items):
+            stacked = torch.stack([logits[key_of(item)] for item in items]).numpy()
+            return SegmentationResult(prompts=labels, logits=stacked, image_size=size, threshold=threshold,
+                                      threads=self.kernel_threads)
+        from .expressions import evaluate
+
+        text_keys = [k for k in keys if k[0] == "text"]
+        probabilities = dict(zip([k[1] for k in text_keys], full_size_probabilities(
+            torch.stack([logits[k] for k in text_keys]), size, self.kernel_threads)))
+        maps = []
+        for item in items:
+            if item.kind == "expression":
+                maps.append(evaluate(item.value, probabilities))
+            elif item.kind == "text":
+                maps.append(probabilities[item.value])
+            else:
+                maps.append(full_size_probabilities(logits[key_of(item)][None], size, self.kernel_threads)[0])
+        return SegmentationResult(prompts=labels, logits=logit_of(np.stack(maps)), image_size=size,
+                                  threshold=threshold, threads=self.kernel_threads)
+
+    # -- dense features -----------------------------------------------------------------------
+
+    def dense_features(self, image: object, method: str = "clearclip", size=None):
+        """`h x w x D` L2-normalised per-patch embeddings in CLIP's joint image-text space (see
+        `fastclipseg.features`): "clearclip" or "maskclip", at patch resolution by default."""
+        from .features import dense_features
+
+        return dense_features(self, image, method=method, size=size)
+
+    def semantic_segment(self, image: object, class_names: Sequence[str], method: str = "clearclip", **options):
+        """A label map over `class_names` from dense features: one vision pass for all classes."""
+        from .features import semantic_segment
+
+        return semantic_segment(self, image, class_names, method=method, **options)
 
     def segment_stream(
         self,
@@ -414,8 +560,14 @@ class FastSegmenter:
         from .pipeline import FrameStream
         from .smoothing import LogitSmoother, check_smoothing
 
+        from .refine import looks_like_expression
+
         threshold = check_threshold(threshold)
         prompt_list = normalize_prompts(prompts)
+        expressions = [p for p in prompt_list if looks_like_expression(p)]
+        if expressions:
+            raise ValueError(f"streams take text prompts; {expressions[0]!r} is a prompt expression (AND, OR, NOT, "
+                             "{...}): use segment() or a session for expressions")
         if batch_size is None:
             batch_size = self.batch_size
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -427,6 +579,31 @@ class FastSegmenter:
                 raise ValueError("smooth_state needs smooth= (it is the state of the moving average)")
             smoother.restore(smooth_state)
         return FrameStream(self, items, prompt_list, threshold=threshold, batch_size=batch_size, smoother=smoother)
+
+    @staticmethod
+    def _plain_text_prompts(prompts: object) -> bool:
+        """Whether every prompt is an ordinary text (no expression syntax, no image): the batched path."""
+        from .refine import looks_like_expression
+
+        if prompts is None:
+            return False
+        if isinstance(prompts, str):
+            return not looks_like_expression(prompts)
+        if not isinstance(prompts, Sequence):
+            return True  # let _prompts_per_image raise its error
+        flat = [p for group in prompts for p in group] if prompts and all(isinstance(p, (list, tuple)) for p in prompts) else list(prompts)
+        return all(isinstance(p, str) and not looks_like_expression(p) for p in flat)
+
+    @staticmethod
+    def _prompt_objects_per_image(prompts: object, count: int) -> list:
+        """One prompt list per image, for the per-image path (lists of lists are per image)."""
+        if prompts is None:
+            return [None] * count
+        if isinstance(prompts, (list, tuple)) and prompts and all(isinstance(p, (list, tuple)) for p in prompts):
+            if len(prompts) != count:
+                raise ValueError(f"got {len(prompts)} prompt lists for {count} images: give one list per image")
+            return list(prompts)
+        return [prompts] * count
 
     @staticmethod
     def _prompts_per_image(prompts: object, count: int) -> list[list[str]]:

@@ -1,0 +1,234 @@
+"""Interactive sessions: encode an image once, then ask many questions of it.
+
+`Session` is segment-anything's `set_image` -> `predict` pattern for CLIPSeg: the vision stage
+runs once when the session is made; each `segment(prompt)` then costs the prompt stage (cached
+by text) and the decoder only. A session keeps the history of its results; the last one is the
+current mask, which `refine("exclude the collar")` combines with a new prompt (see
+`fastclipseg.expressions` for the phrases and the fuzzy algebra), `undo()` steps back and
+`reset()` clears.
+
+Expressions and refinements are evaluated on probability maps at the image's own size; their
+result is a `SegmentationResult` whose "logits" are the logit of the combined probability at
+full size (so masks, RLE, scores and stability come from the same native pass as any result).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from . import ops
+from .imaging import load_image
+from .results import SegmentationResult, check_threshold
+
+if TYPE_CHECKING:
+    from .segmenter import FastSegmenter
+
+# |logit| above this is probability 0 or 1 in float32; it also keeps infinities (which the
+# upsampling kernel turns into NaN when multiplied by a zero weight) out of the native pass.
+_LOGIT_LIMIT = 100.0
+
+
+def logit_of(probabilities: np.ndarray) -> np.ndarray:
+    """`log(p / (1 - p))` in float32, clipped to +-100 (where float32 probabilities are 0 or 1)."""
+    p = np.asarray(probabilities, dtype=np.float64)
+    with np.errstate(divide="ignore"):
+        values = np.log(p) - np.log1p(-p)
+    return np.clip(values, -_LOGIT_LIMIT, _LOGIT_LIMIT).astype(np.float32)
+
+
+def full_size_probabilities(logits: torch.Tensor | np.ndarray, size: tuple[int, int], threads: int | None) -> np.ndarray:
+    """`(K, h, w)` model logits -> `(K, H, W)` float32 probabilities at the image's size (native pass)."""
+    array = logits.numpy() if isinstance(logits, torch.Tensor) else logits
+    return ops.postprocess(np.ascontiguousarray(array, dtype=np.float32), size, masks=False, probs="float32",
+                           threads=threads).probs
+
+
+def result_from_probabilities(label: str, probabilities: np.ndarray, threshold: float,
+                              threads: int | None = None) -> SegmentationResult:
+    """A one-prompt `SegmentationResult` from an `H x W` probability map at the image's own size."""
+    height, width = probabilities.shape
+    return SegmentationResult(prompts=[label], logits=logit_of(probabilities)[None], image_size=(height, width),
+                              threshold=threshold, threads=threads)
+
+
+def evaluate_expressions(expressions: Sequence, term_logits: Mapping[str, torch.Tensor], size: tuple[int, int],
+                         threshold: float, threads: int | None = None) -> SegmentationResult:
+    """One result with a mask per expression, from the model logits of every term they use."""
+    from .expressions import evaluate
+
+    terms = list(term_logits)
+    probabilities = full_size_probabilities(torch.stack([term_logits[t] for t in terms]), size, threads)
+    by_term = dict(zip(terms, probabilities))
+    combined = np.stack([evaluate(expression, by_term) for expression in expressions])
+    return SegmentationResult(prompts=[str(e) for e in expressions], logits=logit_of(combined), image_size=size,
+                              threshold=threshold, threads=threads)
+
+
+class Session:
+    """One image, encoded once, and the masks asked of it. Make one with `FastSegmenter.session`.
+
+    `segment(prompt)`: a text prompt, a prompt expression ("a dog OR a cat {+5}"), or an image
+    prompt (`ImagePrompt`, a PIL image or an array: "things like this"); the result becomes the
+    current mask. `refine(phrase)` combines the current mask with a new prompt ("exclude the
+    collar", "only the head", "and the leash"); `refine_with_mask()` asks for more of what the
+    current mask covers, with the masked image itself as the prompt. `history` lists the results,
+    `current` is the last, `undo()` drops it, `reset()` drops them all.
+    """
+
+    def __init__(self, segmenter: FastSegmenter, image: object, threshold: float = 0.5) -> None:
+        self.segmenter = segmenter
+        self.threshold = check_threshold(threshold)
+        self.image = load_image(image, segmenter.max_image_pixels)
+        self.image_size: tuple[int, int] = (self.image.shape[0], self.image.shape[1])
+        # The vision stage, once for the whole session.
+        self.activations = segmenter.engine.encode_images(segmenter.pixel_values([self.image]))
+        self.history: list[SegmentationResult] = []
+
+    # -- asking --------------------------------------------------------------------------------
+
+    def logits(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """Decoder logits `(K, h, w)` of this image for K prompt embeddings (the decoder alone)."""
+        index = torch.zeros(embeddings.shape[0], dtype=torch.long)
+        return self.segmenter.engine.decode(self.activations, embeddings, index).cpu()
+
+    def predict(self, prompts: object) -> SegmentationResult:
+        """Masks for one or more prompts (text, expressions, image prompts), without touching the
+        history: what `segment` computes."""
+        return self.segmenter._segment_encoded(self, prompts, self.threshold)
+
+    def segment(self, prompt: object) -> SegmentationResult:
+        """The mask for one prompt, which becomes the current mask."""
+        result = self.predict([prompt] if isinstance(prompt, str) or not isinstance(prompt, Sequence) else prompt)
+        if len(result.prompts) != 1:
+            raise ValueError(f"segment() takes one prompt, got {len(result.prompts)}; use predict() for several")
+        self.history.append(result)
+        return result
+
+    def refine(self, phrase: str) -> SegmentationResult:
+        """Combine the current mask with a new prompt, from a phrase such as "exclude the collar"
+        (AND NOT), "only the head" (AND) or "and the leash" (OR); see `fastclipseg.expressions`
+        for every opening word. The new term may itself be an expression."""
+        from .expressions import combine, refinement
+
+        current = self._require_current("refine")
+        operation, term = refinement(phrase)
+        new = self.predict([term])
+        combined = combine(operation, current.probs[0], new.probs[0])
+        symbol = {"and_not": "AND NOT", "and": "AND", "or": "OR"}[operation]
+        label = f"({current.prompts[0]}) {symbol} ({new.prompts[0]})"
+        result = result_from_probabilities(label, combined, self.threshold, self.segmenter.kernel_threads)
+        self.history.append(result)
+        return result
+
+    def refine_with_mask(self, mask: np.ndarray | None = None) -> SegmentationResult:
+        """More of this: the session's image with `mask` (default: the current mask) as an image
+        prompt, with the CLIPSeg paper's visual prompt engineering (crop to the mask's box,
+        darken and blur the background). The result becomes the current mask."""
+        from .image_prompts import ImagePrompt
+
+        if mask is None:
+            mask = self._require_current("refine_with_mask").masks[0]
+        result = self.predict([ImagePrompt(self.image, mask=mask)])
+        self.history.append(result)
+        return result
+
+    def dense_features(self, method: str = "clearclip", size=None):
+        """Dense CLIP features of the session's image, reusing its vision-stage activations."""
+        from .features import dense_features
+
+        return dense_features(self.segmenter, self.image, method=method, size=size, activations=self.activations)
+
+    # -- history -------------------------------------------------------------------------------
+
+    @property
+    def current(self) -> SegmentationResult | None:
+        """The last result (None before the first `segment`)."""
+        return self.history[-1] if self.history else None
+
+    def undo(self) -> SegmentationResult | None:
+        """Drop the current result; returns the one before it (or None)."""
+        if not self.history:
+            raise ValueError("nothing to undo: the session has no result yet")
+        self.history.pop()
+        return self.current
+
+    def reset(self) -> None:
+        """Drop every result (the image stays encoded)."""
+        self.history.clear()
+
+    def _require_current(self, what: str) -> SegmentationResult:
+        if self.current is None:
+            raise ValueError(f"{what}() needs a current mask: call segment(prompt) first")
+        return self.current
+
+
+# -- what a prompt can be ---------------------------------------------------------------------
+
+
+class PromptItem:
+    """One prompt of a call, resolved: `kind` is "text", "expression", "image" or "embedding";
+    `label` is what the result calls it; `value` the text, the parsed expression, the
+    `ImagePrompt` or the embedding row."""
+
+    __slots__ = ("kind", "label", "value")
+
+    def __init__(self, kind: str, label: str, value: object) -> None:
+        self.kind, self.label, self.value = kind, label, value
+
+
+def looks_like_expression(text: str) -> bool:
+    """Whether a text prompt uses the expression syntax: an upper-case AND, OR or NOT as a word,
+    or a {modifier}. Anything else (parentheses included) is an ordinary prompt."""
+    import re
+
+    return bool(re.search(r"\b(AND|OR|NOT)\b|\{", text))
+
+
+def resolve_prompts(prompts: object, conditional_embeddings: object = None, embedding_dim: int | None = None,
+                    name: str = "prompts") -> list[PromptItem]:
+    """Text prompts, expressions, image prompts and embedding rows -> `PromptItem`s, with clear
+    errors. A `str` is always text (or an expression); an image prompt is an `ImagePrompt`, a
+    `PIL.Image`, an `H x W x 3` uint8 array or a `pathlib.Path`."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    from .image_prompts import ImagePrompt, check_conditional_embeddings
+    from .prompts import normalize_prompts
+
+    items: list[PromptItem] = []
+    if prompts is not None:
+        if isinstance(prompts, (str, Image.Image, ImagePrompt, Path)) or (
+                isinstance(prompts, np.ndarray) and prompts.ndim in (2, 3) and prompts.dtype == np.uint8):
+            prompts = [prompts]
+        if not isinstance(prompts, Sequence) or isinstance(prompts, (bytes, bytearray)):
+            raise TypeError(f"{name} must be a prompt or a list of prompts, got {type(prompts).__name__}")
+        for index, prompt in enumerate(prompts):
+            if isinstance(prompt, str):
+                text = normalize_prompts([prompt], f"{name}[{index}]")[0]
+                if looks_like_expression(text):
+                    from .expressions import parse
+
+                    expression = parse(text)
+                    if expression.is_plain:
+                        items.append(PromptItem("text", text, expression.terms()[0]))
+                    else:
+                        items.append(PromptItem("expression", str(expression), expression))
+                else:
+                    items.append(PromptItem("text", text, text))
+            elif isinstance(prompt, (ImagePrompt, Image.Image, np.ndarray, Path)):
+                image_prompt = prompt if isinstance(prompt, ImagePrompt) else ImagePrompt(prompt)
+                items.append(PromptItem("image", image_prompt.label, image_prompt))
+            else:
+                raise TypeError(f"{name}[{index}] must be a string, got {type(prompt).__name__} (or an image prompt: "
+                                "ImagePrompt, PIL.Image, uint8 array, pathlib.Path)")
+    if conditional_embeddings is not None:
+        rows = check_conditional_embeddings(conditional_embeddings, embedding_dim)
+        items.extend(PromptItem("embedding", f"embedding {i}", row) for i, row in enumerate(rows))
+    if not items:
+        raise ValueError(f"{name} is empty: give at least one prompt (or conditional_embeddings=)")
+    return items
