@@ -52,7 +52,7 @@ def example():
 def test_embeddings_equal_get_image_features(tiny_reference, tiny_segmenter, example):
     model, processor = tiny_reference
     examples = [example, random_image(4, 64, 20)]
-    ours = encode_image_prompts(tiny_segmenter, examples, cache=False)
+    ours = encode_image_prompts(tiny_segmenter, examples)
     pixel_values = processor(images=examples, return_tensors="pt").pixel_values
     with torch.no_grad():
         expected = model.clip.get_image_features(pixel_values).pooler_output
@@ -86,7 +86,7 @@ def test_logits_match_reference_with_conditional_pixel_values(tiny_reference, ti
         source = Image.fromarray(example)
     else:
         source = example
-    embeddings = encode_image_prompts(tiny_segmenter, [source], cache=False)
+    embeddings = encode_image_prompts(tiny_segmenter, [source])
     pixels = tiny_segmenter.pixel_values(queries)
     image_index = torch.tensor([0, 1])
     ours = tiny_segmenter.engine.decode(
@@ -99,7 +99,7 @@ def test_logits_match_reference_with_conditional_pixel_values(tiny_reference, ti
         expected = model(pixel_values=query_values, conditional_pixel_values=example_values.repeat(2, 1, 1, 1)).logits
     assert_relative_close(ours, expected)
     # The example changes the answer (the comparison above is not of a constant).
-    other = encode_image_prompts(tiny_segmenter, [random_image(9, 40, 50)], cache=False)
+    other = encode_image_prompts(tiny_segmenter, [random_image(9, 40, 50)])
     assert not torch.allclose(other, embeddings, atol=1e-3)
 
 
@@ -108,7 +108,7 @@ def test_masked_prompt_encodes_the_engineered_image(tiny_reference, tiny_segment
     mask = np.zeros(example.shape[:2], dtype=bool)
     mask[10:25, 12:30] = True
     prompt = ImagePrompt(example, mask=mask)
-    ours = encode_image_prompts(tiny_segmenter, [prompt, example], cache=False)
+    ours = encode_image_prompts(tiny_segmenter, [prompt, example])
     engineered = visual_prompt(example, mask, input_size=TINY_IMAGE_SIZE)
     np.testing.assert_array_equal(prompt.prompt_image(input_size=TINY_IMAGE_SIZE), engineered)
     with torch.no_grad():
@@ -118,19 +118,22 @@ def test_masked_prompt_encodes_the_engineered_image(tiny_reference, tiny_segment
     assert not torch.allclose(ours[0], ours[1], atol=1e-3)
 
 
-def test_embeddings_are_cached_by_key(tiny_segmenter, example, monkeypatch):
-    first = encode_image_prompts(tiny_segmenter, [example], cache=True)
-    calls = []
-    original = tiny_segmenter.pixel_values
-    monkeypatch.setattr(tiny_segmenter, "pixel_values", lambda images: calls.append(len(images)) or original(images))
-    again = encode_image_prompts(tiny_segmenter, [Image.fromarray(example), example.copy()], cache=True)
-    assert calls == []
-    torch.testing.assert_close(again, first.repeat(2, 1), rtol=0, atol=0)
-    # Equal prompts are encoded once, cached or not.
-    encode_image_prompts(tiny_segmenter, [example, random_image(11, 20, 20), random_image(11, 20, 20)], cache=True)
-    assert calls == [1]
-    encode_image_prompts(tiny_segmenter, [example, random_image(12, 20, 20), random_image(12, 20, 20)])
-    assert calls == [1, 2]
+def test_embeddings_are_cached_by_key(tiny_segmenter, example):
+    """The segmenter caches image prompts by key: the same pixels (as an array, a copy or a PIL
+    image) are encoded once; equal prompts in one call are encoded once."""
+    from fastclipseg.image_prompts import ImagePrompt
+
+    cache = tiny_segmenter.image_prompt_cache
+    cache.clear()
+    before = cache.misses
+    query = random_image(3, 30, 40)
+    first = tiny_segmenter.segment(query, [ImagePrompt(example)])
+    again = tiny_segmenter.segment(query, [Image.fromarray(example), example.copy()])
+    assert cache.misses - before == 1 and len(cache) == 1
+    np.testing.assert_array_equal(again.logits[0], first.logits[0])
+    np.testing.assert_array_equal(again.logits[1], first.logits[0])
+    tiny_segmenter.segment(query, [random_image(11, 20, 20), random_image(11, 20, 20)])
+    assert cache.misses - before == 2
 
 
 def test_image_prompts_need_the_model():

@@ -168,3 +168,38 @@ def test_any_language_tokenises_as_transformers_clip_tokenizer(shared_data, tmp_
         variant = "  " + text.upper() + " "
         if clip_cache_key(variant) == clip_cache_key(text):
             assert ours([variant])[0].tolist() == got, text
+
+
+def test_image_prompts_and_refine_with_mask(tiny_segmenter):
+    from fastclipseg.image_prompts import ImagePrompt, encode_image_prompts
+
+    example = natural_image(30, 30, seed=9)
+    session = tiny_segmenter.session(IMAGE)
+    by_example = session.segment(example)
+    expected = session.logits(encode_image_prompts(tiny_segmenter, [ImagePrompt(example)])).numpy()
+    np.testing.assert_allclose(by_example.logits, expected, rtol=0, atol=1e-6 * max(1.0, np.abs(expected).max()))
+    # Text and image prompts together, in order (decoded in one batch: summation order differs).
+    mixed = tiny_segmenter.segment(IMAGE, ["a cat", ImagePrompt(example)])
+    alone = tiny_segmenter.segment(IMAGE, "a cat").logits[0]
+    for got, want in ((mixed.logits[1], by_example.logits[0]), (mixed.logits[0], alone)):
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * np.abs(want).max())
+    # "More of this": the session's own image with its current mask as the example.
+    current = session.segment("a cat")
+    assert current.masks[0].any(), "the test needs a non-empty mask"
+    more = session.refine_with_mask()
+    direct = tiny_segmenter.segment(IMAGE, [ImagePrompt(IMAGE, mask=current.masks[0])])
+    np.testing.assert_array_equal(more.logits, direct.logits)
+    assert session.current is more and "masked" in more.prompts[0]
+
+
+def test_dense_features_through_the_segmenter_and_a_session(tiny_segmenter):
+    from fastclipseg.features import dense_features, semantic_segment
+
+    session = tiny_segmenter.session(IMAGE)
+    for method in ("clearclip", "maskclip"):
+        direct = dense_features(tiny_segmenter, IMAGE, method=method)
+        np.testing.assert_array_equal(tiny_segmenter.dense_features(IMAGE, method=method).embeddings, direct.embeddings)
+        np.testing.assert_array_equal(session.dense_features(method=method).embeddings, direct.embeddings)
+    labels = tiny_segmenter.semantic_segment(IMAGE, ["a cat", "a dog", "red"]).labels
+    np.testing.assert_array_equal(labels, semantic_segment(tiny_segmenter, IMAGE, ["a cat", "a dog", "red"]).labels)
+    assert labels.shape == (48, 64)

@@ -24,7 +24,6 @@ import json
 import os
 import threading
 import weakref
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -53,8 +52,6 @@ DEFAULT_DARKEN = 0.1
 DEFAULT_BLUR_RADIUS = 3.0
 DEFAULT_CONTEXT = 0.1
 
-# Embeddings of image prompts kept per segmenter (by `ImagePrompt.key`).
-IMAGE_PROMPT_CACHE_SIZE = 256
 _KEY_VERSION = "fastclipseg-image-prompt-v1"
 
 
@@ -413,12 +410,11 @@ def _as_prompt(item: object, index: int, max_pixels: int) -> ImagePrompt:
 
 
 class _SegmenterState:
-    """The encoder and the embedding cache of image prompts for one segmenter."""
+    """The image-prompt encoder of one segmenter (embeddings are cached by the segmenter)."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.encoder: ImagePromptEncoder | None = None
-        self.cache: OrderedDict[str, torch.Tensor] = OrderedDict()
 
 
 _STATES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -463,9 +459,7 @@ def image_prompt_encoder(segmenter: FastSegmenter) -> ImagePromptEncoder:
         return state.encoder
 
 
-def encode_image_prompts(
-    segmenter: FastSegmenter, prompts: Sequence[object] | ImagePrompt, *, cache: bool = False
-) -> torch.Tensor:
+def encode_image_prompts(segmenter: FastSegmenter, prompts: Sequence[object] | ImagePrompt) -> torch.Tensor:
     """`(K, P)` conditional embeddings of image prompts, for `segmenter.engine.decode`.
 
     `prompts`: `ImagePrompt`s or plain images (path, PIL image, uint8 array: the whole image is
@@ -473,9 +467,7 @@ def encode_image_prompts(
     segmenter's normalisation mean and input size), preprocessed with `segmenter.pixel_values`
     (bit-identical to the processor) and encoded by the model's CLIP vision tower. The result is
     float32 on the device `segmenter.encode_prompts` returns embeddings on. Prompts with equal
-    keys are encoded once per call. With `cache=True` embeddings are also kept per segmenter by
-    `ImagePrompt.key` (the last `IMAGE_PROMPT_CACHE_SIZE`); off by default, for callers (such as
-    the segmenter's own prompt cache) that cache by key themselves.
+    keys are encoded once per call; `FastSegmenter` caches the results by `ImagePrompt.key`.
 
     Raises `ValueError` for a segmenter without a model (loaded from an export).
     """
@@ -487,15 +479,8 @@ def encode_image_prompts(
     if len(prompts) == 0:
         raise ValueError("prompts is empty: give at least one image prompt")
     items = [_as_prompt(item, index, segmenter.max_image_pixels) for index, item in enumerate(prompts)]
-    state = _state(segmenter)
     found: dict[str, torch.Tensor] = {}
-    if cache:
-        with state.lock:
-            for item in items:
-                if item.key in state.cache:
-                    found[item.key] = state.cache[item.key]
-                    state.cache.move_to_end(item.key)
-    missing = list({item.key: item for item in items if item.key not in found}.values())
+    missing = list({item.key: item for item in items}.values())
     if missing:
         config = segmenter.preprocess_config
         mean = [m / config.rescale_factor for m in config.mean]
@@ -508,13 +493,6 @@ def encode_image_prompts(
         encoded = torch.cat(chunks).to(_embedding_device(segmenter))
         for item, embedding in zip(missing, encoded):
             found[item.key] = embedding
-        if cache:
-            with state.lock:
-                for item, embedding in zip(missing, encoded):
-                    state.cache[item.key] = embedding
-                    state.cache.move_to_end(item.key)
-                while len(state.cache) > IMAGE_PROMPT_CACHE_SIZE:
-                    state.cache.popitem(last=False)
     return torch.stack([found[item.key] for item in items])
 
 

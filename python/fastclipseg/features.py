@@ -1,0 +1,433 @@
+"""Dense CLIP-aligned patch features, training-free, as MaskCLIP and ClearCLIP publish them.
+
+CLIP's vision tower is trained to align only its pooled (CLS) output with text. MaskCLIP and
+ClearCLIP get one embedding per patch in the same joint image-text space by changing only the LAST
+transformer block, then applying the tower's final layer norm and visual projection to every patch
+token. CLIPSeg's prompt embeddings (`FastSegmenter.encode_prompts`) are CLIP text embeddings
+(text projection of the pooled text state) in that same space, so a patch embedding's cosine with
+a prompt embedding is a zero-shot class score: one vision pass serves any number of classes,
+with no decoder pass per class.
+
+fastclipseg's vision stage already ran the tower up to hidden state `max(extract_layers) + 1`
+(10 of 12 for the real model); `dense_features` continues from that activation through the
+remaining layers (the real model: layer 10 unchanged, layer 11 modified) in eager fp32 torch with
+the transformers model's own weights.
+
+The methods, for the last block's input `x` (tokens including CLS), written with the
+transformers names (`ln1` = layer_norm1, `ln2` = layer_norm2, `mlp`, the attention's `q_proj`,
+`k_proj`, `v_proj`, `out_proj` and `scale` = head_dim ** -0.5; `post_ln` = the vision tower's
+post_layernorm, `proj` = the CLIP model's visual_projection, no bias):
+
+- "maskclip" (Zhou, Loy, Dai, "Extract Free Dense Labels from CLIP", ECCV 2022; code
+  github.com/chongzhou96/MaskCLIP, read from its mirror volgachen/MaskCLIP:
+  `mmseg/models/backbones/vit.py` `TransformerEncoderLayer.forward(x, return_qkv=True)` and
+  `VisionTransformer.forward` (final_norm applied to v), `mmseg/models/decode_heads/maskclip_head.py`
+  `MaskClipHead.forward` / `cls_seg`, config `configs/_base_/models/maskclip_vit16.py`): the
+  value path with no query-key attention, KEEPING the residual and the feed-forward:
+
+      v = x + out_proj(v_proj(ln1(x)))
+      v = v + mlp(ln2(v))
+      f = proj(post_ln(v))[patches];  f = f / |f|
+
+- "clearclip" (Lan et al., "ClearCLIP: Decomposing CLIP Representations for Dense
+  Vision-Language Inference", ECCV 2024; code github.com/mc-lan/ClearCLIP,
+  `open_clip/transformer.py` `VisionTransformer.forward(model_type='ClearCLIP',
+  ignore_residual=True, last_n_layers=1)` and `custom_attn`): per head h, query-query attention
+  with the usual scale over all tokens (CLS included), WITHOUT the residual and WITHOUT the
+  feed-forward:
+
+      y = ln1(x);  q = q_proj(y);  v = v_proj(y)          (split into heads)
+      o_h = softmax(q_h q_h^T * scale) v_h
+      a = out_proj(concat_h o_h)
+      f = proj(post_ln(a))[patches];  f = f / |f|
+
+For a semantic map, ClearCLIP's `ClearCLIPSegmentation.forward_feature` / `postprocess_result`
+(clearclip_segmentor.py) upsample the patch-grid cosine maps bilinearly to the image
+(align_corners=False), multiply by `logit_scale` (50) and softmax over classes; MaskCLIP's head
+uses `softmax(output * 100)`. `semantic_segment` does the same with temperature = 1 / logit_scale.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from numbers import Real
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .imaging import describe, load_image
+from .prompts import normalize_prompts
+
+if TYPE_CHECKING:
+    from transformers import CLIPSegForImageSegmentation
+
+    from .segmenter import FastSegmenter
+
+METHODS = ("maskclip", "clearclip")
+
+# The published methods' softmax sharpness over classes, as a temperature (1 / logit scale):
+# ClearCLIP's `logit_scale=50` (clearclip_segmentor.py), MaskCLIP's `softmax(output * 100)`
+# (maskclip_head.py `refine_output`).
+DEFAULT_TEMPERATURE = {"clearclip": 1.0 / 50.0, "maskclip": 1.0 / 100.0}
+
+# Upsampled similarity maps are processed this many float32 values at a time (classes x pixels),
+# so many classes on a large image do not allocate K x H x W at once.
+_CHUNK_VALUES = 1 << 24
+
+Size = None | str | Sequence[int]
+
+
+def check_method(method: object) -> str:
+    if not isinstance(method, str) or method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(repr(m) for m in METHODS)}, got {method!r}")
+    return method
+
+
+def _as_tensor(values: object, name: str) -> torch.Tensor:
+    if isinstance(values, torch.Tensor):
+        tensor = values.detach().to("cpu", torch.float32)
+    elif isinstance(values, np.ndarray):
+        tensor = torch.from_numpy(np.asarray(values, dtype=np.float32))
+    else:
+        raise TypeError(f"{name} must be a numpy array or a torch tensor, got {describe(values)}")
+    return tensor
+
+
+def _bilinear(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """`(C, h, w)` -> `(C, H, W)`, bilinear, align_corners=False (as ClearCLIP's `F.interpolate`)."""
+    return F.interpolate(maps[None], size=size, mode="bilinear", align_corners=False)[0]
+
+
+@dataclass(eq=False)
+class DenseFeatures:
+    """One CLIP-aligned embedding per location of one image.
+
+    - `embeddings`: `h x w x D` float32, L2-normalised along D (D = the model's projection_dim,
+      512 for CIDAS/clipseg-rd64-refined). At the default resolution, `h x w` is the patch grid
+      (22 x 22 for 352-pixel input and 16-pixel patches).
+    - `image_size`: `(H, W)` of the image the features describe (the grid covers all of it).
+    - `method`: "maskclip" or "clearclip".
+
+    The patch grid is the default resolution because it holds all the information: finer
+    features are only interpolations of it, and they are big (`H x W x 512` float32 is 4.2 GB for
+    a 1920x1080 image, against 1 MB for the grid). Compute similarities at the grid and upsample
+    the K maps instead (what `semantic_segment` does); `upsample(size)` exists for callers that
+    need per-pixel features all the same.
+    """
+
+    embeddings: np.ndarray
+    image_size: tuple[int, int]
+    method: str
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """`(h, w)` of `embeddings`."""
+        return int(self.embeddings.shape[0]), int(self.embeddings.shape[1])
+
+    @property
+    def dim(self) -> int:
+        return int(self.embeddings.shape[2])
+
+    def similarity(self, text_embeddings: np.ndarray | torch.Tensor) -> np.ndarray:
+        """`(K, h, w)` float32 cosine similarities with `text_embeddings` (`(K, D)` or `(D,)`,
+        e.g. `FastSegmenter.encode_prompts(...)`; normalised here)."""
+        text = _as_tensor(text_embeddings, "text_embeddings")
+        if text.ndim == 1:
+            text = text[None]
+        if text.ndim != 2 or text.shape[1] != self.dim:
+            raise ValueError(
+                f"text_embeddings must be (K, {self.dim}) (the features' dimension), got {tuple(text.shape)}"
+            )
+        text = F.normalize(text, dim=-1)
+        features = torch.from_numpy(self.embeddings)
+        h, w = self.grid
+        return (text @ features.reshape(h * w, self.dim).T).reshape(-1, h, w).numpy()
+
+    def upsample(self, size: Sequence[int] | str = "image") -> DenseFeatures:
+        """The features at `size` (`(H, W)`, or "image" for `image_size`): bilinear on the grid
+        (align_corners=False), then L2-normalised again. See the class docstring for the memory
+        this takes."""
+        target = _target_size(size, self.image_size)
+        if target is None or target == self.grid:
+            return DenseFeatures(self.embeddings, self.image_size, self.method)
+        grid = torch.from_numpy(self.embeddings).permute(2, 0, 1)
+        upsampled = F.normalize(_bilinear(grid, target), dim=0).permute(1, 2, 0).contiguous()
+        return DenseFeatures(upsampled.numpy(), self.image_size, self.method)
+
+
+def _target_size(size: Size, image_size: tuple[int, int]) -> tuple[int, int] | None:
+    if size is None:
+        return None
+    if isinstance(size, str):
+        if size != "image":
+            raise ValueError(f"size must be None (the patch grid), 'image' or (height, width), got {size!r}")
+        return (int(image_size[0]), int(image_size[1]))
+    if (
+        isinstance(size, Sequence)
+        and len(size) == 2
+        and all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s >= 1 for s in size)
+    ):
+        return (int(size[0]), int(size[1]))
+    raise ValueError(f"size must be None (the patch grid), 'image' or (height, width) of positive ints, got {size!r}")
+
+
+# -- the network -------------------------------------------------------------------------------
+
+
+def _layer_norm(x: torch.Tensor, norm: torch.nn.LayerNorm) -> torch.Tensor:
+    weight = norm.weight.float() if norm.weight is not None else None
+    bias = norm.bias.float() if norm.bias is not None else None
+    return F.layer_norm(x, norm.normalized_shape, weight, bias, norm.eps)
+
+
+def _linear(x: torch.Tensor, linear: torch.nn.Linear) -> torch.Tensor:
+    return F.linear(x, linear.weight.float(), linear.bias.float() if linear.bias is not None else None)
+
+
+def _heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    batch, tokens, width = x.shape
+    return x.view(batch, tokens, heads, width // heads).transpose(1, 2)
+
+
+def _merge_heads(x: torch.Tensor) -> torch.Tensor:
+    batch, heads, tokens, head_dim = x.shape
+    return x.transpose(1, 2).reshape(batch, tokens, heads * head_dim)
+
+
+def _mlp(x: torch.Tensor, mlp) -> torch.Tensor:
+    return _linear(mlp.activation_fn(_linear(x, mlp.fc1)), mlp.fc2)
+
+
+def _block(x: torch.Tensor, layer) -> torch.Tensor:
+    """An unmodified CLIP encoder layer (pre-norm attention and MLP, both with residuals)."""
+    attn = layer.self_attn
+    y = _layer_norm(x, layer.layer_norm1)
+    q, k, v = (_heads(_linear(y, p), attn.num_heads) for p in (attn.q_proj, attn.k_proj, attn.v_proj))
+    x = x + _linear(_merge_heads(F.scaled_dot_product_attention(q, k, v, scale=attn.scale)), attn.out_proj)
+    return x + _mlp(_layer_norm(x, layer.layer_norm2), layer.mlp)
+
+
+def _maskclip_block(x: torch.Tensor, layer) -> torch.Tensor:
+    # chongzhou96/MaskCLIP mmseg/models/backbones/vit.py, TransformerEncoderLayer.forward(return_qkv=True):
+    #   y = norm1(x); q, k, v = out_proj(in_proj(y) split in three); v += x; v = ffn(norm2(v), identity=v)
+    attn = layer.self_attn
+    v = x + _linear(_linear(_layer_norm(x, layer.layer_norm1), attn.v_proj), attn.out_proj)
+    return v + _mlp(_layer_norm(v, layer.layer_norm2), layer.mlp)
+
+
+def _clearclip_block(x: torch.Tensor, layer) -> torch.Tensor:
+    # mc-lan/ClearCLIP open_clip/transformer.py, custom_attn(model_type='ClearCLIP') with
+    # ignore_residual=True: output = custom_attn(blk.attn, blk.ln_1(x)); no residual, no MLP.
+    #   qq_attn = bmm(q, q^T) * head_dim ** -0.5 (per head); softmax(-1); bmm(attn, v); out_proj
+    attn = layer.self_attn
+    y = _layer_norm(x, layer.layer_norm1)
+    q = _heads(_linear(y, attn.q_proj), attn.num_heads)
+    v = _heads(_linear(y, attn.v_proj), attn.num_heads)
+    out = F.scaled_dot_product_attention(q, q, v, scale=attn.scale)  # softmax(q q^T * scale) v
+    return _linear(_merge_heads(out), attn.out_proj)
+
+
+_LAST_BLOCK = {"maskclip": _maskclip_block, "clearclip": _clearclip_block}
+
+
+def compute_dense_features(
+    model: CLIPSegForImageSegmentation, hidden_state: torch.Tensor, method: str, layer: int | None = None
+) -> torch.Tensor:
+    """`(B, h, w, D)` L2-normalised patch embeddings (fp32, on the model's device).
+
+    `hidden_state`: `(B, 1 + h*w, width)`, the hidden state that enters encoder layer `layer`
+    (transformers' `hidden_states[layer]` with `output_hidden_states=True`; default
+    `max(extract_layers) + 1`, the deepest activation fastclipseg's vision stage returns). Layers
+    `layer .. n-2` run unchanged, layer `n-1` (the last) as `method` says, then the tower's
+    `post_layernorm` and the CLIP model's `visual_projection` apply to each patch token (the CLS
+    token is dropped). The grid must be square (CLIPSeg's input is).
+    """
+    check_method(method)
+    vision = model.clip.vision_model
+    layers = vision.encoder.layers
+    if layer is None:
+        layer = max(int(i) for i in model.config.extract_layers) + 1
+    if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < len(layers):
+        raise ValueError(
+            f"layer must be the index of an encoder layer (0 .. {len(layers) - 1}) that the hidden state enters, "
+            f"got {layer!r}: the last layer ({len(layers) - 1}) is the one {method} modifies, so it must not have run"
+        )
+    if hidden_state.ndim != 3 or hidden_state.shape[-1] != vision.config.hidden_size:
+        raise ValueError(
+            f"hidden_state must be (B, tokens, {vision.config.hidden_size}), got {tuple(hidden_state.shape)}"
+        )
+    patches = hidden_state.shape[1] - 1
+    side = math.isqrt(patches)
+    if side * side != patches or patches == 0:
+        raise ValueError(f"hidden_state has {patches} patch tokens (plus CLS): not a square grid")
+    device = vision.post_layernorm.weight.device
+    with torch.inference_mode():
+        x = hidden_state.to(device=device, dtype=torch.float32)
+        for block in layers[layer:-1]:
+            x = _block(x, block)
+        x = _LAST_BLOCK[method](x, layers[-1])
+        x = _layer_norm(x[:, 1:], vision.post_layernorm)
+        x = F.linear(x, model.clip.visual_projection.weight.float())
+        x = F.normalize(x, dim=-1)
+    return x.reshape(x.shape[0], side, side, x.shape[-1])
+
+
+def _deepest_activation(segmenter: FastSegmenter, activations: torch.Tensor) -> tuple[torch.Tensor, int]:
+    extract_layers = [int(i) for i in segmenter.model.config.extract_layers]
+    if not isinstance(activations, torch.Tensor):
+        raise TypeError(f"activations must be the tensor segmenter.engine.encode_images returned, got {describe(activations)}")
+    if activations.ndim != 4 or activations.shape[0] != len(extract_layers) or activations.shape[1] != 1:
+        raise ValueError(
+            f"activations must be ({len(extract_layers)}, 1, tokens, width) (the vision stage's output for this one "
+            f"image; for image i of a batch pass activations[:, i:i+1]), got {tuple(activations.shape)}"
+        )
+    deepest = max(extract_layers)
+    return activations[extract_layers.index(deepest), :, :, :], deepest + 1
+
+
+def _check_segmenter(segmenter: FastSegmenter) -> None:
+    if getattr(segmenter, "model", None) is None:
+        raise ValueError(
+            "dense features need the transformers model's weights (the vision tower's last layers, its final "
+            "layer norm and visual projection), which a segmenter loaded from an export does not hold: build "
+            "the segmenter from the model (FastSegmenter.from_pretrained with a hub id or a transformers folder)"
+        )
+
+
+def dense_features(
+    segmenter: FastSegmenter,
+    image: object,
+    method: str = "clearclip",
+    size: Size = None,
+    activations: torch.Tensor | None = None,
+) -> DenseFeatures:
+    """CLIP-aligned features of one image (path, PIL.Image or HxWx3 uint8 RGB array).
+
+    `method`: "clearclip" (default) or "maskclip" (see the module docstring). `size`: None (the
+    patch grid, the default: see `DenseFeatures`), `(H, W)`, or "image" (the image's own size).
+    `activations`: what `segmenter.engine.encode_images` already returned for this image (shape
+    `(len(extract_layers), 1, tokens, width)`, any precision), so the vision stage is not run
+    again; otherwise it runs here. Only the remaining encoder layers run on top, in fp32 eager
+    torch with the model's weights.
+    """
+    check_method(method)
+    _check_segmenter(segmenter)
+    array = load_image(image, segmenter.max_image_pixels)
+    image_size = (int(array.shape[0]), int(array.shape[1]))
+    target = _target_size(size, image_size)  # validate before the network runs
+    if activations is None:
+        activations = segmenter.engine.encode_images(segmenter.pixel_values([array]))
+    hidden, layer = _deepest_activation(segmenter, activations)
+    embeddings = compute_dense_features(segmenter.model, hidden, method, layer=layer)[0].cpu().numpy()
+    features = DenseFeatures(embeddings, image_size, method)
+    return features.upsample(target) if target is not None else features
+
+
+# -- semantic segmentation ---------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class SemanticSegmentation:
+    """One label per pixel among `class_names`, from the cosine of dense features with the classes' text.
+
+    - `labels`: `H x W` int32 class indices at the image's own size: the argmax over classes of the
+      patch-grid cosine maps upsampled bilinearly (align_corners=False) to the image.
+    - `similarity`: `K x h x w` float32 cosine maps at the patch grid.
+    - `scores`: K floats, the mean probability of class k over the pixels labelled k (0 for a
+      class with no pixel), where the probabilities are softmax over classes of the upsampled
+      cosines / `temperature`.
+    - `areas`: K pixel counts.
+    - `probabilities`: `K x H x W` float32 softmax, computed on first use (K x H x W x 4 bytes).
+    """
+
+    class_names: list[str]
+    labels: np.ndarray
+    scores: np.ndarray
+    areas: np.ndarray
+    similarity: np.ndarray
+    image_size: tuple[int, int]
+    method: str
+    temperature: float
+    features: DenseFeatures = field(repr=False)
+
+    @cached_property
+    def probabilities(self) -> np.ndarray:
+        upsampled = _bilinear(torch.from_numpy(self.similarity), self.image_size)
+        return torch.softmax(upsampled / self.temperature, dim=0).numpy()
+
+
+def _labels_and_scores(similarity: np.ndarray, image_size: tuple[int, int], temperature: float):
+    """Argmax and softmax statistics of the upsampled maps, a few classes at a time.
+
+    F.interpolate treats channels independently, so each chunk's upsampled values are those of the
+    whole stack; a running max (strict `>`: the first maximal class wins, as `torch.argmax`) and
+    an online log-sum-exp give the labels and each pixel's winning probability without holding
+    K x H x W.
+    """
+    maps = torch.from_numpy(similarity)
+    classes = maps.shape[0]
+    height, width = image_size
+    chunk = max(1, _CHUNK_VALUES // (height * width))
+    best = torch.full((height, width), -math.inf)
+    labels = torch.zeros((height, width), dtype=torch.int64)
+    total = torch.zeros((height, width))  # sum_k exp((s_k - best) / t)
+    for start in range(0, classes, chunk):
+        values = _bilinear(maps[start : start + chunk], image_size)
+        chunk_best, chunk_index = values.max(dim=0)
+        new_best = torch.maximum(best, chunk_best)
+        take = chunk_best > best
+        # `values` is this chunk's own buffer: exp((values - new_best) / t) in place.
+        exponentials = values.sub_(new_best).div_(temperature).exp_().sum(dim=0)
+        total = total * torch.exp((best - new_best) / temperature) + exponentials
+        labels = torch.where(take, chunk_index + start, labels)
+        best = new_best
+    winning_probability = 1.0 / total  # exp((best - best) / t) / total
+    areas = torch.bincount(labels.reshape(-1), minlength=classes)
+    sums = torch.zeros(classes, dtype=torch.float64).index_add_(
+        0, labels.reshape(-1), winning_probability.reshape(-1).double()
+    )
+    scores = torch.where(areas > 0, sums / areas.clamp(min=1), torch.zeros_like(sums))
+    return labels.to(torch.int32).numpy(), scores.float().numpy(), areas.numpy()
+
+
+def semantic_segment(
+    segmenter: FastSegmenter,
+    image: object,
+    class_names: str | Sequence[str],
+    method: str = "clearclip",
+    temperature: float | None = None,
+    activations: torch.Tensor | None = None,
+) -> SemanticSegmentation:
+    """Label every pixel of `image` with one of `class_names` (zero-shot, training-free).
+
+    One vision pass (or none, given `activations` as in `dense_features`), the remaining encoder
+    layers with the last one modified per `method`, and the classes' text embeddings from
+    `segmenter.encode_prompts` (cached by text): no decoder pass per class. `temperature`: the
+    softmax temperature over classes for `scores` and `probabilities` (None: the method's
+    published value, 1/50 for ClearCLIP, 1/100 for MaskCLIP); labels do not depend on it.
+    """
+    check_method(method)
+    names = normalize_prompts(class_names, "class_names")
+    if temperature is None:
+        temperature = DEFAULT_TEMPERATURE[method]
+    if isinstance(temperature, bool) or not isinstance(temperature, Real) or not math.isfinite(temperature) \
+            or not temperature > 0:
+        raise ValueError(f"temperature must be a positive number (or None for the method's), got {temperature!r}")
+    features = dense_features(segmenter, image, method=method, activations=activations)
+    similarity = features.similarity(segmenter.encode_prompts(names))
+    labels, scores, areas = _labels_and_scores(similarity, features.image_size, float(temperature))
+    return SemanticSegmentation(
+        class_names=names, labels=labels, scores=scores, areas=areas, similarity=similarity,
+        image_size=features.image_size, method=method, temperature=float(temperature), features=features,
+    )
+
+
+__all__ = [
+    "DEFAULT_TEMPERATURE", "METHODS", "DenseFeatures", "SemanticSegmentation", "compute_dense_features",
+    "dense_features", "semantic_segment",
+]
