@@ -203,3 +203,28 @@ def test_dense_features_through_the_segmenter_and_a_session(tiny_segmenter):
     labels = tiny_segmenter.semantic_segment(IMAGE, ["a cat", "a dog", "red"]).labels
     np.testing.assert_array_equal(labels, semantic_segment(tiny_segmenter, IMAGE, ["a cat", "a dog", "red"]).labels)
     assert labels.shape == (48, 64)
+
+
+def test_segment_command_takes_expressions(tiny_model_dir, tiny_segmenter, tmp_path):
+    import json
+
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from fastclipseg.cli import app
+
+    image_path = tmp_path / "photo.png"
+    Image.fromarray(IMAGE).save(image_path)
+    out = tmp_path / "out"
+    expression = "(a cat OR a dog) AND NOT red"
+    result = CliRunner().invoke(app, ["segment", str(image_path), "-p", expression, "-p", "a cat", "-m",
+                                      str(tiny_model_dir), "--out", str(out)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    record = json.loads((out / "photo.json").read_text())
+    assert [m["prompt"] for m in record["masks"]] == [expression, "a cat"]
+    expected = tiny_segmenter.segment(IMAGE, [expression, "a cat"])
+    assert [m["rle"] for m in record["masks"]] == expected.rle
+    assert (out / record["masks"][0]["mask_png"]).is_file()
+    bad = CliRunner().invoke(app, ["segment", str(image_path), "-p", "(a cat OR", "-m", str(tiny_model_dir),
+                                   "--out", str(tmp_path / "bad")])
+    assert bad.exit_code == 2 and "column" in bad.output and "^" in bad.output
