@@ -279,3 +279,14 @@ def test_dense_features_dataclass_upsample_keeps_metadata():
     features = DenseFeatures(embeddings, (20, 30), "maskclip")
     up = features.upsample()
     assert up.embeddings.shape == (20, 30, 5) and up.image_size == (20, 30) and up.method == "maskclip"
+
+
+def test_stride_gives_one_feature_per_stride_pixels(tiny_segmenter):
+    image = np.random.default_rng(3).integers(0, 255, (50, 70, 3), dtype=np.uint8)
+    by_stride = dense_features(tiny_segmenter, image, stride=8)
+    assert by_stride.embeddings.shape[:2] == (7, 9)  # ceil(50 / 8), ceil(70 / 8)
+    np.testing.assert_array_equal(by_stride.embeddings, dense_features(tiny_segmenter, image, size=(7, 9)).embeddings)
+    with pytest.raises(ValueError, match="not both"):
+        dense_features(tiny_segmenter, image, size=(7, 9), stride=8)
+    with pytest.raises(ValueError, match="stride must be"):
+        dense_features(tiny_segmenter, image, stride=0)

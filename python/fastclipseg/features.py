@@ -160,7 +160,14 @@ class DenseFeatures:
         return DenseFeatures(upsampled.numpy(), self.image_size, self.method)
 
 
-def _target_size(size: Size, image_size: tuple[int, int]) -> tuple[int, int] | None:
+def _target_size(size: Size, image_size: tuple[int, int], stride: int | None = None) -> tuple[int, int] | None:
+    if stride is not None:
+        if size is not None:
+            raise ValueError("give size or stride, not both")
+        if isinstance(stride, bool) or not isinstance(stride, (int, np.integer)) or stride < 1:
+            raise ValueError(f"stride must be an int >= 1 (image pixels per feature), got {stride!r}")
+        # One feature per `stride` image pixels, rounded up so the whole image is covered.
+        return (-(-int(image_size[0]) // int(stride)), -(-int(image_size[1]) // int(stride)))
     if size is None:
         return None
     if isinstance(size, str):
@@ -305,11 +312,13 @@ def dense_features(
     method: str = "clearclip",
     size: Size = None,
     activations: torch.Tensor | None = None,
+    stride: int | None = None,
 ) -> DenseFeatures:
     """CLIP-aligned features of one image (path, PIL.Image or HxWx3 uint8 RGB array).
 
     `method`: "clearclip" (default) or "maskclip" (see the module docstring). `size`: None (the
-    patch grid, the default: see `DenseFeatures`), `(H, W)`, or "image" (the image's own size).
+    patch grid, the default: see `DenseFeatures`), `(H, W)`, or "image" (the image's own size);
+    or `stride`: one feature per `stride` image pixels (`ceil(H / stride) x ceil(W / stride)`).
     `activations`: what `segmenter.engine.encode_images` already returned for this image (shape
     `(len(extract_layers), 1, tokens, width)`, any precision), so the vision stage is not run
     again; otherwise it runs here. Only the remaining encoder layers run on top, in fp32 eager
@@ -319,7 +328,7 @@ def dense_features(
     _check_segmenter(segmenter)
     array = load_image(image, segmenter.max_image_pixels)
     image_size = (int(array.shape[0]), int(array.shape[1]))
-    target = _target_size(size, image_size)  # validate before the network runs
+    target = _target_size(size, image_size, stride)  # validate before the network runs
     if activations is None:
         activations = segmenter.engine.encode_images(segmenter.pixel_values([array]))
     hidden, layer = _deepest_activation(segmenter, activations)

@@ -136,11 +136,12 @@ class Session:
         self.history.append(result)
         return result
 
-    def dense_features(self, method: str = "clearclip", size=None):
+    def dense_features(self, method: str = "clearclip", size=None, stride: int | None = None):
         """Dense CLIP features of the session's image, reusing its vision-stage activations."""
         from .features import dense_features
 
-        return dense_features(self.segmenter, self.image, method=method, size=size, activations=self.activations)
+        return dense_features(self.segmenter, self.image, method=method, size=size, stride=stride,
+                              activations=self.activations)
 
     # -- history -------------------------------------------------------------------------------
 

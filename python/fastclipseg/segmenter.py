@@ -472,12 +472,13 @@ class FastSegmenter:
 
     # -- dense features -----------------------------------------------------------------------
 
-    def dense_features(self, image: object, method: str = "clearclip", size=None):
+    def dense_features(self, image: object, method: str = "clearclip", size=None, stride: int | None = None):
         """`h x w x D` L2-normalised per-patch embeddings in CLIP's joint image-text space (see
-        `fastclipseg.features`): "clearclip" or "maskclip", at patch resolution by default."""
+        `fastclipseg.features`): "clearclip" or "maskclip", at patch resolution by default;
+        `size=(H, W)`, `size="image"` or `stride=N` (one feature per N pixels) upsample."""
         from .features import dense_features
 
-        return dense_features(self, image, method=method, size=size)
+        return dense_features(self, image, method=method, size=size, stride=stride)
 
     def semantic_segment(self, image: object, class_names: Sequence[str], method: str = "clearclip", **options):
         """A label map over `class_names` from dense features: one vision pass for all classes."""
