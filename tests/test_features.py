@@ -290,3 +290,17 @@ def test_stride_gives_one_feature_per_stride_pixels(tiny_segmenter):
         dense_features(tiny_segmenter, image, size=(7, 9), stride=8)
     with pytest.raises(ValueError, match="stride must be"):
         dense_features(tiny_segmenter, image, stride=0)
+
+
+def test_similarity_takes_texts(tiny_segmenter):
+    image = np.random.default_rng(4).integers(0, 255, (40, 40, 3), dtype=np.uint8)
+    features = dense_features(tiny_segmenter, image)
+    by_text = features.similarity(["a cat", "red dog"])
+    by_embedding = features.similarity(tiny_segmenter.encode_prompts(["a cat", "red dog"]))
+    np.testing.assert_array_equal(by_text, by_embedding)
+    # One row takes another matrix kernel: equal to rounding.
+    np.testing.assert_allclose(features.similarity("a cat"), by_text[:1], rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(features.upsample((5, 5)).similarity("a cat").shape, (1, 5, 5))
+    bare = features_module.DenseFeatures(features.embeddings, features.image_size, features.method)
+    with pytest.raises(ValueError, match="without a segmenter"):
+        bare.similarity("a cat")

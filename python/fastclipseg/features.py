@@ -50,7 +50,7 @@ uses `softmax(output * 100)`. `semantic_segment` does the same with temperature 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from numbers import Real
@@ -123,6 +123,8 @@ class DenseFeatures:
     embeddings: np.ndarray
     image_size: tuple[int, int]
     method: str
+    # Text -> (K, D) embeddings, for `similarity(texts)`: the segmenter's cached `encode_prompts`.
+    encode_text: Callable[[list[str]], torch.Tensor] | None = field(default=None, repr=False)
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -133,9 +135,16 @@ class DenseFeatures:
     def dim(self) -> int:
         return int(self.embeddings.shape[2])
 
-    def similarity(self, text_embeddings: np.ndarray | torch.Tensor) -> np.ndarray:
-        """`(K, h, w)` float32 cosine similarities with `text_embeddings` (`(K, D)` or `(D,)`,
-        e.g. `FastSegmenter.encode_prompts(...)`; normalised here)."""
+    def similarity(self, texts: str | Sequence[str] | np.ndarray | torch.Tensor) -> np.ndarray:
+        """`(K, h, w)` float32 cosine similarities with K texts, or with text embeddings (`(K, D)`
+        or `(D,)`, e.g. `FastSegmenter.encode_prompts(...)`; normalised here). Texts are encoded
+        with the segmenter that computed the features (cached)."""
+        if isinstance(texts, str) or (isinstance(texts, Sequence) and texts and all(isinstance(t, str) for t in texts)):
+            if self.encode_text is None:
+                raise ValueError("these features were built without a segmenter: pass text embeddings "
+                                 "(FastSegmenter.encode_prompts(texts)) instead of texts")
+            texts = self.encode_text([texts] if isinstance(texts, str) else list(texts))
+        text_embeddings = texts
         text = _as_tensor(text_embeddings, "text_embeddings")
         if text.ndim == 1:
             text = text[None]
@@ -154,10 +163,10 @@ class DenseFeatures:
         this takes."""
         target = _target_size(size, self.image_size)
         if target is None or target == self.grid:
-            return DenseFeatures(self.embeddings, self.image_size, self.method)
+            return DenseFeatures(self.embeddings, self.image_size, self.method, self.encode_text)
         grid = torch.from_numpy(self.embeddings).permute(2, 0, 1)
         upsampled = F.normalize(_bilinear(grid, target), dim=0).permute(1, 2, 0).contiguous()
-        return DenseFeatures(upsampled.numpy(), self.image_size, self.method)
+        return DenseFeatures(upsampled.numpy(), self.image_size, self.method, self.encode_text)
 
 
 def _target_size(size: Size, image_size: tuple[int, int], stride: int | None = None) -> tuple[int, int] | None:
@@ -333,7 +342,7 @@ def dense_features(
         activations = segmenter.engine.encode_images(segmenter.pixel_values([array]))
     hidden, layer = _deepest_activation(segmenter, activations)
     embeddings = compute_dense_features(segmenter.model, hidden, method, layer=layer)[0].cpu().numpy()
-    features = DenseFeatures(embeddings, image_size, method)
+    features = DenseFeatures(embeddings, image_size, method, encode_text=lambda texts: segmenter.encode_prompts(texts).float().cpu())
     return features.upsample(target) if target is not None else features
 
 
