@@ -338,6 +338,167 @@ def test_area_bbox_of_empty_list():
     assert rle.bbox([]).shape == (0, 4)
 
 
+# --------------------------------------------------------------------------- packed masks
+
+
+def pack(mask: np.ndarray) -> np.ndarray:
+    return np.packbits(mask.astype(bool), axis=-1, bitorder="little")
+
+
+def dirty_padding(bits: np.ndarray, width: int, rng: np.random.Generator) -> np.ndarray:
+    """Random garbage in the unused high bits of each row's last byte."""
+    out = bits.copy()
+    if width % 8 and out.size:
+        junk = rng.integers(0, 256, size=out[..., -1].shape, dtype=np.uint8)
+        out[..., -1] |= junk & np.uint8((0xFF << (width % 8)) & 0xFF)
+    return out
+
+
+def check_packed(masks: np.ndarray, bits: np.ndarray | None = None) -> None:
+    """encode_packed / packed_area_bbox of a (K, H, W) batch against encode and pycocotools."""
+    k, h, w = masks.shape
+    bits = pack(masks) if bits is None else bits
+    got = rle.encode_packed(bits, w)
+    assert got == rle.encode(masks)
+    areas, boxes = rle.packed_area_bbox(bits, w)
+    assert areas.dtype == np.int64 and areas.shape == (k,)
+    assert boxes.dtype == np.float64 and boxes.shape == (k, 4)
+    for i in range(k):
+        ref = coco_rle(masks[i])
+        assert got[i] == {"size": [h, w], "counts": ref["counts"].decode("ascii")}
+        assert areas[i] == coco.area(ref) == np.count_nonzero(masks[i])
+        assert boxes[i].tolist() == coco.toBbox(ref).tolist()
+
+
+PACKED_SHAPES = [(1, 1), (1, 7), (1, 8), (1, 9), (1, 200), (7, 1), (3, 5), (8, 8), (13, 11), (5, 63), (5, 64),
+                 (5, 65), (33, 129), (64, 48), (100, 257), (480, 640)]
+
+
+@pytest.mark.parametrize("shape", PACKED_SHAPES)
+@pytest.mark.parametrize("density", [0.02, 0.5, 0.98])
+@pytest.mark.parametrize("blobby", [False, True])
+def test_encode_packed_matches_encode_and_pycocotools(shape, density, blobby):
+    rng = np.random.default_rng(hash((shape, density, blobby, "packed")) % 2**32)
+    masks = random_mask(rng, (3, *shape), density, blobby)
+    check_packed(masks)
+    # Garbage in the padding bits changes nothing.
+    check_packed(masks, dirty_padding(pack(masks), shape[1], rng))
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 13), (9, 1), (4, 5), (6, 16), (7, 70)])
+def test_encode_packed_empty_full_and_single_pixels(shape):
+    h, w = shape
+    masks = [np.zeros(shape, bool), np.ones(shape, bool)]
+    for r, c in {(0, 0), (0, w - 1), (h - 1, 0), (h - 1, w - 1), (h // 2, w // 2)}:
+        m = np.zeros(shape, bool)
+        m[r, c] = True
+        masks += [m, ~m]
+    check_packed(np.stack(masks))
+    assert rle.encode_packed(pack(np.zeros((1, *shape))), w)[0]["counts"] == _core.rle_counts_to_string([h * w])
+    assert rle.encode_packed(pack(np.ones((1, *shape))), w)[0]["counts"] == _core.rle_counts_to_string([0, h * w])
+
+
+def test_encode_packed_all_padding_set():
+    # Every padding bit set, mask itself empty: still the empty mask.
+    for w in (1, 3, 7, 9, 15, 65):
+        bits = np.full((2, 4, (w + 7) // 8), 0, np.uint8)
+        bits[..., -1] = np.uint8((0xFF << (w % 8)) & 0xFF) if w % 8 else 0
+        assert rle.encode_packed(bits, w) == rle.encode(np.zeros((2, 4, w), bool))
+        areas, boxes = rle.packed_area_bbox(bits, w)
+        assert areas.tolist() == [0, 0] and not boxes.any()
+
+
+def test_encode_packed_2d_and_zero_sizes():
+    rng = np.random.default_rng(4)
+    m = rng.random((37, 21)) < 0.4
+    one = rle.encode_packed(pack(m), 21)
+    assert one == rle.encode(m)
+    area, box = rle.packed_area_bbox(pack(m), 21)
+    assert area == int(m.sum()) and isinstance(area, int)
+    assert box.tolist() == rle.bbox(one).tolist()
+    # K = 0, H = 0 and W = 0 (packbits gives a last dimension of 0).
+    assert rle.encode_packed(np.zeros((0, 5, 2), np.uint8), 13) == []
+    assert rle.packed_area_bbox(np.zeros((0, 5, 2), np.uint8), 13)[1].shape == (0, 4)
+    for shape in [(3, 0, 9), (3, 4, 0), (2, 0, 0)]:
+        masks = np.zeros(shape, bool)
+        assert rle.encode_packed(pack(masks), shape[2]) == rle.encode(masks)
+        assert all(r["counts"] == "0" for r in rle.encode_packed(pack(masks), shape[2]))
+
+
+def test_encode_packed_layouts_and_threads():
+    rng = np.random.default_rng(5)
+    masks = random_mask(rng, (9, 120, 77), 0.5, True)
+    bits = pack(masks)
+    want = rle.encode(masks)
+    # Non-contiguous views are accepted (copied to C order at the boundary).
+    assert rle.encode_packed(np.asfortranarray(bits), 77) == want
+    padded = np.zeros((9, 120, 20), np.uint8)
+    padded[..., :10] = bits
+    assert rle.encode_packed(padded[..., :10], 77) == want
+    assert rle.encode_packed(bits[::-1], 77) == want[::-1]
+    assert rle.encode_packed(memoryview(bits), 77) == want  # buffers go through np.asarray
+    for threads in (None, 1, 2, 3, 64):
+        assert rle.encode_packed(bits, 77, threads=threads) == want
+    big = random_mask(rng, (6, 700, 500), 0.5, True)  # large enough to use several threads
+    assert rle.encode_packed(pack(big), 500, threads=4) == rle.encode(big)
+
+
+def test_encode_packed_rejects_bad_input():
+    bits = pack(np.zeros((2, 4, 13), bool))  # last dimension 2
+    for bad in (bits.astype(np.int8), bits.astype(np.uint16), bits.astype(bool), bits.astype(np.float32)):
+        with pytest.raises(TypeError, match="uint8"):
+            rle.encode_packed(bad, 13)
+    with pytest.raises(TypeError, match="uint8"):
+        _core.rle_encode_packed(bits.astype(np.int16), 13)
+    for shape in [(16,), (1, 2, 3, 2), ()]:
+        with pytest.raises(ValueError, match="2-D .* or 3-D"):
+            rle.encode_packed(np.zeros(shape, np.uint8), 13)
+        with pytest.raises(ValueError, match="2-D .* or 3-D"):
+            _core.rle_encode_packed(np.zeros(shape, np.uint8), 13)
+    for width in (8, 17, 100, 0):
+        with pytest.raises(ValueError, match="ceil"):
+            rle.encode_packed(bits, width)
+        with pytest.raises(ValueError, match="ceil"):
+            _core.rle_encode_packed(bits, width)
+    for fn in (rle.encode_packed, rle.packed_area_bbox):
+        with pytest.raises(ValueError, match=">= 0"):
+            fn(bits, -1)
+        with pytest.raises(TypeError, match="width must be an int"):
+            fn(bits, 13.0)
+        with pytest.raises(TypeError, match="width must be an int"):
+            fn(bits, True)
+        with pytest.raises(ValueError, match="threads"):
+            fn(bits, 13, threads=0)
+    with pytest.raises(ValueError, match="width must be >= 0"):
+        _core.rle_encode_packed(bits, -5)
+    with pytest.raises(ValueError, match="threads"):
+        _core.rle_encode_packed(bits, 13, -1)
+    # H * W past the maximum count is rejected before anything is read.
+    with pytest.raises(ValueError, match="too large"):
+        _core.rle_encode_packed(np.lib.stride_tricks.as_strided(np.zeros(1, np.uint8), (1, 2**31, 2**28), (0, 0, 0)), 2**31)
+
+
+packed_strategy = hnp.arrays(
+    dtype=np.bool_,
+    shape=hnp.array_shapes(min_dims=3, max_dims=3, min_side=0, max_side=40),
+    elements=st.booleans(),
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(masks=packed_strategy, seed=st.integers(0, 2**32 - 1))
+def test_property_encode_packed(masks, seed):
+    bits = dirty_padding(pack(masks), masks.shape[2], np.random.default_rng(seed))
+    got = rle.encode_packed(bits, masks.shape[2])
+    assert got == rle.encode(masks)
+    areas, boxes = rle.packed_area_bbox(bits, masks.shape[2])
+    for i, r in enumerate(got):
+        ref = coco_rle(masks[i])
+        assert r["counts"] == ref["counts"].decode()
+        assert areas[i] == coco.area(ref)
+        assert boxes[i].tolist() == coco.toBbox(ref).tolist()
+
+
 # --------------------------------------------------------------------------- threads
 
 

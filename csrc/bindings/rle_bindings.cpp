@@ -7,7 +7,9 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <algorithm>
 #include <array>
+#include <new>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
@@ -196,6 +198,62 @@ py::str counts_to_string(const py::iterable& counts) {
     return py::str(s);
 }
 
+// Packed masks (layout in fastclipseg/rle.hpp): uint8 (K, H, ceil(W/8)) or
+// (H, ceil(W/8)), made C-contiguous here (a copy only if it is not already).
+// Returns (counts: list[str], area: int64 (K,), bbox: float64 (K, 4)); a 2-D
+// input is one mask (K = 1).
+py::tuple encode_packed(const py::array& bits_in, long long width, long long threads) {
+    const py::dtype dt = bits_in.dtype();
+    if (dt.kind() != 'u' || dt.itemsize() != 1) {
+        throw py::type_error("packed bits dtype must be uint8 (np.packbits output), got " +
+                             std::string(py::str(dt)));
+    }
+    if (bits_in.ndim() != 2 && bits_in.ndim() != 3) {
+        throw py::value_error("packed bits must be 2-D (H, ceil(W/8)) or 3-D (K, H, ceil(W/8)), got " +
+                              std::to_string(bits_in.ndim()) + "-D array");
+    }
+    if (width < 0) throw py::value_error("width must be >= 0, got " + std::to_string(width));
+    if (threads < 0) throw py::value_error("threads must be >= 0, got " + std::to_string(threads));
+    const bool batch = bits_in.ndim() == 3;
+    const std::size_t k = batch ? static_cast<std::size_t>(bits_in.shape(0)) : 1;
+    const std::size_t h = static_cast<std::size_t>(bits_in.shape(batch ? 1 : 0));
+    const std::size_t row_bytes = static_cast<std::size_t>(bits_in.shape(batch ? 2 : 1));
+    const std::size_t w = static_cast<std::size_t>(width);
+    const std::size_t want = w / 8 + (w % 8 != 0);
+    if (row_bytes != want) {
+        throw py::value_error("packed bits last dimension is " + std::to_string(row_bytes) +
+                              " but width " + std::to_string(w) + " needs ceil(width/8) = " +
+                              std::to_string(want));
+    }
+    rle::checked_area(h, w);  // before any copy below
+    // A copy only when the input is not C-contiguous already.
+    const auto bits = py::array_t<std::uint8_t, py::array::c_style>::ensure(bits_in);
+    if (!bits) {
+        if (PyErr_Occurred()) throw py::error_already_set();
+        throw std::bad_alloc();  // ensure() clears the error it hit (a failed copy)
+    }
+    const auto* data = bits.data();
+    const std::size_t size = static_cast<std::size_t>(bits.size());
+    const unsigned n_threads =
+        static_cast<unsigned>(std::min<long long>(threads, rle::kMaxPackedThreads));
+    std::vector<rle::PackedRle> out;
+    {
+        py::gil_scoped_release release;
+        out = rle::encode_packed_batch(data, size, k, h, w, row_bytes, n_threads);
+    }
+    py::list counts(k);
+    py::array_t<std::int64_t> area(static_cast<py::ssize_t>(k));
+    py::array_t<double> bbox({static_cast<py::ssize_t>(k), py::ssize_t{4}});
+    auto a = area.mutable_unchecked<1>();
+    auto b = bbox.mutable_unchecked<2>();
+    for (std::size_t i = 0; i < k; ++i) {
+        counts[i] = py::str(out[i].counts);
+        a(static_cast<py::ssize_t>(i)) = static_cast<std::int64_t>(out[i].area);
+        for (py::ssize_t j = 0; j < 4; ++j) b(static_cast<py::ssize_t>(i), j) = out[i].bbox[j];
+    }
+    return py::make_tuple(counts, area, bbox);
+}
+
 }  // namespace
 
 void register_rle(py::module_& m) {
@@ -218,6 +276,13 @@ void register_rle(py::module_& m) {
           "Compressed counts string -> list of run lengths (uncompressed RLE).");
     m.def("rle_counts_to_string", &counts_to_string, py::arg("counts"),
           "Run lengths (iterable of non-negative ints) -> compressed counts string.");
+    m.attr("RLE_PACKED_MAX_THREADS") = py::int_(rle::kMaxPackedThreads);
+    m.def("rle_encode_packed", &encode_packed, py::arg("bits"), py::arg("width"),
+          py::arg("threads") = 0,
+          "Encode bit-packed masks, uint8 (K, H, ceil(W/8)) or (H, ceil(W/8)) as from "
+          "np.packbits(mask, axis=-1, bitorder='little'), into COCO compressed RLE without "
+          "unpacking. Padding bits are ignored. Returns (counts: list[str], area: int64 (K,), "
+          "bbox: float64 (K, 4)). threads=0: hardware concurrency.");
 }
 
 }  // namespace fastclipseg::bindings

@@ -2,8 +2,13 @@
 #include "fastclipseg/rle.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
+#include <exception>
+#include <mutex>
 #include <stdexcept>
+#include <thread>
+#include <utility>
 
 namespace fastclipseg::rle {
 namespace {
@@ -433,6 +438,186 @@ std::array<double, 4> bbox_impl(Iterate&& iterate, std::size_t h, std::size_t w)
             static_cast<double>(xe - xs + 1), static_cast<double>(ye - ys + 1)};
 }
 
+
+// ---------------------------------------------------------------------------
+// Bit-packed masks (layout in rle.hpp). Same idea as encode_rows, 64 pixels
+// per word: a column-major boundary is a pixel that differs from the pixel
+// above it, i.e. a set bit of row[r] ^ row[r-1]; in row 0 the pixel "above"
+// (c) is the bottom of column c-1, i.e. the bottom row shifted by one column.
+// Boundaries are bucketed by column (counting sort) and emitted in
+// column-major order. Area (sum of the foreground runs) and bbox (OR of all
+// rows, first/last nonempty row) come from the same pass.
+// ---------------------------------------------------------------------------
+
+inline unsigned ctz64(std::uint64_t x) {
+#if defined(__GNUC__) || defined(__clang__)
+    return static_cast<unsigned>(__builtin_ctzll(x));
+#else
+    unsigned i = 0;
+    while (!(x & 1u)) x >>= 1, ++i;
+    return i;
+#endif
+}
+
+inline unsigned clz64(std::uint64_t x) {
+#if defined(__GNUC__) || defined(__clang__)
+    return static_cast<unsigned>(__builtin_clzll(x));
+#else
+    unsigned i = 0;
+    while (!(x & (std::uint64_t{1} << 63))) x <<= 1, ++i;
+    return i;
+#endif
+}
+
+// Idx: uint32 when h and w fit (half the memory traffic on noisy masks),
+// uint64 otherwise.
+template <class Idx>
+struct PackedScratch {
+    std::vector<std::uint64_t> words;  // prev row, cur row, OR of all rows (3 * nw)
+    std::vector<Idx> trans_col;        // boundary columns, row-major order
+    std::vector<std::size_t> row_end;  // end of each row's span in trans_col
+    std::vector<std::size_t> col_start;  // counting-sort cursors per column
+    std::vector<Idx> trans_row;        // boundary rows grouped by column
+};
+
+// Copies the ceil(w/8) meaningful bytes of a packed row into nw words (bit c
+// of the row is bit c % 64 of word c / 64) and clears the padding bits.
+inline void load_packed_row(const std::uint8_t* row, std::size_t nbytes, std::size_t nw,
+                            std::uint64_t last_mask, std::uint64_t* dst) {
+    dst[nw - 1] = 0;
+    std::memcpy(dst, row, nbytes);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    for (std::size_t i = 0; i < nw; ++i) dst[i] = __builtin_bswap64(dst[i]);
+#endif
+    dst[nw - 1] &= last_mask;
+}
+
+// One packed mask, h >= 1 and w >= 1, sizes already validated; h and w fit Idx.
+template <class Idx>
+void encode_packed_into(const std::uint8_t* bits, std::size_t h, std::size_t w,
+                        std::size_t row_bytes, PackedScratch<Idx>& s, PackedRle& out) {
+    const std::size_t nbytes = (w + 7) / 8;
+    const std::size_t nw = (w + 63) / 64;
+    const std::uint64_t last_mask =
+        (w % 64 == 0) ? ~std::uint64_t{0} : (std::uint64_t{1} << (w % 64)) - 1;
+    s.words.assign(3 * nw, 0);
+    std::uint64_t* prev = s.words.data();
+    std::uint64_t* cur = prev + nw;
+    std::uint64_t* acc = cur + nw;
+    auto& cols = s.trans_col;
+    cols.clear();
+
+    out.counts.clear();
+    StringWriter writer(out.counts);
+    // Area from the runs as they are emitted: odd-indexed runs are foreground.
+    std::uint64_t area = 0;
+    bool fg_run = false;
+    auto emit = [&](std::uint64_t count) {
+        writer.push(count);
+        if (fg_run) area += count;
+        fg_run = !fg_run;
+    };
+    std::size_t y0 = h, y1 = 0;
+
+    // Row 0 against the bottom row shifted one column right (column 0's
+    // predecessor is the implicit leading background).
+    load_packed_row(bits + (h - 1) * row_bytes, nbytes, nw, last_mask, prev);
+    load_packed_row(bits, nbytes, nw, last_mask, cur);
+    // h == 1: column-major order is row order, boundaries are already sorted.
+    const bool direct = h == 1;
+    std::uint64_t last = 0;
+    auto add_row = [&](std::size_t r, const std::uint64_t* d_src_a, bool first_row) {
+        std::uint64_t any = 0;
+        for (std::size_t i = 0; i < nw; ++i) {
+            const std::uint64_t v = cur[i];
+            std::uint64_t d;
+            if (first_row) {
+                const std::uint64_t pred = (d_src_a[i] << 1) | (i > 0 ? d_src_a[i - 1] >> 63 : 0);
+                d = (v ^ pred) & (i + 1 == nw ? last_mask : ~std::uint64_t{0});
+            } else {
+                d = v ^ d_src_a[i];
+            }
+            any |= v;
+            acc[i] |= v;
+            while (d != 0) {
+                const std::uint64_t c = static_cast<std::uint64_t>(i) * 64 + ctz64(d);
+                if (direct) {
+                    emit(c - last);
+                    last = c;
+                } else {
+                    cols.push_back(static_cast<Idx>(c));
+                }
+                d &= d - 1;
+            }
+        }
+        if (any != 0) {
+            if (y0 == h) y0 = r;
+            y1 = r;
+        }
+    };
+    add_row(0, prev, true);
+    if (!direct) {
+        s.row_end.resize(h);
+        s.row_end[0] = cols.size();
+        for (std::size_t r = 1; r < h; ++r) {
+            std::swap(prev, cur);
+            load_packed_row(bits + r * row_bytes, nbytes, nw, last_mask, cur);
+            add_row(r, prev, false);
+            s.row_end[r] = cols.size();
+        }
+        // Counting sort by column; rows stay ascending within a column.
+        auto& start = s.col_start;
+        start.assign(w + 1, 0);
+        for (const Idx c : cols) ++start[static_cast<std::size_t>(c) + 1];
+        for (std::size_t c = 0; c < w; ++c) start[c + 1] += start[c];
+        s.trans_row.resize(cols.size());
+        std::size_t i = 0;
+        for (std::size_t r = 0; r < h; ++r) {
+            for (const std::size_t end = s.row_end[r]; i < end; ++i) {
+                s.trans_row[start[cols[i]]++] = static_cast<Idx>(r);
+            }
+        }
+        std::size_t k = 0;
+        for (std::size_t c = 0; c < w; ++c) {
+            const std::uint64_t base = static_cast<std::uint64_t>(c) * h;
+            for (const std::size_t end = start[c]; k < end; ++k) {
+                const std::uint64_t pos = base + s.trans_row[k];
+                emit(pos - last);
+                last = pos;
+            }
+        }
+    }
+    emit(static_cast<std::uint64_t>(h) * w - last);
+    writer.finish();
+
+    out.area = area;
+    if (area == 0) {
+        out.bbox = {0.0, 0.0, 0.0, 0.0};
+        return;
+    }
+    std::size_t x0 = 0, x1 = 0;
+    for (std::size_t i = 0; i < nw; ++i) {
+        if (acc[i] != 0) {
+            x0 = i * 64 + ctz64(acc[i]);
+            break;
+        }
+    }
+    for (std::size_t i = nw; i-- > 0;) {
+        if (acc[i] != 0) {
+            x1 = i * 64 + 63 - clz64(acc[i]);
+            break;
+        }
+    }
+    out.bbox = {static_cast<double>(x0), static_cast<double>(y0),
+                static_cast<double>(x1 - x0 + 1), static_cast<double>(y1 - y0 + 1)};
+}
+
+// a * b, or fail(what) when it overflows size_t.
+std::size_t checked_mul(std::size_t a, std::size_t b, const std::string& what) {
+    if (a != 0 && b > static_cast<std::size_t>(-1) / a) fail(what + " overflows");
+    return a * b;
+}
+
 }  // namespace
 
 std::uint64_t checked_area(std::size_t h, std::size_t w) {
@@ -464,6 +649,89 @@ std::vector<std::string> encode_batch(const std::uint8_t* data, std::size_t k, s
                     h, w, row_stride, col_stride, scratch, out[i]);
     }
     return out;
+}
+
+std::vector<PackedRle> encode_packed_batch(const std::uint8_t* bits, std::size_t bits_size,
+                                           std::size_t k, std::size_t h, std::size_t w,
+                                           std::size_t row_bytes, unsigned threads) {
+    checked_area(h, w);
+    const std::size_t min_row_bytes = w / 8 + (w % 8 != 0);
+    if (row_bytes < min_row_bytes) {
+        fail("packed row_bytes = " + std::to_string(row_bytes) + " is too small for width " +
+             std::to_string(w) + " (needs at least ceil(w/8) = " + std::to_string(min_row_bytes) +
+             ")");
+    }
+    const std::string dims = std::to_string(k) + " packed mask(s) of " + size_str(h, w) +
+                             " with row_bytes = " + std::to_string(row_bytes);
+    const std::size_t mask_bytes = checked_mul(h, row_bytes, "packed mask size of " + dims);
+    const std::size_t need = checked_mul(k, mask_bytes, "packed buffer size of " + dims);
+    if (bits_size < need) {
+        fail("packed buffer holds " + std::to_string(bits_size) + " bytes but " + dims +
+             " need " + std::to_string(need));
+    }
+    std::vector<PackedRle> out(k);
+    if (h == 0 || w == 0) {
+        for (auto& r : out) r.counts = "0";
+        return out;
+    }
+    if (k > 0 && bits == nullptr) fail("packed mask pointer is null");
+
+    unsigned n = threads != 0 ? threads : std::max(1u, std::thread::hardware_concurrency());
+    n = std::min(n, kMaxPackedThreads);
+    // Below ~256K pixels per thread, starting a thread costs more than it saves.
+    const std::uint64_t pixels = static_cast<std::uint64_t>(h) * w * k;
+    const std::uint64_t by_work = std::max<std::uint64_t>(1, pixels >> 18);
+    n = static_cast<unsigned>(std::min<std::uint64_t>({n, k, by_work}));
+    // 32-bit boundary indices when h and w fit (always, in practice).
+    constexpr std::size_t kU32 = 0xffffffffu;
+    const bool narrow = h <= kU32 && w <= kU32;
+    auto run = [&](auto& scratch, std::size_t i) {
+        encode_packed_into(bits + i * mask_bytes, h, w, row_bytes, scratch, out[i]);
+    };
+    auto drain = [&](auto next_index) {
+        if (narrow) {
+            PackedScratch<std::uint32_t> scratch;
+            for (std::size_t i; (i = next_index()) < k;) run(scratch, i);
+        } else {
+            PackedScratch<std::uint64_t> scratch;
+            for (std::size_t i; (i = next_index()) < k;) run(scratch, i);
+        }
+    };
+    if (n <= 1) {
+        std::size_t i = 0;
+        drain([&] { return i++; });
+        return out;
+    }
+    std::atomic<std::size_t> next{0};
+    std::exception_ptr error;
+    std::mutex error_mutex;
+    auto work = [&] {
+        try {
+            drain([&] { return next.fetch_add(1); });
+        } catch (...) {
+            const std::lock_guard<std::mutex> lock(error_mutex);
+            if (!error) error = std::current_exception();
+            next.store(k);
+        }
+    };
+    std::vector<std::thread> pool;
+    pool.reserve(n - 1);
+    try {
+        for (unsigned t = 1; t < n; ++t) pool.emplace_back(work);
+    } catch (...) {
+        // Could not start every thread: the ones running (and this one) still
+        // drain the queue.
+    }
+    work();
+    for (auto& t : pool) t.join();
+    if (error) std::rethrow_exception(error);
+    return out;
+}
+
+PackedRle encode_packed(const std::uint8_t* bits, std::size_t bits_size, std::size_t h,
+                        std::size_t w, std::size_t row_bytes) {
+    auto v = encode_packed_batch(bits, bits_size, 1, h, w, row_bytes, 1);
+    return std::move(v[0]);
 }
 
 std::vector<std::uint64_t> string_to_counts(std::string_view s) {

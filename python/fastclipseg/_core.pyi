@@ -17,6 +17,12 @@ def rle_bbox(counts: str | bytes, h: int, w: int) -> tuple[float, float, float, 
 def rle_string_to_counts(counts: str | bytes) -> list[int]: ...
 def rle_counts_to_string(counts: Iterable[int]) -> str: ...
 
+RLE_PACKED_MAX_THREADS: int
+
+def rle_encode_packed(
+    bits: npt.NDArray[np.uint8], width: int, threads: int = 0
+) -> tuple[list[str], npt.NDArray[np.int64], npt.NDArray[np.float64]]: ...
+
 # --- Post-processing (csrc/bindings/postprocess_bindings.cpp); the documented API is fastclipseg.ops.postprocess ---
 
 POSTPROCESS_MAX_SIDE: int

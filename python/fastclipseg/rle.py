@@ -10,6 +10,9 @@ Drop-in compatible with `pycocotools.mask` for the compressed format:
   ``(h, w)`` ``uint8`` array of 0/1 in Fortran (column-major) order.
 - `area(rle)` and `bbox(rle)` equal ``pycocotools.mask.area`` / ``toBbox``,
   computed from the counts without decoding the mask.
+- `encode_packed(bits, width)` and `packed_area_bbox(bits, width)` give the
+  same results from bit-packed masks (``np.packbits(mask, axis=-1,
+  bitorder="little")``, e.g. thresholded on a GPU), without unpacking them.
 
 Masks are read in place through their strides (C order, Fortran order or any
 view), must be ``bool`` or ``uint8`` (nonzero is foreground), and a mask with
@@ -27,7 +30,7 @@ import numpy as np
 
 from . import _core
 
-__all__ = ["RLE", "area", "bbox", "decode", "encode"]
+__all__ = ["RLE", "area", "bbox", "decode", "encode", "encode_packed", "packed_area_bbox"]
 
 
 class RLE(TypedDict):
@@ -59,6 +62,88 @@ def encode(mask: np.ndarray) -> RLE | list[RLE]:
         return {"size": [int(arr.shape[0]), int(arr.shape[1])], "counts": counts}
     size = [int(arr.shape[1]), int(arr.shape[2])]
     return [{"size": list(size), "counts": c} for c in counts]
+
+
+def _packed(bits: Any, width: Any, threads: int | None, fn: str) -> tuple[bool, int, int, tuple[list[str], np.ndarray, np.ndarray]]:
+    arr = bits if isinstance(bits, np.ndarray) else np.asarray(bits)
+    if arr.dtype != np.uint8:
+        raise TypeError(f"{fn}: bits dtype must be uint8 (np.packbits output), got {arr.dtype}")
+    if arr.ndim not in (2, 3):
+        raise ValueError(f"{fn}: bits must be 2-D (H, ceil(W/8)) or 3-D (K, H, ceil(W/8)), got shape {arr.shape}")
+    if isinstance(width, (bool, np.bool_)) or not isinstance(width, (int, np.integer)):
+        raise TypeError(f"{fn}: width must be an int, got {type(width).__name__}")
+    w = int(width)
+    if w < 0:
+        raise ValueError(f"{fn}: width must be >= 0, got {w}")
+    if arr.shape[-1] != (w + 7) // 8:
+        raise ValueError(
+            f"{fn}: bits last dimension is {arr.shape[-1]} but width {w} needs ceil(width/8) = {(w + 7) // 8}"
+        )
+    if threads is None:
+        threads = 0
+    elif isinstance(threads, (bool, np.bool_)) or not isinstance(threads, (int, np.integer)) or threads < 1:
+        raise ValueError(f"{fn}: threads must be None or an int >= 1, got {threads!r}")
+    h = int(arr.shape[-2])
+    return arr.ndim == 3, h, w, _core.rle_encode_packed(arr, w, int(threads))
+
+
+def encode_packed(bits: Any, width: int, *, threads: int | None = None) -> RLE | list[RLE]:
+    """Encode bit-packed masks as COCO compressed RLE, without unpacking them.
+
+    The result is identical to ``encode(np.unpackbits(bits, axis=-1,
+    count=width, bitorder="little").astype(bool))`` (and so to pycocotools).
+
+    Packed layout: ``bits`` is a ``uint8`` array of shape ``(K, H, ceil(W/8))``
+    (K masks) or ``(H, ceil(W/8))`` (one mask), each row of each H x W mask
+    packed along the width with bit order LITTLE: bit ``j`` (value ``1 << j``)
+    of byte ``b`` of a row is column ``8*b + j``. This is exactly
+    ``np.packbits(mask, axis=-1, bitorder="little")`` of a bool ``(K, H, W)``
+    (or ``(H, W)``) mask. The padding bits (columns ``>= W`` in the last byte
+    of each row) are ignored, whatever their value. Any memory layout is
+    accepted (non-C-contiguous input is copied once).
+
+    Args:
+        bits: the packed masks, see the layout above.
+        width: W, the mask width in pixels (the packed rows do not record it).
+        threads: worker threads across the K masks; None uses the hardware
+            concurrency (small batches stay single-threaded).
+
+    Returns:
+        Like `encode`: one ``{"size": [H, W], "counts": str}`` dict for 2-D
+        ``bits``, a list of K such dicts for 3-D ``bits``.
+
+    Raises:
+        TypeError: the dtype is not uint8, or width is not an int.
+        ValueError: ``bits`` is not 2-D or 3-D, width is negative or does not
+            match the last dimension (which must be ``ceil(width/8)``), or
+            H * W exceeds ``_core.RLE_MAX_COUNT``.
+    """
+    batch, h, w, (counts, _, _) = _packed(bits, width, threads, "encode_packed")
+    if not batch:
+        return {"size": [h, w], "counts": counts[0]}
+    return [{"size": [h, w], "counts": c} for c in counts]
+
+
+def packed_area_bbox(bits: Any, width: int, *, threads: int | None = None) -> tuple[int | np.ndarray, np.ndarray]:
+    """Foreground area and bounding box of bit-packed masks, without unpacking.
+
+    Same values as ``area(encode_packed(bits, width))`` and
+    ``bbox(encode_packed(bits, width))`` (i.e. ``pycocotools.mask.area`` /
+    ``toBbox``), computed in the same single pass as the RLE. ``bits`` and
+    ``width`` are as for `encode_packed` (same layout, same checks).
+
+    Returns:
+        For 2-D ``bits``: ``(area: int, bbox: float64 (4,))``. For 3-D:
+        ``(area: int64 (K,), bbox: float64 (K, 4))``. ``bbox`` is
+        ``[x, y, width, height]``, all zeros for an empty mask.
+
+    Raises:
+        Like `encode_packed`.
+    """
+    batch, _, _, (_, areas, boxes) = _packed(bits, width, threads, "packed_area_bbox")
+    if not batch:
+        return int(areas[0]), boxes[0]
+    return areas, boxes
 
 
 def decode(rle: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> np.ndarray:

@@ -319,13 +319,160 @@ void test_malformed() {
     check_throws([] { rle::encode(nullptr, 2, 2, 2, 1); }, "null", "encode null data");
 }
 
+
+// ---------------------------------------------------------------------------
+// Bit-packed masks (rle::encode_packed*)
+// ---------------------------------------------------------------------------
+
+// Packs C-order masks like np.packbits(mask, axis=-1, bitorder="little"),
+// rows `row_bytes` apart; the padding bits (and spare bytes) are filled with
+// `pad` so tests can check they are ignored.
+std::vector<std::uint8_t> pack_little(const std::vector<std::uint8_t>& m, std::size_t k,
+                                      std::size_t h, std::size_t w, std::size_t row_bytes,
+                                      std::uint8_t pad) {
+    std::vector<std::uint8_t> bits(k * h * row_bytes, pad);
+    for (std::size_t i = 0; i < k * h; ++i) {
+        std::uint8_t* row = bits.data() + i * row_bytes;
+        for (std::size_t c = 0; c < (w + 7) / 8 * 8; ++c) {
+            const std::uint8_t bit = 1u << (c % 8);
+            if (c >= w) continue;  // padding keeps `pad`'s bit
+            if (m[i * w + c]) row[c / 8] |= bit;
+            else row[c / 8] &= static_cast<std::uint8_t>(~bit);
+        }
+    }
+    return bits;
+}
+
+void test_packed_known() {
+    // The 7x5 pycocotools vector of test_known_vectors, packed by hand: each
+    // row of 5 columns is one byte, bit j = column j, padding bits 5..7.
+    std::vector<std::uint8_t> m(7 * 5, 0);
+    for (std::size_t r = 2; r < 5; ++r) m[r * 5 + 1] = m[r * 5 + 2] = 1;
+    m[6 * 5 + 4] = m[0] = 1;
+    const std::uint8_t rows[7] = {0x01, 0x00, 0x06, 0x06, 0x06, 0x00, 0x10};
+    for (const std::uint8_t pad : {std::uint8_t{0x00}, std::uint8_t{0xe0}}) {
+        std::uint8_t bits[7];
+        for (int r = 0; r < 7; ++r) bits[r] = rows[r] | pad;
+        const auto got = rle::encode_packed(bits, sizeof bits, 7, 5, 1);
+        check_eq(got.counts, std::string("0182L0;N"), "packed known 7x5 counts");
+        check_eq(got.area, std::uint64_t{8}, "packed known 7x5 area");
+        check(got.bbox == std::array<double, 4>{0, 0, 5, 7}, "packed known 7x5 bbox");
+    }
+    check(pack_little(m, 1, 7, 5, 1, 0) == std::vector<std::uint8_t>(rows, rows + 7),
+          "pack_little matches the hand packing");
+    {
+        // 1x10 row, columns 3..9 set: one byte plus 2 bits; 1-row masks take
+        // the already-sorted path.
+        const std::uint8_t bits[2] = {0xf8, 0x03 | 0xfc};
+        const auto got = rle::encode_packed(bits, 2, 1, 10, 2);
+        check_eq(rle::string_to_counts(got.counts), std::vector<std::uint64_t>{3, 7},
+                 "packed 1x10 counts");
+        check(got.bbox == std::array<double, 4>{3, 0, 7, 1}, "packed 1x10 bbox");
+    }
+    {
+        // 3x2, only (2, 0) and (0, 1) set: a run wrapping from the bottom of
+        // column 0 into the top of column 1 (row 0 vs the shifted bottom row).
+        const std::uint8_t bits[3] = {0x02, 0x00, 0x01};
+        const auto got = rle::encode_packed(bits, 3, 3, 2, 1);
+        check_eq(rle::string_to_counts(got.counts), std::vector<std::uint64_t>{2, 2, 2},
+                 "packed wrapping run counts");
+        check(got.bbox == std::array<double, 4>{0, 0, 2, 3}, "packed wrapping run bbox");
+    }
+    // Zero-pixel masks encode as "0" and read nothing (null is fine).
+    for (const auto& hw : {std::array<std::size_t, 2>{0, 5}, {5, 0}, {0, 0}}) {
+        const auto got = rle::encode_packed(nullptr, 0, hw[0], hw[1], (hw[1] + 7) / 8);
+        check(got.counts == "0" && got.area == 0 && got.bbox == std::array<double, 4>{},
+              "packed 0-pixel mask");
+    }
+    check(rle::encode_packed_batch(nullptr, 0, 0, 4, 9, 2, 4).empty(), "packed batch k=0");
+}
+
+void test_packed_random() {
+    std::mt19937_64 rng(777);
+    const std::size_t shapes[][2] = {{1, 1},  {1, 7},   {1, 8},   {1, 9},  {1, 200}, {9, 1},
+                                     {2, 3},  {7, 13},  {16, 16}, {17, 9}, {5, 63},  {5, 64},
+                                     {5, 65}, {64, 65}, {31, 130}, {40, 257}};
+    for (const auto& shape : shapes) {
+        const std::size_t h = shape[0], w = shape[1], k = 3;
+        for (double density : {0.0, 0.02, 0.5, 0.98, 1.0}) {
+            std::bernoulli_distribution bit(density);
+            std::vector<std::uint8_t> m(k * h * w);
+            const bool blobby = (rng() & 1) != 0;
+            for (std::size_t i = 0; i < m.size(); ++i) {
+                m[i] = blobby && i > 0 && (rng() % 8 != 0) ? m[i - 1] : bit(rng);
+            }
+            const std::string tag = std::to_string(h) + "x" + std::to_string(w) + " d=" +
+                                    std::to_string(density);
+            const std::size_t rb = (w + 7) / 8;
+            // Tight rows with clean and dirty padding, and wider rows.
+            for (const std::size_t row_bytes : {rb, rb + 3}) {
+                for (const std::uint8_t pad : {std::uint8_t{0}, std::uint8_t{0xff}, std::uint8_t{0xa5}}) {
+                    const auto bits = pack_little(m, k, h, w, row_bytes, pad);
+                    for (const unsigned threads : {1u, 2u, 0u}) {
+                        const auto got = rle::encode_packed_batch(bits.data(), bits.size(), k, h, w,
+                                                                  row_bytes, threads);
+                        bool ok = got.size() == k;
+                        for (std::size_t i = 0; ok && i < k; ++i) {
+                            const std::vector<std::uint8_t> one(m.begin() + i * h * w,
+                                                                m.begin() + (i + 1) * h * w);
+                            const std::string want = encode_c(one, h, w);
+                            ok &= got[i].counts == want;
+                            ok &= got[i].area == rle::area(want, h, w);
+                            ok &= got[i].bbox == naive_bbox(one, h, w);
+                        }
+                        check(ok, "packed vs byte encoder " + tag + " row_bytes=" +
+                                      std::to_string(row_bytes) + " pad=" + std::to_string(pad) +
+                                      " threads=" + std::to_string(threads));
+                    }
+                }
+            }
+            // Single-mask entry point, reading exactly h * row_bytes bytes.
+            const auto bits = pack_little(m, 1, h, w, rb, 0x5a);
+            const std::vector<std::uint8_t> first(m.begin(), m.begin() + h * w);
+            check_eq(rle::encode_packed(bits.data(), h * rb, h, w, rb).counts,
+                     encode_c(first, h, w), "encode_packed single " + tag);
+        }
+    }
+    // A batch big enough to really run several threads.
+    const std::size_t k = 6, h = 700, w = 500, rb = (w + 7) / 8;
+    std::vector<std::uint8_t> m(k * h * w);
+    for (std::size_t i = 0; i < m.size(); ++i) m[i] = i > 0 && rng() % 16 ? m[i - 1] : rng() & 1;
+    const auto bits = pack_little(m, k, h, w, rb, 0xff);
+    const auto got = rle::encode_packed_batch(bits.data(), bits.size(), k, h, w, rb, 4);
+    const auto want = rle::encode_batch(m.data(), k, h, w, static_cast<std::ptrdiff_t>(h * w),
+                                        static_cast<std::ptrdiff_t>(w), 1);
+    bool ok = got.size() == k;
+    for (std::size_t i = 0; ok && i < k; ++i) ok &= got[i].counts == want[i];
+    check(ok, "packed batch with 4 threads");
+}
+
+void test_packed_bad_sizes() {
+    std::vector<std::uint8_t> bits(64, 0);
+    check_throws([&] { rle::encode_packed(bits.data(), 7, 4, 13, 2); }, "holds 7 bytes",
+                 "packed buffer too small");
+    check_throws([&] { rle::encode_packed_batch(bits.data(), 64, 5, 4, 13, 4); }, "need 80",
+                 "packed batch buffer too small");
+    check_throws([&] { rle::encode_packed(bits.data(), 64, 4, 13, 1); }, "row_bytes = 1",
+                 "packed row_bytes too small");
+    check_throws([&] { rle::encode_packed(bits.data(), 64, 2, 65, 8); }, "ceil(w/8) = 9",
+                 "packed row_bytes too small for 65");
+    check_throws([&] { rle::encode_packed(nullptr, 8, 4, 13, 2); }, "null", "packed null pointer");
+    check_throws([] { rle::encode_packed(nullptr, 0, std::size_t{1} << 40, std::size_t{1} << 40, 1); },
+                 "too large", "packed h*w over kMaxCount");
+    check_throws([] { rle::encode_packed_batch(nullptr, 0, std::size_t{1} << 40, 1 << 20, 8, 1 << 20, 1); },
+                 "overflows", "packed k*h*row_bytes overflow");
+    check_throws([] { rle::encode_packed(nullptr, 0, 0, 16, 1); }, "ceil(w/8) = 2",
+                 "packed row_bytes checked even for h = 0");
+}
+
 }  // namespace
 
 int main() {
     const std::pair<const char*, void (*)()> suites[] = {
         {"known_vectors", test_known_vectors}, {"edge_cases", test_edge_cases},
         {"random_layouts", test_random_layouts}, {"counts_string", test_counts_string},
-        {"malformed", test_malformed},
+        {"malformed", test_malformed}, {"packed_known", test_packed_known},
+        {"packed_random", test_packed_random}, {"packed_bad_sizes", test_packed_bad_sizes},
     };
     for (const auto& [name, fn] : suites) {
         try {

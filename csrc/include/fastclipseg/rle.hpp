@@ -58,6 +58,45 @@ std::vector<std::string> encode_batch(const std::uint8_t* data, std::size_t k,
                                       std::ptrdiff_t col_stride);
 
 // ---------------------------------------------------------------------------
+// Encoding from bit-packed masks
+// ---------------------------------------------------------------------------
+//
+// Packed layout: k masks of h x w in C order (mask, row, column). Each row is
+// packed along the width into ceil(w/8) bytes, bit order LITTLE: bit j
+// (value 1 << j) of byte b of a row is column 8*b + j. Rows are `row_bytes`
+// apart (row_bytes >= ceil(w/8); extra bytes are ignored) and masks are
+// h * row_bytes apart. With row_bytes = ceil(w/8) this is exactly
+//     np.packbits(mask, axis=-1, bitorder="little")
+// of a (k, h, w) bool array. Padding bits (columns >= w in the last byte of a
+// row, and any bytes past ceil(w/8)) are IGNORED, never trusted to be 0.
+//
+// The result is identical to encode() of the unpacked mask (and so to
+// pycocotools), with area and bbox (as area() / bbox()) from the same pass;
+// no full-size byte mask is ever materialised.
+
+struct PackedRle {
+    std::string counts;                  // COCO compressed counts string
+    std::uint64_t area = 0;              // foreground pixel count
+    std::array<double, 4> bbox{};        // [x, y, width, height]; zeros if empty
+};
+
+// Encodes one packed h x w mask. `bits` holds `bits_size` readable bytes; it
+// must hold h * row_bytes (only h == 0 or w == 0 allows fewer and a null
+// pointer). Throws std::invalid_argument on a size mismatch, row_bytes <
+// ceil(w/8), or h*w > kMaxCount -- all checked before any byte is read.
+PackedRle encode_packed(const std::uint8_t* bits, std::size_t bits_size, std::size_t h,
+                        std::size_t w, std::size_t row_bytes);
+
+// Encodes k packed masks (mask i at bits + i * h * row_bytes; bits_size must
+// be >= k * h * row_bytes). threads = 0: std::thread::hardware_concurrency();
+// at most min(k, kMaxPackedThreads) threads are used. Every size is checked
+// before any worker starts.
+inline constexpr unsigned kMaxPackedThreads = 1024;
+std::vector<PackedRle> encode_packed_batch(const std::uint8_t* bits, std::size_t bits_size,
+                                           std::size_t k, std::size_t h, std::size_t w,
+                                           std::size_t row_bytes, unsigned threads = 1);
+
+// ---------------------------------------------------------------------------
 // Uncompressed counts <-> compressed string
 // ---------------------------------------------------------------------------
 
