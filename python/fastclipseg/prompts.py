@@ -96,7 +96,7 @@ class EmbeddingCache:
                 self._entries.move_to_end(key)
         # One prompt per missing key (the first one seen) is encoded.
         missing = dict.fromkeys(k for k in keys if k not in found)
-        first_text = {}
+        first_text: dict[str, str] = {}
         for key, prompt in zip(keys, prompts):
             first_text.setdefault(key, prompt)
         self.hits += len(prompts) - len(missing)

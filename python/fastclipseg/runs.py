@@ -19,7 +19,7 @@ import json
 import os
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -183,7 +183,7 @@ class Interrupted(Exception):
 
 
 @contextmanager
-def stop_between_items() -> Iterator[callable]:
+def stop_between_items() -> Iterator[Callable[[], None]]:
     """While active, SIGINT (Ctrl-C) and SIGTERM ask for a stop instead of killing mid-write: the
     yielded `check()` raises `Interrupted` once one arrived (call it between items). A second
     signal interrupts at once. Outside the main thread this does nothing (signals go there)."""
