@@ -29,10 +29,7 @@ from pathlib import Path
 import torch
 import transformers
 
-from _common import RESULTS, ROOT, interleaved_median_seconds, natural_image, write_result
-from fastclipseg.model.random_model import random_reference_model
-
-SHARED_DATA = ROOT.parent / "shared" / "data"
+from _common import RESULTS, build_fullsize_model, interleaved_median_seconds, natural_image, write_result
 
 # Pascal VOC's 20 object classes, then more everyday things for larger N.
 CLASS_NAMES = [
@@ -59,14 +56,9 @@ def main() -> None:
     from fastclipseg import FastSegmenter
     from fastclipseg.features import semantic_segment
 
-    decoder = SHARED_DATA / "rd64-uni-refined.pth"
-    vocab = SHARED_DATA / "bpe_simple_vocab_16e6.txt.gz"
     started = time.perf_counter()
-    model, processor = random_reference_model(
-        decoder_checkpoint=decoder if decoder.is_file() else None, bpe_vocab=vocab if vocab.is_file() else None)
+    model, processor, real_decoder = build_fullsize_model()
     segmenter = FastSegmenter(model, processor, backend=args.backend, precision=args.precision, threads=args.threads)
-    print(f"built full-size model in {time.perf_counter() - started:.1f} s "
-          f"(real decoder: {decoder.is_file()}, real vocabulary: {vocab.is_file()})", flush=True)
 
     image = natural_image(480, 640)
     classes = CLASS_NAMES[: args.classes]
@@ -111,7 +103,7 @@ def main() -> None:
     record = {
         "threads": args.threads, "backend": args.backend, "precision": args.precision, "method": args.method,
         "classes": len(classes), "image": [640, 480], "repeats": args.repeats, "torch": torch.__version__,
-        "transformers": transformers.__version__, "real_decoder_weights": decoder.is_file(),
+        "transformers": transformers.__version__, "real_decoder_weights": real_decoder,
         "median_seconds": medians, "ratios": ratios, "seconds_total": round(time.perf_counter() - started, 1),
     }
     name = f"bench_features-cpu-{args.threads}threads-{args.backend}-{args.precision}"

@@ -17,17 +17,13 @@ with the backends that run there; preprocessing stays on the CPU on both sides.
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 import torch
 import transformers
 
-from _common import RESULTS, ROOT, write_result
+from _common import RESULTS, build_fullsize_model, write_result
 from fastclipseg.bench import run_benchmark, table
-from fastclipseg.model.random_model import random_reference_model
-
-SHARED_DATA = ROOT.parent / "shared" / "data"
 
 
 def main() -> None:
@@ -44,21 +40,14 @@ def main() -> None:
     if torch.device(args.device).type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
 
-    decoder = SHARED_DATA / "rd64-uni-refined.pth"
-    vocab = SHARED_DATA / "bpe_simple_vocab_16e6.txt.gz"
-    start = time.perf_counter()
-    model, processor = random_reference_model(
-        decoder_checkpoint=decoder if decoder.is_file() else None, bpe_vocab=vocab if vocab.is_file() else None
-    )
-    print(f"built full-size model in {time.perf_counter() - start:.1f} s "
-          f"(real decoder: {decoder.is_file()}, real vocabulary: {vocab.is_file()})", flush=True)
+    model, processor, real_decoder = build_fullsize_model()
 
     record = run_benchmark(
         model, processor, model_source="random", backends=args.backends.split(","), precisions=args.precisions.split(","),
         threads=args.threads, repeats=args.repeats, frames=args.frames, device=args.device, measure_rss=not args.no_rss,
         log=lambda line: print(line, flush=True),
     )
-    record.update({"transformers": transformers.__version__, "real_decoder_weights": decoder.is_file()})
+    record.update({"transformers": transformers.__version__, "real_decoder_weights": real_decoder})
     print("\n" + table(record))
     device = torch.device(args.device).type
     name = f"bench_segment-cpu-{args.threads}threads" if device == "cpu" else f"bench_segment-{device}"

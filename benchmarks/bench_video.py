@@ -32,11 +32,9 @@ import numpy as np
 import torch
 import transformers
 
-from _common import RESULTS, ROOT, write_result
+from _common import RESULTS, build_fullsize_model, write_result
 from fastclipseg.benchmarking import device_name, moving_disc_frames, write_video
-from fastclipseg.model.random_model import random_reference_model
 
-SHARED_DATA = ROOT.parent / "shared" / "data"
 PROMPTS = ["a red ball", "the background"]
 
 
@@ -117,10 +115,7 @@ def main() -> None:
 
     from fastclipseg import FastSegmenter
 
-    decoder = SHARED_DATA / "rd64-uni-refined.pth"
-    vocab = SHARED_DATA / "bpe_simple_vocab_16e6.txt.gz"
-    model, processor = random_reference_model(
-        decoder_checkpoint=decoder if decoder.is_file() else None, bpe_vocab=vocab if vocab.is_file() else None)
+    model, processor, real_decoder = build_fullsize_model()
     work = Path(tempfile.mkdtemp(prefix="fastclipseg-bench-video-"))
     video = write_video(work / "video.mp4", (f for f, _ in moving_disc_frames(args.frames, args.height, args.width)))
     print(f"{args.frames} frames of {args.width}x{args.height}, prompts {PROMPTS}, {args.threads} threads, "
@@ -152,7 +147,7 @@ def main() -> None:
     record = {
         "benchmark": "bench_video", "device": device_name(), "threads": args.threads, "frames": args.frames,
         "size": [args.width, args.height], "prompts": PROMPTS, "torch": torch.__version__,
-        "transformers": transformers.__version__, "real_decoder_weights": decoder.is_file(),
+        "transformers": transformers.__version__, "real_decoder_weights": real_decoder,
         "naive": naive, "fastclipseg": candidates,
         "best": {"backend": best["backend"], "precision": best["precision"], "fps": round(best["fps"], 2),
                  "speedup": best["speedup"]},

@@ -18,7 +18,8 @@ from conftest import SHARED_DATA
 from fastclipseg import FastSegmenter
 from fastclipseg.benchmarking import natural_image
 from fastclipseg.model.random_model import random_reference_model
-from test_stages import assert_relative_close, reference_logits
+from parity import assert_relative_close
+from test_stages import reference_logits
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (PyTorch sees none)")
 

@@ -15,7 +15,8 @@ from fastclipseg.engines import (
     resolve_backend,
 )
 from fastclipseg.engines.precision import cpu_has_native_bf16
-from test_stages import assert_relative_close, reference_logits
+from parity import assert_relative_close
+from test_stages import reference_logits
 
 # Every (backend, precision) this installation can run on the CPU.
 COMBINATIONS = [

@@ -13,7 +13,7 @@ from fastclipseg import FastSegmenter
 from fastclipseg.benchmarking import natural_image
 from fastclipseg.engines import compiled, onnxruntime_installed
 from fastclipseg.engines.artifacts import MANIFEST_NAME, ArtifactError
-from test_stages import assert_relative_close
+from parity import assert_relative_close
 
 EXPORTABLE = ["torchscript"] + (["onnxruntime"] if onnxruntime_installed() else [])
 

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from fastclipseg.benchmarking import natural_image
-from test_stages import assert_relative_close, reference_logits
+from parity import assert_relative_close
+from test_stages import reference_logits
 
 pytestmark = pytest.mark.fullsize
 

@@ -16,9 +16,9 @@ from fastclipseg.image_prompts import (
     visual_prompt,
 )
 from PIL import Image, ImageFilter
+from parity import assert_relative_close
 from tiny_models import TINY_IMAGE_SIZE
 
-RELATIVE_TOLERANCE = 1e-5
 # CLIPSeg's normalisation mean in 0-255 units, rounded: the padding colour.
 MEAN = np.array([0.485, 0.456, 0.406]) * 255
 MEAN_UINT8 = np.array([124, 116, 104], dtype=np.uint8)
@@ -27,13 +27,6 @@ MEAN_UINT8 = np.array([124, 116, 104], dtype=np.uint8)
 def random_image(seed: int, height: int, width: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
 
-
-def assert_relative_close(actual: torch.Tensor, expected: torch.Tensor, tolerance: float = RELATIVE_TOLERANCE) -> None:
-    assert actual.shape == expected.shape
-    scale = expected.abs().max().item()
-    assert scale > 0
-    error = (actual - expected).abs().max().item()
-    assert error <= tolerance * scale, f"max |difference| {error:.3g} > {tolerance} x max |reference| {scale:.3g}"
 
 
 @pytest.fixture(scope="module")

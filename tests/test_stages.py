@@ -8,19 +8,8 @@ from transformers import CLIPSegForImageSegmentation
 
 from fastclipseg import FastSegmenter
 from fastclipseg.model.stages import Stages
+from parity import assert_relative_close
 from tiny_models import TINY_IMAGE_SIZE, tiny_config, tiny_model
-
-# fp32 on the same weights: the stages compute the same operations as the reference, so the
-# difference is float rounding only. "Relative" = max |difference| / max |reference|.
-RELATIVE_TOLERANCE = 1e-5
-
-
-def assert_relative_close(actual: torch.Tensor, expected: torch.Tensor, tolerance: float = RELATIVE_TOLERANCE) -> None:
-    assert actual.shape == expected.shape
-    scale = expected.abs().max().item()
-    assert scale > 0
-    error = (actual - expected).abs().max().item()
-    assert error <= tolerance * scale, f"max |difference| {error:.3g} > {tolerance} x max |reference| {scale:.3g}"
 
 
 def reference_logits(model: CLIPSegForImageSegmentation, tokenizer, pixel_values, prompts_per_image):

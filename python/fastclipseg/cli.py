@@ -76,6 +76,13 @@ PRECISION_HELP = "Precision: fp32 (exact), bf16 (CPUs with AVX512-BF16/AMX) or i
 CACHE_DIR_HELP = "Folder for compiled backends (default: $FASTCLIPSEG_CACHE or the user cache folder)."
 
 
+# Options shared by segment, video and batch (typer reads these objects; sharing them keeps one text).
+DEVICE_OPTION = typer.Option("cpu", "--device", help="Torch device to run on, e.g. cpu or cuda.")
+PRECISION_OPTION = typer.Option(None, "--precision", help=PRECISION_HELP + " Default: fp32, or an export's own.")
+CACHE_DIR_OPTION = typer.Option(None, "--cache-dir", help=CACHE_DIR_HELP)
+NO_CACHE_OPTION = typer.Option(False, "--no-cache", help="Compile backends afresh and keep nothing on disk.")
+
+
 @app.command()
 def segment(
     images: list[Path] = typer.Argument(..., help="Image files to segment (any format Pillow reads)."),
@@ -84,12 +91,12 @@ def segment(
     out: Path = typer.Option(Path("fastclipseg-out"), "--out", "-o", help="Output folder (created if missing)."),
     threshold: float = typer.Option(0.5, "--threshold", "-t", help="Probability above which a pixel is in the mask, in [0, 1]."),
     overlay: bool = typer.Option(False, "--overlay", help="Also write <stem>_overlay.png with the masks tinted over the image."),
-    device: str = typer.Option("cpu", "--device", help="Torch device to run on, e.g. cpu or cuda."),
+    device: str = DEVICE_OPTION,
     max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", help="Refuse images with more pixels than this."),
     backend: Optional[str] = typer.Option(None, "--backend", "-b", help=BACKEND_HELP + " Default: torch, or an export's own."),
-    precision: Optional[str] = typer.Option(None, "--precision", help=PRECISION_HELP + " Default: fp32, or an export's own."),
-    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help=CACHE_DIR_HELP),
-    no_cache: bool = typer.Option(False, "--no-cache", help="Compile backends afresh and keep nothing on disk."),
+    precision: Optional[str] = PRECISION_OPTION,
+    cache_dir: Optional[Path] = CACHE_DIR_OPTION,
+    no_cache: bool = NO_CACHE_OPTION,
 ) -> None:
     """Segment IMAGES with each PROMPT.
 
@@ -133,13 +140,14 @@ def segment(
             continue
         result.source = str(path)
         stem = stems[str(path)]
+        masks = result.masks  # first: the summary below then comes from the same native pass
         record = result.to_dict()
-        for k, (entry, mask) in enumerate(zip(record["masks"], result.masks)):
+        for k, (entry, mask) in enumerate(zip(record["masks"], masks)):
             entry["mask_png"] = f"{stem}_{k}_{outputs.slug(entry['prompt'])}.png"
             outputs.write_mask_png(out / entry["mask_png"], mask)
         if overlay:
             record["overlay_png"] = f"{stem}_overlay.png"
-            outputs.write_overlay_png(out / record["overlay_png"], rgb, result.masks)
+            outputs.write_overlay_png(out / record["overlay_png"], rgb, masks)
         outputs.write_json(out / f"{stem}.json", record)
         height, width = result.image_size
         parts = [f"{e['prompt']!r} score {e['score']:.2f} area {100 * e['area'] / (height * width):.1f}%" for e in record["masks"]]
@@ -230,11 +238,11 @@ def video(
     png: bool = typer.Option(False, "--png", help="Also write one PNG mask per frame and prompt into OUT/png/."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in OUT (same settings), skipping the frames it wrote."),
     force: bool = typer.Option(False, "--force", help="Start over in an OUT that holds another run (its results are removed)."),
-    device: str = typer.Option("cpu", "--device", help="Torch device to run on, e.g. cpu or cuda."),
+    device: str = DEVICE_OPTION,
     backend: Optional[str] = typer.Option(None, "--backend", "-b", help=STREAM_BACKEND_HELP),
-    precision: Optional[str] = typer.Option(None, "--precision", help=PRECISION_HELP + " Default: fp32, or an export's own."),
-    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help=CACHE_DIR_HELP),
-    no_cache: bool = typer.Option(False, "--no-cache", help="Compile backends afresh and keep nothing on disk."),
+    precision: Optional[str] = PRECISION_OPTION,
+    cache_dir: Optional[Path] = CACHE_DIR_OPTION,
+    no_cache: bool = NO_CACHE_OPTION,
 ) -> None:
     """Segment the frames of a video with each PROMPT.
 
@@ -310,11 +318,11 @@ def batch(
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in OUT (same inputs and settings), skipping the images it wrote."),
     force: bool = typer.Option(False, "--force", help="Start over in an OUT that holds another run (its results are removed)."),
     max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", help="Refuse images with more pixels than this."),
-    device: str = typer.Option("cpu", "--device", help="Torch device to run on, e.g. cpu or cuda."),
+    device: str = DEVICE_OPTION,
     backend: Optional[str] = typer.Option(None, "--backend", "-b", help=STREAM_BACKEND_HELP),
-    precision: Optional[str] = typer.Option(None, "--precision", help=PRECISION_HELP + " Default: fp32, or an export's own."),
-    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help=CACHE_DIR_HELP),
-    no_cache: bool = typer.Option(False, "--no-cache", help="Compile backends afresh and keep nothing on disk."),
+    precision: Optional[str] = PRECISION_OPTION,
+    cache_dir: Optional[Path] = CACHE_DIR_OPTION,
+    no_cache: bool = NO_CACHE_OPTION,
 ) -> None:
     """Segment a collection of images with each PROMPT.
 
@@ -452,7 +460,7 @@ def bench(
 
 @app.command()
 def cache(
-    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help=CACHE_DIR_HELP),
+    cache_dir: Optional[Path] = CACHE_DIR_OPTION,
     clear: bool = typer.Option(False, "--clear", help="Remove every cached build."),
 ) -> None:
     """List the compiled backends in the cache (backend, precision, size), or remove them with --clear."""

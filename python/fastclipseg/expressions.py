@@ -269,8 +269,8 @@ class Not(Expression):
 
 
 @dataclass(frozen=True)
-class And(Expression):
-    """``left AND right``: pixel-wise minimum."""
+class _Binary(Expression):
+    """An operator with a left and a right operand."""
 
     left: Expression
     right: Expression
@@ -281,6 +281,11 @@ class And(Expression):
 
     def children(self) -> tuple[Expression, ...]:
         return (self.left, self.right)
+
+
+@dataclass(frozen=True)
+class And(_Binary):
+    """``left AND right``: pixel-wise minimum."""
 
     def __str__(self) -> str:
         # Left-associative: a right operand that is itself an AND keeps its parentheses.
@@ -291,18 +296,8 @@ class And(Expression):
 
 
 @dataclass(frozen=True)
-class Or(Expression):
+class Or(_Binary):
     """``left OR right``: pixel-wise maximum."""
-
-    left: Expression
-    right: Expression
-
-    def __post_init__(self) -> None:
-        _check_node(self.left, "left")
-        _check_node(self.right, "right")
-
-    def children(self) -> tuple[Expression, ...]:
-        return (self.left, self.right)
 
     def __str__(self) -> str:
         return f"{self.left} OR {_wrap(self.right, (Or,))}"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,15 +25,13 @@ from .runs import RunFolder, stop_between_items
 
 @dataclass
 class RunSummary:
-    """What a run did: items written and failed in this session, and the stage times."""
+    """What a run did in this session: items written and failed, and where the time went."""
 
     written: int = 0
     failed: int = 0
-    skipped_done: int = 0
     times: StageTimes | None = None
     write_seconds: float = 0.0
     postprocess_seconds: float = 0.0
-    error_messages: list[str] = field(default_factory=list)
 
     def breakdown(self) -> dict:
         """Where the time went: seconds per stage (threads overlap, so they can sum past wall)."""
@@ -49,7 +47,6 @@ def _consume(stream: FrameStream, run: RunFolder, handle: Callable[[FrameResult]
             if isinstance(item, FrameError):
                 run.write_error({"key": item.key, **item.to_dict()})
                 summary.failed += 1
-                summary.error_messages.append(item.error)
                 tqdm.write(f"error: {item.error}", file=sys.stderr)
             else:
                 started = time.perf_counter()
@@ -83,16 +80,17 @@ def run_video(segmenter, video: str, prompts: list[str], run: RunFolder, *, thre
     total = None
     if info["frames"]:
         total = -(-info["frames"] // every_n)  # ceil: frames in range are not known before decoding
-    summary = RunSummary(skipped_done=len(run.done))
+    summary = RunSummary()
     png_folder = run.folder / "png"
     if png:
         png_folder.mkdir(exist_ok=True)
 
     def handle(result: FrameResult) -> dict:
+        masks = result.masks if png else None  # first: the summary then comes from the same pass
         record = {"frame": result.index, "timestamp": result.timestamp, "width": result.image_size[1],
                   "height": result.image_size[0], "masks": result.mask_records()}
         if png:
-            for k, (entry, mask) in enumerate(zip(record["masks"], result.masks)):
+            for k, (entry, mask) in enumerate(zip(record["masks"], masks)):
                 entry["mask_png"] = f"png/frame{result.index:06d}_{k}_{slug(entry['prompt'])}.png"
                 outputs.write_mask_png(run.folder / entry["mask_png"], mask)
         return record
@@ -172,26 +170,28 @@ def run_batch(segmenter, images: list[str], prompts: list[str], run: RunFolder, 
               batch_size: int | None, png: bool, overlay: bool) -> RunSummary:
     """Segment image files into `run` (masks.jsonl, errors.jsonl, PNG masks / overlays when asked)."""
     stems = unique_stems(images)
-    summary = RunSummary(skipped_done=sum(1 for p in images if p in run.done))
+    summary = RunSummary()
+    already_done = sum(1 for p in images if p in run.done)
     png_folder = run.folder / "png"
     if png or overlay:
         png_folder.mkdir(exist_ok=True)
 
     def handle(result: FrameResult) -> dict:
+        masks = result.masks if png or overlay else None  # first: the summary then comes from the same pass
         record = {"image": result.source, "width": result.image_size[1], "height": result.image_size[0],
                   "masks": result.mask_records()}
         stem = stems[result.key]
         if png:
-            for k, (entry, mask) in enumerate(zip(record["masks"], result.masks)):
+            for k, (entry, mask) in enumerate(zip(record["masks"], masks)):
                 entry["mask_png"] = f"png/{stem}_{k}_{slug(entry['prompt'])}.png"
                 outputs.write_mask_png(run.folder / entry["mask_png"], mask)
         if overlay:
             record["overlay_png"] = f"png/{stem}_overlay.png"
-            outputs.write_overlay_png(run.folder / record["overlay_png"], result.image, result.masks)
+            outputs.write_overlay_png(run.folder / record["overlay_png"], result.image, masks)
         return record
 
     stream = segmenter.segment_stream(images, prompts, threshold=threshold, batch_size=batch_size,
                                       skip=frozenset(run.done))
-    with _progress(len(images), "image", summary.skipped_done) as progress:
+    with _progress(len(images), "image", already_done) as progress:
         _consume(stream, run, handle, progress, summary, save_state=False)
     return summary

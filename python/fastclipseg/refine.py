@@ -14,7 +14,7 @@ full size (so masks, RLE, scores and stability come from the same native pass as
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -55,19 +55,6 @@ def result_from_probabilities(label: str, probabilities: np.ndarray, threshold: 
                               threshold=threshold, threads=threads)
 
 
-def evaluate_expressions(expressions: Sequence, term_logits: Mapping[str, torch.Tensor], size: tuple[int, int],
-                         threshold: float, threads: int | None = None) -> SegmentationResult:
-    """One result with a mask per expression, from the model logits of every term they use."""
-    from .expressions import evaluate
-
-    terms = list(term_logits)
-    probabilities = full_size_probabilities(torch.stack([term_logits[t] for t in terms]), size, threads)
-    by_term = dict(zip(terms, probabilities))
-    combined = np.stack([evaluate(expression, by_term) for expression in expressions])
-    return SegmentationResult(prompts=[str(e) for e in expressions], logits=logit_of(combined), image_size=size,
-                              threshold=threshold, threads=threads)
-
-
 class Session:
     """One image, encoded once, and the masks asked of it. Make one with `FastSegmenter.session`.
 
@@ -98,7 +85,7 @@ class Session:
     def predict(self, prompts: object) -> SegmentationResult:
         """Masks for one or more prompts (text, expressions, image prompts), without touching the
         history: what `segment` computes."""
-        return self.segmenter._segment_encoded(self, prompts, self.threshold)
+        return predict_prompts(self, prompts)
 
     def segment(self, prompt: object) -> SegmentationResult:
         """The mask for one prompt, which becomes the current mask."""
@@ -233,3 +220,48 @@ def resolve_prompts(prompts: object, conditional_embeddings: object = None, embe
     if not items:
         raise ValueError(f"{name} is empty: give at least one prompt (or conditional_embeddings=)")
     return items
+
+
+def _leaf_key(item: PromptItem) -> tuple:
+    """What the network runs on, once per call: a text, an image prompt (by its key), an embedding row."""
+    if item.kind == "image":
+        return ("image", item.value.key)
+    if item.kind == "embedding":
+        return ("embedding", id(item))
+    return ("text", item.value)
+
+
+def predict_prompts(session: Session, prompts: object, conditional_embeddings: object = None) -> SegmentationResult:
+    """Every kind of prompt on the image `session` has encoded: one mask per prompt, in order.
+
+    Each distinct text, image prompt and embedding (expressions contribute their terms) runs
+    through the prompt stage (cached) and the decoder once. Without expressions the result keeps
+    the model's logits; with them, every map is taken to the image's size, the expressions are
+    evaluated there, and the result holds the logits of the combined probabilities.
+    """
+    from .expressions import evaluate
+
+    segmenter = session.segmenter
+    dim = segmenter.embedding_dim if conditional_embeddings is not None else None
+    items = resolve_prompts(prompts, conditional_embeddings, dim)
+    leaves: dict[tuple, PromptItem] = {}
+    for item in items:
+        if item.kind == "expression":
+            for term in item.value.terms():
+                leaves.setdefault(("text", term), PromptItem("text", term, term))
+        else:
+            leaves.setdefault(_leaf_key(item), item)
+    logits = dict(zip(leaves, session.logits(segmenter._embed(list(leaves.values())))))
+    labels = [item.label for item in items]
+    threads = segmenter.kernel_threads
+    if all(item.kind != "expression" for item in items):
+        stacked = torch.stack([logits[_leaf_key(item)] for item in items]).numpy()
+        return SegmentationResult(prompts=labels, logits=stacked, image_size=session.image_size,
+                                  threshold=session.threshold, threads=threads)
+    probabilities = dict(zip(logits, full_size_probabilities(torch.stack(list(logits.values())), session.image_size,
+                                                             threads)))
+    by_term = {key[1]: p for key, p in probabilities.items() if key[0] == "text"}
+    maps = [evaluate(item.value, by_term) if item.kind == "expression" else probabilities[_leaf_key(item)]
+            for item in items]
+    return SegmentationResult(prompts=labels, logits=logit_of(np.stack(maps)), image_size=session.image_size,
+                              threshold=session.threshold, threads=threads)

@@ -401,9 +401,10 @@ class FastSegmenter:
             # Expressions, image prompts or embeddings: one encoded image at a time.
             per_image = self._prompt_objects_per_image(prompts, len(images))
             results = []
+            from .refine import predict_prompts
+
             for array, image_prompts, source in zip(arrays, per_image, sources):
-                result = self._segment_encoded(self.session(array, threshold), image_prompts, threshold,
-                                               conditional_embeddings)
+                result = predict_prompts(self.session(array, threshold), image_prompts, conditional_embeddings)
                 result.source = source
                 results.append(result)
             return results
@@ -422,53 +423,6 @@ class FastSegmenter:
         from .refine import Session
 
         return Session(self, image, threshold)
-
-    def _segment_encoded(self, session: Session, prompts: object, threshold: float,
-                         conditional_embeddings: object = None) -> SegmentationResult:
-        """Every kind of prompt on an image already encoded by `session`."""
-        from .refine import PromptItem, full_size_probabilities, logit_of, resolve_prompts
-
-        items = resolve_prompts(prompts, conditional_embeddings, self.embedding_dim if conditional_embeddings is not None else None)
-        # The leaves the network runs on: every text, image prompt and embedding, and every
-        # expression's terms, each once.
-        leaves: dict[tuple, PromptItem] = {}
-        for item in items:
-            if item.kind == "expression":
-                for term in item.value.terms():
-                    leaves.setdefault(("text", term), PromptItem("text", term, term))
-            elif item.kind == "embedding":
-                leaves[("embedding", id(item))] = item
-            else:
-                leaves.setdefault((item.kind, item.value if item.kind == "text" else item.value.key), item)
-        keys = list(leaves)
-        logits = dict(zip(keys, session.logits(self._embed(list(leaves.values())))))
-
-        def key_of(item: PromptItem) -> tuple:
-            if item.kind == "embedding":
-                return ("embedding", id(item))
-            return (item.kind, item.value if item.kind == "text" else item.value.key)
-
-        labels = [item.label for item in items]
-        size = session.image_size
-        if all(item.kind != "expression" for item in items):
-            stacked = torch.stack([logits[key_of(item)] for item in items]).numpy()
-            return SegmentationResult(prompts=labels, logits=stacked, image_size=size, threshold=threshold,
-                                      threads=self.kernel_threads)
-        from .expressions import evaluate
-
-        text_keys = [k for k in keys if k[0] == "text"]
-        probabilities = dict(zip([k[1] for k in text_keys], full_size_probabilities(
-            torch.stack([logits[k] for k in text_keys]), size, self.kernel_threads)))
-        maps = []
-        for item in items:
-            if item.kind == "expression":
-                maps.append(evaluate(item.value, probabilities))
-            elif item.kind == "text":
-                maps.append(probabilities[item.value])
-            else:
-                maps.append(full_size_probabilities(logits[key_of(item)][None], size, self.kernel_threads)[0])
-        return SegmentationResult(prompts=labels, logits=logit_of(np.stack(maps)), image_size=size,
-                                  threshold=threshold, threads=self.kernel_threads)
 
     # -- dense features -----------------------------------------------------------------------
 
