@@ -107,7 +107,9 @@ def test_auto_picks_a_backend_that_runs(tiny_model_dir):
         assert segmenter.backend == expected
     assert resolve_backend("auto", torch.device("cpu"), "bf16") == "torchscript"
     assert resolve_backend("auto", torch.device("cpu"), "fp32") == "torchscript"
-    assert resolve_backend("auto", torch.device("cuda"), "fp32") == "torch"
+    assert resolve_backend("auto", torch.device("cuda"), "fp32") == "cudagraphs"
+    assert resolve_backend("auto", torch.device("cuda"), "fp16") == "cudagraphs"
+    assert resolve_backend("auto", torch.device("cuda"), "int8") == "tensorrt"
     assert resolve_backend("auto", torch.device("cpu"), "int8") == ("onnxruntime" if onnxruntime_installed() else "torchscript")
 
 

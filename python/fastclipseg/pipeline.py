@@ -5,9 +5,12 @@ Three background threads, joined by bounded queues, overlap with the caller:
     source -> [decode] -> queue -> [preprocess + batch] -> queue -> [network] -> queue -> caller
 
 - decode: reads the next item (decodes a video frame, opens an image file);
-- preprocess: gathers up to `batch_size` frames and runs the native resize + normalise;
+- preprocess: gathers up to `batch_size` frames and runs the native resize + normalise (with
+  the segmenter's `device_processing`: uploads them through pinned memory on a copy stream and
+  preprocesses them on the device, so batch n+1 is uploaded while batch n is in the network);
 - network: the vision stage once per frame, the decoder once per (frame, prompt), optional
-  temporal smoothing, and `FrameResult`s in stream order;
+  temporal smoothing, and `FrameResult`s in stream order (with `device_processing` and no
+  smoothing, their masks are already thresholded and packed on the device);
 - the caller post-processes (masks, RLE; native, GIL released) and writes while the threads
   work on the next frames.
 
@@ -29,6 +32,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from .gpu.processing import DeviceBatch
 from .results import FrameError, FrameResult
 from .smoothing import LogitSmoother
 from .sources import Item
@@ -71,7 +75,7 @@ class StageTimes:
 @dataclass
 class _Batch:
     items: list[tuple[Item, np.ndarray | None, str | None]] = field(default_factory=list)
-    pixels: torch.Tensor | None = None
+    pixels: torch.Tensor | DeviceBatch | None = None
 
     def frames(self) -> int:
         return sum(1 for _, image, _ in self.items if image is not None)
@@ -179,7 +183,8 @@ class _Workers:
         started = time.perf_counter()
         images = [image for _, image, _ in batch.items if image is not None]
         if images:
-            batch.pixels = self.segmenter.pixel_values(images)
+            processing = self.segmenter.device_processing
+            batch.pixels = processing.prepare(images) if processing is not None else self.segmenter.pixel_values(images)
         self.times.preprocess += time.perf_counter() - started
         self.put(self.batches, batch)
 
@@ -192,8 +197,13 @@ class _Workers:
                 raise batch.error
             assert isinstance(batch, _Batch)  # internal invariant, not input validation
             started = time.perf_counter()
-            logits = iter(self.segmenter.predict_logits_shared(batch.pixels, self.embeddings)
-                          if batch.pixels is not None else [])
+            pixels = batch.pixels.wait() if isinstance(batch.pixels, DeviceBatch) else batch.pixels
+            device_logits = self.segmenter.predict_logits_shared(pixels, self.embeddings) if pixels is not None else []
+            sizes = [(image.shape[0], image.shape[1]) for _, image, _ in batch.items if image is not None]
+            # Smoothing needs the host logits before thresholding: then the host kernels post-process.
+            host_logits, packed = self.segmenter.host_outputs(device_logits, sizes, self.threshold,
+                                                              on_device=self.smoother is None)
+            outputs = iter(zip(host_logits, packed))
             self.times.batches += 1
             results: list[FrameResult | FrameError] = []
             for item, image, error in batch.items:
@@ -201,13 +211,13 @@ class _Workers:
                     results.append(FrameError(index=item.index, error=error or "unknown error",
                                               timestamp=item.timestamp, source=item.source, key=item.key))
                     continue
-                frame_logits = next(logits).numpy()
+                frame_logits, masks = next(outputs)
                 if self.smoother is not None:
                     frame_logits = self.smoother(frame_logits)
                 results.append(FrameResult(
                     prompts=list(self.prompts), logits=frame_logits, image_size=(image.shape[0], image.shape[1]),
                     threshold=self.threshold, source=item.source, threads=self.segmenter.kernel_threads,
-                    index=item.index, timestamp=item.timestamp, key=item.key, image=image,
+                    packed=masks, index=item.index, timestamp=item.timestamp, key=item.key, image=image,
                 ))
             self.times.network += time.perf_counter() - started
             for result in results:

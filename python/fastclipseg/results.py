@@ -24,6 +24,17 @@ def check_threshold(threshold: object) -> float:
     return value
 
 
+@dataclass(frozen=True)
+class PackedMasks:
+    """Masks computed on the network's device (`fastclipseg.gpu.processing`): `bits` is
+    `K x H x ceil(W / 8)` uint8, bit j of byte b = column 8 b + j ("little" bit order, as
+    `np.packbits(..., bitorder="little")`); `score` and `stability` are K float64 each."""
+
+    bits: np.ndarray
+    score: np.ndarray
+    stability: np.ndarray
+
+
 # Everything a summary needs, computed in one native pass.
 _SUMMARY_OUTPUTS = {"rle": True, "area": True, "bbox": True, "score": True, "stability": True}
 
@@ -55,6 +66,10 @@ class SegmentationResult:
     full-size array; reading `masks` first computes them in the same pass (the command line reads
     both), and `probs` is one more pass. `threads`: native threads for those passes (None: all
     cores).
+
+    `packed`: masks, scores and stability already computed on the network's device (the CUDA
+    path); then `masks` are unpacked from its bits, and `rle`, `areas` and `bboxes` are built from
+    the bits by the native kernel (`rle.encode_packed`); `probs` still comes from the logits.
     """
 
     prompts: list[str]
@@ -64,10 +79,14 @@ class SegmentationResult:
     source: str | None = field(default=None)
     threads: int | None = field(default=None, repr=False)
     stability_offset: float = field(default=1.0, repr=False)
+    packed: PackedMasks | None = field(default=None, repr=False)
 
     def _postprocess(self, **outputs) -> ops.Postprocessed:
         return ops.postprocess(self.logits, self.image_size, self.threshold, threads=self.threads, **outputs)
 
+    def _from_packed(self, packed: PackedMasks) -> ops.Postprocessed:
+        rles, area, bbox = coco_rle.packed_summary(packed.bits, self.image_size[1], threads=self.threads)
+        return ops.Postprocessed(rle=rles, area=area, bbox=bbox, score=packed.score, stability=packed.stability)
 
     @cached_property
     def probs(self) -> np.ndarray:
@@ -75,6 +94,9 @@ class SegmentationResult:
 
     @cached_property
     def masks(self) -> np.ndarray:
+        if self.packed is not None:
+            bits = np.unpackbits(self.packed.bits, axis=-1, bitorder="little")
+            return bits[..., : self.image_size[1]].astype(bool)
         if "_summary" in self.__dict__:
             return cast(np.ndarray, self._postprocess(masks=True).masks)
         # One upsampling pass for both: the summary costs little on top of the masks.
@@ -84,6 +106,8 @@ class SegmentationResult:
 
     @cached_property
     def _summary(self) -> ops.Postprocessed:
+        if self.packed is not None:
+            return self._from_packed(self.packed)
         return self._postprocess(masks=False, stability_offset=self.stability_offset, **_SUMMARY_OUTPUTS)
 
     @cached_property

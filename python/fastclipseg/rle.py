@@ -30,7 +30,7 @@ import numpy as np
 
 from . import _core
 
-__all__ = ["RLE", "area", "bbox", "decode", "encode", "encode_packed", "packed_area_bbox"]
+__all__ = ["RLE", "area", "bbox", "decode", "encode", "encode_packed", "packed_area_bbox", "packed_summary"]
 
 
 class RLE(TypedDict):
@@ -144,6 +144,15 @@ def packed_area_bbox(bits: Any, width: int, *, threads: int | None = None) -> tu
     if not batch:
         return int(areas[0]), boxes[0]
     return areas, boxes
+
+
+def packed_summary(bits: Any, width: int, *, threads: int | None = None) -> tuple[list[RLE], np.ndarray, np.ndarray]:
+    """RLEs, areas and boxes of K bit-packed masks ``(K, H, ceil(W/8))`` in one native pass:
+    what `encode_packed` and `packed_area_bbox` return, without running the kernel twice."""
+    if np.ndim(bits) != 3:
+        raise ValueError(f"packed_summary: bits must be 3-D (K, H, ceil(W/8)), got shape {np.shape(bits)}")
+    _, h, w, (counts, areas, boxes) = _packed(bits, width, threads, "packed_summary")
+    return [{"size": [h, w], "counts": c} for c in counts], areas, boxes
 
 
 def decode(rle: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> np.ndarray:

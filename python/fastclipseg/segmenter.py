@@ -31,11 +31,12 @@ from .imaging import DEFAULT_MAX_PIXELS, describe, load_image
 from .model import DEFAULT_MODEL
 from .preprocess import PreprocessConfig, preprocess_images
 from .prompts import EmbeddingCache, PromptTokenizer, clip_cache_key, normalize_prompts, whitespace_cache_key
-from .results import SegmentationResult, check_threshold
+from .results import PackedMasks, SegmentationResult, check_threshold
 
 if TYPE_CHECKING:
     from transformers import CLIPSegForImageSegmentation
 
+    from .gpu.processing import DeviceProcessing
     from .pipeline import FrameStream
     from .refine import Session
 
@@ -43,9 +44,12 @@ if TYPE_CHECKING:
 def default_batch_size(engine: Engine) -> int:
     """Images per vision-stage call when the caller does not say: 8, but 1 for int8 on the
     torch-based CPU engines, whose dynamically quantised layers ran as fast one image at a time
-    (16 frames of 1280x720: 3.4 s in batches of 1, 4.1 s in batches of 8) and peaked 0.6 GB lower."""
+    (16 frames of 1280x720: 3.4 s in batches of 1, 4.1 s in batches of 8) and peaked 0.6 GB lower;
+    32 on CUDA, where a GPU needs large batches to be busy (a guess: not yet measured, see README)."""
     if engine.precision == "int8" and engine.name in ("torch", "torchscript") and engine.device.type == "cpu":
         return 1
+    if engine.device.type == "cuda":
+        return 32
     return 8
 
 
@@ -60,9 +64,10 @@ class FastSegmenter:
     One image with K prompts runs the vision tower once (the transformers reference runs it K
     times); prompt embeddings are cached by text (LRU, `prompt_cache_size` entries). The work
     around the network (resize + normalise, upsample + threshold + RLE) runs in the native
-    kernels of `fastclipseg.ops` on `kernel_threads` threads (None: all cores). The network runs on
-    one of the backends of `fastclipseg.engines` (eager torch, TorchScript, ONNX Runtime) in fp32,
-    bf16 or int8.
+    kernels of `fastclipseg.ops` on `kernel_threads` threads (None: all cores), or, on CUDA, on
+    the GPU (`fastclipseg.gpu.processing`). The network runs on one of the backends of
+    `fastclipseg.engines` (eager torch, TorchScript, ONNX Runtime; CUDA graphs and TensorRT on
+    CUDA) in fp32, bf16, fp16 or int8.
 
     Build one with `FastSegmenter.from_pretrained(...)`; `export()` writes a compiled copy that
     `from_pretrained` loads without the transformers model.
@@ -85,12 +90,14 @@ class FastSegmenter:
         batch_size: int | None = None,
         kernel_threads: int | None = None,
         text_encoder: Callable[[list[str]], object] | None = None,
+        device_processing: bool | None = None,
+        calibration: str | os.PathLike | None = None,
     ) -> None:
         """Build the stages of `model` and the engine that runs them.
 
-        `backend`: "torch" (eager; fp32 is the reference), "torchscript", "onnxruntime" or "auto"
-        (the fastest for the device and precision); `precision`: "fp32", "bf16" or "int8" (see
-        `fastclipseg.engines`). Compiled backends keep their build in `cache_dir` (default:
+        `backend`: "torch" (eager; fp32 is the reference), "torchscript", "onnxruntime",
+        "cudagraphs", "tensorrt" or "auto" (the fastest for the device and precision);
+        `precision`: "fp32", "bf16", "fp16" (CUDA) or "int8" (see `fastclipseg.engines`). Compiled backends keep their build in `cache_dir` (default:
         `$FASTCLIPSEG_CACHE` or the user cache folder), so later starts skip compiling;
         `cache=False` compiles into a temporary folder instead. `threads` and `providers` set
         ONNX Runtime's intra-op threads (default: torch's thread count) and execution providers.
@@ -98,6 +105,9 @@ class FastSegmenter:
         `text_encoder`: a callable mapping a list of prompts to `(K, P)` embeddings in CLIPSeg's
         conditional space (e.g. a multilingual model distilled to CLIP's text space) used instead
         of the CLIP text tower; its results are cached like the tower's.
+        `device_processing`: resize + normalise and upsample + threshold on the network's device
+        (`fastclipseg.gpu.processing`) instead of the native CPU kernels; None: on for CUDA.
+        `calibration`: a folder of images like yours, for backend "tensorrt" in precision "int8".
         """
         from transformers import CLIPSegForImageSegmentation
 
@@ -113,15 +123,16 @@ class FastSegmenter:
         engine = create_engine(
             backend, self.stages, device, precision, cache_dir=self.cache_dir,
             threads=threads, providers=list(providers) if providers else None,
+            calibration=Path(calibration).expanduser() if calibration is not None else None,
         )
         self._setup(engine, processor, self.stages.prompt.max_tokens, prompt_cache_size=prompt_cache_size,
                     max_image_pixels=max_image_pixels, batch_size=batch_size, kernel_threads=kernel_threads,
-                    text_encoder=text_encoder)
+                    text_encoder=text_encoder, device_processing=device_processing)
 
     def _setup(
         self, engine: Engine, processor, max_prompt_tokens: int, *, prompt_cache_size: int = 1024,
         max_image_pixels: int = DEFAULT_MAX_PIXELS, batch_size: int | None = None, kernel_threads: int | None = None,
-        text_encoder: Callable[[list[str]], object] | None = None,
+        text_encoder: Callable[[list[str]], object] | None = None, device_processing: bool | None = None,
     ) -> None:
         """Everything but the model: shared by a model-backed segmenter and one loaded from an export."""
         if batch_size is None:
@@ -153,15 +164,27 @@ class FastSegmenter:
         # Image prompts, keyed by a hash of their pixels, mask and settings.
         self.image_prompt_cache = EmbeddingCache(self._encode_image_prompts_uncached, max_size=prompt_cache_size,
                                                  key=lambda prompt: prompt.key)
+        if device_processing is None:
+            device_processing = engine.device.type == "cuda"
+        if not isinstance(device_processing, bool):
+            raise TypeError(f"device_processing must be True, False or None (on for CUDA), got {device_processing!r}")
+        self.device_processing: DeviceProcessing | None = None
+        if device_processing:
+            from .gpu.processing import DeviceProcessing
+
+            self.device_processing = DeviceProcessing(self.preprocess_config, engine.device)
+        warm = getattr(engine, "warm", None)
+        if warm is not None:
+            warm(self.batch_size)  # CUDA graphs: capture now, not on the first frame
 
     @property
     def backend(self) -> str:
-        """The engine's backend: "torch", "torchscript" or "onnxruntime"."""
+        """The engine's backend: "torch", "torchscript", "onnxruntime", "cudagraphs" or "tensorrt"."""
         return self.engine.name
 
     @property
     def precision(self) -> str:
-        """The engine's precision: "fp32", "bf16" or "int8"."""
+        """The engine's precision: "fp32", "bf16", "fp16" or "int8"."""
         return self.engine.precision
 
     @classmethod
@@ -184,8 +207,8 @@ class FastSegmenter:
         the transformers model is not loaded), or a `CLIPSegForImageSegmentation` (then
         `processor` is required). `backend` and `precision` default to "torch" and "fp32".
         Other keyword arguments (`cache`, `cache_dir`, `threads`, `providers`,
-        `prompt_cache_size`, `max_image_pixels`, `batch_size`, `kernel_threads`) go to the
-        constructor.
+        `prompt_cache_size`, `max_image_pixels`, `batch_size`, `kernel_threads`, `text_encoder`,
+        `device_processing`, `calibration`) go to the constructor.
         """
         if isinstance(name_or_path, (str, os.PathLike)) and (Path(name_or_path).expanduser() / MANIFEST_NAME).is_file():
             return cls._from_export(Path(name_or_path).expanduser(), device=device, precision=precision,
@@ -307,15 +330,34 @@ class FastSegmenter:
         return self.prompt_cache.get_many(normalize_prompts(prompts))
 
     def pixel_values(self, images: Sequence[np.ndarray]) -> torch.Tensor:
-        """RGB uint8 arrays -> `(N, 3, S, S)` model input, bit-identical to the processor's pixel values."""
+        """RGB uint8 arrays -> `(N, 3, S, S)` model input, bit-identical to the processor's pixel
+        values; on the network's device with `device_processing`, else on the CPU."""
+        if self.device_processing is not None:
+            return self.device_processing.pixel_values(images)
         return torch.from_numpy(preprocess_images(list(images), self.preprocess_config, self.kernel_threads))
 
+    def host_outputs(self, logits: Sequence[torch.Tensor], sizes: Sequence[tuple[int, int]], threshold: float,
+                     on_device: bool = True) -> tuple[list[np.ndarray], list[PackedMasks | None]]:
+        """Per image: its logits as a float32 array, and (with `device_processing` and `on_device`)
+        its masks, scores and stability computed on the device; one copy to the host for all."""
+        counts = [int(l.shape[0]) for l in logits]
+        host = torch.cat(list(logits)).float().cpu() if logits else torch.empty(0)
+        arrays = [part.numpy() for part in host.split(counts)] if logits else []
+        if self.device_processing is None or not on_device:
+            return arrays, [None] * len(arrays)
+        return arrays, list(self.device_processing.summarize(logits, sizes, threshold))
+
     def predict_logits(self, pixel_values: torch.Tensor, prompts_per_image: Sequence[Sequence[str]]) -> list[torch.Tensor]:
-        """Logits `(K_i, h, w)` for each image's prompts; pixel values as `pixel_values()` makes them.
+        """Logits `(K_i, h, w)` for each image's prompts, on the CPU; pixel values as
+        `pixel_values()` makes them.
 
         The vision stage runs once per image and the decoder once per (image, prompt) pair, in
         chunks of `batch_size` images.
         """
+        return [logits.cpu() for logits in self.device_logits(pixel_values, prompts_per_image)]
+
+    def device_logits(self, pixel_values: torch.Tensor, prompts_per_image: Sequence[Sequence[str]]) -> list[torch.Tensor]:
+        """`predict_logits`, with the logits left on the engine's device."""
         if pixel_values.ndim != 4 or pixel_values.shape[0] != len(prompts_per_image):
             raise ValueError(
                 f"pixel_values of shape {tuple(pixel_values.shape)} do not match {len(prompts_per_image)} prompt lists"
@@ -330,20 +372,20 @@ class FastSegmenter:
             activations = self.engine.encode_images(pixel_values[start : start + len(chunk)])
             flat_prompts = [p for prompts in chunk for p in prompts]
             image_index = torch.tensor([i for i, prompts in enumerate(chunk) for _ in prompts], dtype=torch.long)
-            logits = self.engine.decode(activations, self.prompt_cache.get_many(flat_prompts), image_index).cpu()
+            logits = self.engine.decode(activations, self.prompt_cache.get_many(flat_prompts), image_index)
             results.extend(logits.split([len(p) for p in chunk]))
         return results
 
     def predict_logits_shared(self, pixel_values: torch.Tensor, embeddings: torch.Tensor) -> list[torch.Tensor]:
         """Logits `(K, h, w)` for each image with the same K prompts, given as embeddings
-        (`encode_prompts`): what a stream runs for every batch of frames."""
+        (`encode_prompts`), on the engine's device: what a stream runs for every batch of frames."""
         results: list[torch.Tensor] = []
         prompts = embeddings.shape[0]
         for start in range(0, pixel_values.shape[0], self.batch_size):
             chunk = pixel_values[start : start + self.batch_size]
             activations = self.engine.encode_images(chunk)
             image_index = torch.arange(chunk.shape[0], dtype=torch.long).repeat_interleave(prompts)
-            logits = self.engine.decode(activations, embeddings.repeat(chunk.shape[0], 1), image_index).cpu()
+            logits = self.engine.decode(activations, embeddings.repeat(chunk.shape[0], 1), image_index)
             results.extend(logits.split([prompts] * chunk.shape[0]))
         return results
 
@@ -408,13 +450,14 @@ class FastSegmenter:
                 result.source = source
                 results.append(result)
             return results
-        logits = self.predict_logits(self.pixel_values(arrays), prompt_lists)
+        sizes = [(a.shape[0], a.shape[1]) for a in arrays]
+        logits, packed = self.host_outputs(self.device_logits(self.pixel_values(arrays), prompt_lists), sizes, threshold)
         return [
             SegmentationResult(
-                prompts=list(p), logits=l.numpy(), image_size=(a.shape[0], a.shape[1]), threshold=threshold,
-                source=source, threads=self.kernel_threads,
+                prompts=list(p), logits=l, image_size=size, threshold=threshold,
+                source=source, threads=self.kernel_threads, packed=masks,
             )
-            for p, l, a, source in zip(prompt_lists, logits, arrays, sources)
+            for p, l, size, source, masks in zip(prompt_lists, logits, sizes, sources, packed)
         ]
 
     def session(self, image: object, threshold: float = 0.5) -> Session:

@@ -2,10 +2,16 @@
 
 | backend | devices | precisions | what it is |
 | --- | --- | --- | --- |
-| `torch` | cpu, cuda | fp32 (cpu, cuda), bf16 and int8 (cpu) | eager PyTorch; fp32 is the reference |
+| `torch` | cpu, cuda | fp32, bf16, int8 (cpu); fp32, fp16, bf16 (cuda) | eager PyTorch; fp32 is the reference |
 | `torchscript` | cpu | fp32, bf16, int8 | each stage traced, frozen and saved (`.pt`, loads in libtorch) |
 | `onnxruntime` | cpu (other ONNX Runtime providers passed through) | fp32, int8 | each stage exported to ONNX |
+| `cudagraphs` | cuda | fp32, fp16, bf16 | the eager stages replayed as CUDA graphs per batch bucket (`cuda_graphs.py`) |
+| `tensorrt` | cuda | fp32, fp16, int8 | vision and decoder compiled by torch-tensorrt (`tensorrt_engine.py`); int8 needs `calibration=` |
 | `auto` | | | the fastest of these for the device and precision (see `resolve_backend`) |
+
+The CUDA backends have never run on a GPU in this project's development so far (no GPU was lent
+to a development session, and CI has none): their CPU-checkable logic is tested, their CUDA tests
+skip. README's "GPU" section says exactly what was and was not run.
 """
 
 from __future__ import annotations
@@ -24,13 +30,15 @@ from .torch_engine import TorchEngine
 if TYPE_CHECKING:  # the stages import transformers, which loading an export does without
     from ..model.stages import Stages
 
-BACKENDS = ("torch", "torchscript", "onnxruntime")
+BACKENDS = ("torch", "torchscript", "onnxruntime", "cudagraphs", "tensorrt")
 BACKEND_CHOICES = ("auto", *BACKENDS)
 _AVAILABLE = {
     ("torch", "cpu"): ("fp32", "bf16", "int8"),
-    ("torch", "cuda"): ("fp32",),
+    ("torch", "cuda"): ("fp32", "fp16", "bf16"),
     ("torchscript", "cpu"): ("fp32", "bf16", "int8"),
     ("onnxruntime", "cpu"): ("fp32", "int8"),
+    ("cudagraphs", "cuda"): ("fp32", "fp16", "bf16"),
+    ("tensorrt", "cuda"): ("fp32", "fp16", "int8"),
 }
 
 
@@ -49,10 +57,14 @@ def resolve_backend(backend: str, device: torch.device, precision: str) -> str:
     On the CPU (benchmarks/bench_segment.py, full-size model, 2 threads): fp32 and bf16 ->
     torchscript (fp32: on par with onnxruntime, and compiles in seconds rather than half a
     minute); int8 -> onnxruntime when it is installed (fastest on video-like batches), else
-    torchscript. On other devices -> torch.
+    torchscript. On CUDA: int8 -> tensorrt (the only CUDA int8 path); the rest -> cudagraphs
+    (graph replay removes the per-kernel launch cost that dominates small batches). Elsewhere ->
+    torch.
     """
     if backend != "auto":
         return backend
+    if device.type == "cuda":
+        return "tensorrt" if precision == "int8" else "cudagraphs"
     if device.type != "cpu":
         return "torch"
     if precision == "int8" and onnxruntime_installed():
@@ -79,24 +91,54 @@ def create_engine(
     cache_dir: str | Path | None = None,
     threads: int | None = None,
     providers: list[str] | None = None,
+    calibration: str | Path | None = None,
 ) -> Engine:
     """The engine for `backend` on `device` in `precision`; a clear ValueError for what is not available.
 
     Compiled backends load from `cache_dir` when it holds a valid build (else they build and store
     one); `cache_dir=None` builds without caching. `threads` and `providers` configure ONNX Runtime.
+    `calibration`: the folder of images a tensorrt int8 engine is calibrated on.
     """
     if backend not in BACKEND_CHOICES:
         raise ValueError(f"unknown backend {backend!r}: available backends are {', '.join(BACKEND_CHOICES)}")
+    if backend == "tensorrt":
+        from .tensorrt_engine import require_tensorrt
+
+        require_tensorrt(device)  # names the device problem or the missing package first
     device = parse_device(device)
     backend = resolve_backend(backend, device, precision)
     if not available_precisions(backend, device):
         raise ValueError(f"backend {backend!r} does not run on {device.type} in this version; use backend='torch' there")
     check_precision(precision, device, available_precisions(backend, device), backend)
+    if calibration is not None and (backend, precision) != ("tensorrt", "int8"):
+        raise ValueError(f"calibration images are for backend 'tensorrt' in precision 'int8', not {backend!r} {precision!r}")
     if backend == "torch":
         return TorchEngine(stages, device, precision)
+    if backend == "cudagraphs":
+        from .cuda_graphs import CudaGraphEngine
+
+        return CudaGraphEngine(stages, device, precision)
+    if backend == "tensorrt":
+        return _tensorrt_engine(stages, device, precision, cache_dir, calibration)
     return cached_engine(
         backend, stages, precision, device, Path(cache_dir) if cache_dir is not None else None, threads, providers
     )
+
+
+def _tensorrt_engine(stages: Stages, device: torch.device, precision: str, cache_dir: str | Path | None,
+                     calibration: str | Path | None) -> Engine:
+    import tempfile
+
+    from .tensorrt_engine import cached_tensorrt_engine, calibration_images
+
+    if precision == "int8" and calibration is None:
+        raise ValueError("precision 'int8' with backend 'tensorrt' needs calibration=<folder of images like yours>")
+    images = calibration_images(calibration, size=int(stages.vision.image_size)) if calibration is not None else None
+    if cache_dir is not None:
+        return cached_tensorrt_engine(stages, precision, device, Path(cache_dir), calibration=images)
+    # No cache: build in a temporary folder; the loaded programs do not need their files afterwards.
+    with tempfile.TemporaryDirectory(prefix="fastclipseg-tensorrt-") as folder:
+        return cached_tensorrt_engine(stages, precision, device, Path(folder), calibration=images)
 
 
 __all__ = [

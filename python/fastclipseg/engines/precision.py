@@ -6,12 +6,15 @@ The stated choice, per precision:
 | --- | --- | --- | --- |
 | fp32 | fp32 | fp32 | fp32 |
 | bf16 | bf16 weights and activations | fp32 | bf16, logits returned as fp32 |
+| fp16 | fp16 weights and activations (CUDA) | fp32 | fp16, logits returned as fp32 |
 | int8 | linear layers int8 (dynamic quantisation: int8 weights, activations quantised per batch) | fp32 | fp32 |
 
 The prompt stage runs once per distinct prompt (its results are cached), so it stays fp32 in
 every precision. The vision tower holds almost all the arithmetic (about 76 GFLOP per 352x352
 image); the decoder is small, and in int8 it stays fp32 because its FiLM-conditioned layers
-decide the mask boundary.
+decide the mask boundary. fp16 is offered on CUDA only: CPUs have no fast fp16 matrix products
+(bf16 is their half precision). CLIP's vision tower was trained in fp16 by OpenAI, so its
+activations stay inside fp16's range.
 """
 
 from __future__ import annotations
@@ -27,7 +30,10 @@ if TYPE_CHECKING:  # the stages import transformers, which loading an export doe
     from ..model.stages import Stages
 
 
-PRECISIONS = ("fp32", "bf16", "int8")
+PRECISIONS = ("fp32", "bf16", "fp16", "int8")
+
+# The dtype of the vision and decoder stages in the half precisions.
+HALF_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class PreparedStages(NamedTuple):
@@ -89,9 +95,9 @@ def prepare_stages(stages: Stages, precision: str) -> PreparedStages:
     """The stages as `precision` runs them (see the table above); fp32 shares the model's weights."""
     if precision == "fp32":
         return PreparedStages(stages.vision, stages.prompt, Float32Logits(stages.decoder))
-    if precision == "bf16":
-        vision = copy.deepcopy(stages.vision).to(torch.bfloat16)
-        decoder = copy.deepcopy(stages.decoder).to(torch.bfloat16)
+    if precision in HALF_DTYPES:
+        vision = copy.deepcopy(stages.vision).to(HALF_DTYPES[precision])
+        decoder = copy.deepcopy(stages.decoder).to(HALF_DTYPES[precision])
         return PreparedStages(vision, stages.prompt, Float32Logits(decoder))
     if precision == "int8":
         return PreparedStages(quantize_linear_int8(stages.vision), stages.prompt, Float32Logits(stages.decoder))

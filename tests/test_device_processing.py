@@ -1,0 +1,170 @@
+"""Pre- and post-processing on the network's device (`fastclipseg.gpu.processing`) against the
+native CPU kernels, through every `FastSegmenter` entry point.
+
+`device_processing=True` runs the device path on the CPU here (CI has no CUDA): the same torch
+code a GPU runs, so these tests check its logic, the packed-mask results and the wiring into
+`segment`, `segment_batch`, streams and sessions. Images are larger than 64 + 64 pixels in
+height + width, where the native upsampling is bit-identical to PyTorch's, so masks, RLE, areas,
+boxes and stability are equal and scores equal to float64 summation order. The CUDA tests at the
+end skip where there is no CUDA device.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from fastclipseg import FastSegmenter, ops
+from fastclipseg import rle as coco_rle
+from fastclipseg.benchmarking import natural_image
+from fastclipseg.gpu import processing
+from fastclipseg.gpu.processing import DeviceProcessing, stability_thresholds
+from fastclipseg.gpu.upload import FrameUploader
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (PyTorch sees none)")
+SCORE_TOLERANCE = 1e-6
+PROMPTS = ["a cat", "red dog"]
+
+
+@pytest.fixture(scope="module")
+def on_device(tiny_model_dir):
+    return FastSegmenter.from_pretrained(tiny_model_dir, device_processing=True)
+
+
+@pytest.fixture(scope="module")
+def images():
+    return [natural_image(90, 120, seed=1), natural_image(90, 120, seed=2), natural_image(121, 77, seed=3)]
+
+
+def assert_same_results(got, expected):
+    assert got.packed is not None and expected.packed is None
+    np.testing.assert_array_equal(got.logits, expected.logits)
+    np.testing.assert_array_equal(got.masks, expected.masks)
+    assert got.rle == expected.rle
+    assert got.areas == expected.areas and got.bboxes == expected.bboxes
+    np.testing.assert_array_equal(got.stability, expected.stability)
+    np.testing.assert_allclose(got.scores, expected.scores, rtol=0, atol=SCORE_TOLERANCE)
+    assert got.to_dict().keys() == expected.to_dict().keys()
+
+
+def test_cpu_devices_default_to_the_native_kernels(tiny_segmenter):
+    assert tiny_segmenter.device_processing is None
+
+
+def test_device_processing_must_be_a_bool(tiny_model_dir):
+    with pytest.raises(TypeError, match="device_processing must be True, False or None"):
+        FastSegmenter.from_pretrained(tiny_model_dir, device_processing="yes")
+
+
+def test_pixel_values_equal_the_native_kernel(on_device, tiny_segmenter, images):
+    np.testing.assert_array_equal(on_device.pixel_values(images).numpy(), tiny_segmenter.pixel_values(images).numpy())
+
+
+def test_segment_batch_equals_the_native_path(on_device, tiny_segmenter, images):
+    for got, expected in zip(on_device.segment_batch(images, PROMPTS, threshold=0.4),
+                             tiny_segmenter.segment_batch(images, PROMPTS, threshold=0.4)):
+        assert_same_results(got, expected)
+    assert_same_results(on_device.segment(images[2], "a cat"), tiny_segmenter.segment(images[2], "a cat"))
+
+
+@pytest.mark.parametrize("threshold", [0.0, 0.02, 0.5, 0.97, 1.0])
+def test_summaries_equal_the_native_kernel_at_any_threshold(threshold):
+    logits = torch.randn(3, 24, 24) * 4
+    size = (70, 95)
+    (packed,) = _cpu_processing().summarize([logits], [size], threshold)
+    native = ops.postprocess(logits.numpy(), size, threshold, masks=True, rle=True, area=True, bbox=True,
+                             score=True, stability=True)
+    np.testing.assert_array_equal(np.packbits(native.masks, axis=-1, bitorder="little"), packed.bits)
+    np.testing.assert_array_equal(packed.stability, native.stability)
+    np.testing.assert_allclose(packed.score, native.score, rtol=0, atol=SCORE_TOLERANCE)
+    assert coco_rle.encode_packed(packed.bits, size[1]) == native.rle
+
+
+def _cpu_processing() -> DeviceProcessing:
+    from fastclipseg.preprocess import PreprocessConfig
+
+    return DeviceProcessing(PreprocessConfig(size=64), "cpu")
+
+
+def test_stability_thresholds_are_the_native_kernels():
+    logits = np.linspace(-3, 3, 6001, dtype=np.float32).reshape(1, 1, -1)
+    for threshold in (0.1, 0.3, 0.5, 0.77):
+        low, high = stability_thresholds(threshold, 1.0)
+        expected = np.count_nonzero(logits > high) / np.count_nonzero(logits > low)
+        native = ops.postprocess(logits, logits.shape[1:], threshold, masks=False, stability=True).stability
+        assert native[0] == expected
+
+
+def test_summaries_are_chunked_without_changing_them(monkeypatch, images):
+    logits = [torch.randn(2, 24, 24) for _ in range(4)]
+    sizes = [(50, 60), (50, 60), (33, 90), (50, 60)]
+    whole = _cpu_processing().summarize(logits, sizes, 0.5)
+    monkeypatch.setattr(processing, "MAX_UPSAMPLED_ELEMENTS", 2 * 50 * 60)  # one image per chunk
+    for a, b in zip(whole, _cpu_processing().summarize(logits, sizes, 0.5)):
+        np.testing.assert_array_equal(a.bits, b.bits)
+        np.testing.assert_array_equal(a.score, b.score)
+
+
+def test_stream_equals_the_native_path(on_device, tiny_segmenter, images):
+    frames = [images[0], images[1], images[0], images[1], images[0]]
+    with on_device.segment_video(frames, PROMPTS, batch_size=2) as got, \
+            tiny_segmenter.segment_video(frames, PROMPTS, batch_size=2) as expected:
+        pairs = list(zip(got, expected, strict=True))
+    for a, b in pairs:
+        assert a.index == b.index
+        assert_same_results(a, b)
+
+
+def test_smoothed_stream_post_processes_on_the_host(on_device, tiny_segmenter, images):
+    frames = [images[0], images[1], images[0]]
+    with on_device.segment_video(frames, PROMPTS, batch_size=2, smooth=0.5) as got, \
+            tiny_segmenter.segment_video(frames, PROMPTS, batch_size=2, smooth=0.5) as expected:
+        for a, b in zip(got, expected, strict=True):
+            assert a.packed is None
+            np.testing.assert_array_equal(a.logits, b.logits)
+            assert a.rle == b.rle
+
+
+def test_sessions_run_with_device_processing(on_device, tiny_segmenter, images):
+    got = on_device.session(images[2]).segment("a cat OR red dog")
+    expected = tiny_segmenter.session(images[2]).segment("a cat OR red dog")
+    np.testing.assert_array_equal(got.masks, expected.masks)
+
+
+def test_uploader_on_the_cpu_returns_the_frames():
+    frames = [natural_image(5, 7, seed=1), natural_image(3, 2, seed=2)]
+    uploaded = FrameUploader("cpu").upload(frames)
+    for frame, tensor in zip(frames, uploaded):
+        np.testing.assert_array_equal(tensor.numpy(), frame)
+
+
+# -- on CUDA --------------------------------------------------------------------------------------
+
+
+@needs_cuda
+def test_pinned_uploads_return_the_frames_on_cuda():
+    uploader = FrameUploader("cuda")
+    for round_ in range(5):  # more rounds than staging buffers, growing sizes
+        frames = [natural_image(30 + 10 * round_, 41, seed=round_ + i) for i in range(3)]
+        uploaded = uploader.upload(frames)
+        torch.cuda.current_stream().wait_stream(uploader.stream)
+        for frame, tensor in zip(frames, uploaded):
+            assert tensor.device.type == "cuda"
+            np.testing.assert_array_equal(tensor.cpu().numpy(), frame)
+
+
+@needs_cuda
+def test_cuda_device_processing_matches_the_native_path(tiny_model_dir, tiny_segmenter):
+    # On a GPU the upsampling may round differently in the last bit: masks agree to 99.99 %, and
+    # the RLE from the packed bits is the native encoding of exactly those bits.
+    gpu = FastSegmenter.from_pretrained(tiny_model_dir, device="cuda")
+    assert gpu.device_processing is not None
+    images = [natural_image(480, 640, seed=s) for s in range(3)]
+    np.testing.assert_array_equal(gpu.pixel_values(images).cpu().numpy(), tiny_segmenter.pixel_values(images).numpy())
+    for got, expected in zip(gpu.segment_batch(images, PROMPTS), tiny_segmenter.segment_batch(images, PROMPTS)):
+        assert got.packed is not None
+        assert (got.masks == expected.masks).mean() >= 0.9999
+        assert got.rle == coco_rle.encode(got.masks)
+    with gpu.segment_video(images * 3, PROMPTS, batch_size=4) as stream:
+        assert sum(1 for result in stream if result.ok and result.packed is not None) == 9
