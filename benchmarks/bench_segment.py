@@ -10,8 +10,10 @@ benchmarks/results/.
                                        [--backends torch,torchscript,onnxruntime] [--precisions fp32,bf16,int8]
                                        [--device cuda] [--no-rss]
 
-With `--device cuda` the network runs on the GPU in fp32 (TF32 off: the parity tests' arithmetic)
-with the backends that run there; preprocessing stays on the CPU on both sides.
+With `--device cuda` the network runs on the GPU (TF32 off: the parity tests' arithmetic) with the
+backends and precisions asked for that run there (e.g. `--backends torch,cudagraphs --precisions
+fp32,fp16`); fastclipseg then pre- and post-processes on the GPU (its CUDA default,
+`device_processing`), the reference with its processor on the CPU.
 """
 
 from __future__ import annotations

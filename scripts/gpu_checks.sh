@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The checks to run on a machine with an NVIDIA GPU, in one go: build and install the package with
 # the machine's own toolchain (no build isolation, so nothing is fetched), run the whole test suite
-# (tests/test_cuda.py runs there instead of skipping) and the GPU benchmark. Logs and the
+# (the CUDA tests run there instead of skipping: test_cuda.py, test_cuda_graphs.py,
+# test_device_processing.py, test_gpu_*.py, and test_tensorrt.py where torch-tensorrt imports) and
+# the GPU benchmarks (bench_segment.py --device cuda, and bench_gpu.py, issue 7's throughput table). Logs and the
 # benchmark's JSON go to the folder given as $1 (default: gpu-checks/).
 #
 #     bash scripts/gpu_checks.sh [OUT_DIR]
@@ -24,7 +26,10 @@ python3 -c "import torch, transformers, PIL, numpy; print('torch', torch.__versi
 python3 -m pytest "${root}/tests" -q -rs -p no:cacheprovider 2>&1 | tee "${out}/pytest.log" | tail -25
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 
-(cd benchmarks && python3 bench_segment.py --device cuda --threads "$(nproc)" --repeats 10 --out "${out}") 2>&1 \
+(cd benchmarks && python3 bench_segment.py --device cuda --threads "$(nproc)" --repeats 10 \
+    --backends torch,cudagraphs --precisions fp32,fp16,bf16 --out "${out}") 2>&1 \
     | tee "${out}/bench_segment_cuda.log"
+[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+(cd benchmarks && python3 bench_gpu.py --out "${out}") 2>&1 | tee "${out}/bench_gpu.log"
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 exit "${status}"

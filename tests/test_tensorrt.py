@@ -402,3 +402,32 @@ def test_int8_engine_calibrates_on_a_folder(cuda_stages, tmp_path):
                                        max_prompts=2, calibration=calib)
     error, scale = _parity(engine, TorchEngine(cuda_stages, device, "fp32"))
     assert error <= 0.2 * scale  # the bound test_engines states for int8 on the tiny random models
+
+
+# -- as a backend of FastSegmenter ----------------------------------------------------------------
+
+
+def test_tensorrt_backend_reports_what_it_needs(tiny_model_dir):
+    from fastclipseg import FastSegmenter
+
+    with pytest.raises(ValueError, match="CUDA devices only"):
+        FastSegmenter.from_pretrained(tiny_model_dir, backend="tensorrt", precision="fp16")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="sees none"):
+            FastSegmenter.from_pretrained(tiny_model_dir, device="cuda", backend="tensorrt", precision="fp16")
+
+
+def test_tensorrt_int8_without_calibration_images_is_refused(tiny_stages, monkeypatch):
+    from fastclipseg import engines
+
+    monkeypatch.setattr(te, "require_tensorrt", lambda device=None: None)  # as if CUDA and TensorRT were here
+    monkeypatch.setattr(engines, "parse_device", lambda device: torch.device("cuda"))
+    with pytest.raises(ValueError, match="needs calibration=<folder"):
+        engines.create_engine("tensorrt", tiny_stages, "cuda", "int8")
+
+
+def test_calibration_is_only_for_tensorrt_int8(tiny_model_dir, tmp_path):
+    from fastclipseg import FastSegmenter
+
+    with pytest.raises(ValueError, match="calibration images are for backend 'tensorrt' in precision 'int8'"):
+        FastSegmenter.from_pretrained(tiny_model_dir, calibration=tmp_path)

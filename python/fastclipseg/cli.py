@@ -71,8 +71,10 @@ def _options(
         logger.setLevel(logging.INFO)
 
 
-BACKEND_HELP = "Backend: torch (eager reference), torchscript, onnxruntime, or auto (the fastest for the device and precision)."
-PRECISION_HELP = "Precision: fp32 (exact), bf16 (CPUs with AVX512-BF16/AMX) or int8 (vision tower's linear layers)."
+BACKEND_HELP = ("Backend: torch (eager reference), torchscript, onnxruntime, cudagraphs or tensorrt (CUDA), or auto "
+                "(the fastest for the device and precision).")
+PRECISION_HELP = ("Precision: fp32 (exact), bf16 (CPUs with AVX512-BF16/AMX, or CUDA), fp16 (CUDA) or int8 (vision "
+                  "tower's linear layers; on CUDA through tensorrt, with --calibration).")
 CACHE_DIR_HELP = "Folder for compiled backends (default: $FASTCLIPSEG_CACHE or the user cache folder)."
 
 
@@ -81,6 +83,7 @@ DEVICE_OPTION = typer.Option("cpu", "--device", help="Torch device to run on, e.
 PRECISION_OPTION = typer.Option(None, "--precision", help=PRECISION_HELP + " Default: fp32, or an export's own.")
 CACHE_DIR_OPTION = typer.Option(None, "--cache-dir", help=CACHE_DIR_HELP)
 NO_CACHE_OPTION = typer.Option(False, "--no-cache", help="Compile backends afresh and keep nothing on disk.")
+CALIBRATION_OPTION = typer.Option(None, "--calibration", help="Folder of images like yours to calibrate --backend tensorrt --precision int8 on.")
 
 
 @app.command()
@@ -97,6 +100,7 @@ def segment(
     precision: Optional[str] = PRECISION_OPTION,
     cache_dir: Optional[Path] = CACHE_DIR_OPTION,
     no_cache: bool = NO_CACHE_OPTION,
+    calibration: Optional[Path] = CALIBRATION_OPTION,
 ) -> None:
     """Segment IMAGES with each PROMPT.
 
@@ -123,7 +127,7 @@ def segment(
     try:
         segmenter = FastSegmenter.from_pretrained(
             model, device=device, max_image_pixels=max_pixels, backend=backend, precision=precision,
-            cache=not no_cache, cache_dir=cache_dir,
+            cache=not no_cache, cache_dir=cache_dir, **_calibration(calibration),
         )
     except (OSError, ValueError, TypeError, ImportError) as error:
         _fail(f"cannot load model {model}: {error}")
@@ -157,14 +161,19 @@ def segment(
         raise typer.Exit(1)
 
 
+def _calibration(folder: Optional[Path]) -> dict:
+    """`calibration=` only when given: a segmenter loaded from an export takes no such option."""
+    return {"calibration": folder} if folder is not None else {}
+
+
 def _load_segmenter(model: str, *, device: str, backend: Optional[str], precision: Optional[str], cache_dir: Optional[Path],
-                    no_cache: bool, max_pixels: int, batch_size: Optional[int] = None):
+                    no_cache: bool, max_pixels: int, batch_size: Optional[int] = None, calibration: Optional[Path] = None):
     from .segmenter import FastSegmenter
 
     try:
         return FastSegmenter.from_pretrained(
             model, device=device, max_image_pixels=max_pixels, backend=backend, precision=precision,
-            cache=not no_cache, cache_dir=cache_dir, batch_size=batch_size,
+            cache=not no_cache, cache_dir=cache_dir, batch_size=batch_size, **_calibration(calibration),
         )
     except (OSError, ValueError, TypeError, ImportError) as error:
         _fail(f"cannot load model {model}: {error}")
@@ -243,6 +252,7 @@ def video(
     precision: Optional[str] = PRECISION_OPTION,
     cache_dir: Optional[Path] = CACHE_DIR_OPTION,
     no_cache: bool = NO_CACHE_OPTION,
+    calibration: Optional[Path] = CALIBRATION_OPTION,
 ) -> None:
     """Segment the frames of a video with each PROMPT.
 
@@ -288,7 +298,8 @@ def video(
     from .runs import Interrupted
 
     segmenter = _load_segmenter(model, device=device, backend=backend or "auto", precision=precision,
-                                cache_dir=cache_dir, no_cache=no_cache, max_pixels=DEFAULT_MAX_PIXELS)
+                                cache_dir=cache_dir, no_cache=no_cache, max_pixels=DEFAULT_MAX_PIXELS,
+                                batch_size=batch_size, calibration=calibration)
     interrupted = None
     summary = RunSummary()
     with run:
@@ -323,6 +334,7 @@ def batch(
     precision: Optional[str] = PRECISION_OPTION,
     cache_dir: Optional[Path] = CACHE_DIR_OPTION,
     no_cache: bool = NO_CACHE_OPTION,
+    calibration: Optional[Path] = CALIBRATION_OPTION,
 ) -> None:
     """Segment a collection of images with each PROMPT.
 
@@ -353,7 +365,8 @@ def batch(
         outputs.atomic_write_bytes(out / "skipped.txt", "".join(f"{p}\n" for p in collected.skipped).encode("utf-8"))
         typer.echo(f"skipped {len(collected.skipped)} files that are not images (listed in {out / 'skipped.txt'})", err=True)
     segmenter = _load_segmenter(model, device=device, backend=backend or "auto", precision=precision,
-                                cache_dir=cache_dir, no_cache=no_cache, max_pixels=max_pixels)
+                                cache_dir=cache_dir, no_cache=no_cache, max_pixels=max_pixels,
+                                batch_size=batch_size, calibration=calibration)
     interrupted = None
     summary = RunSummary()
     with run:

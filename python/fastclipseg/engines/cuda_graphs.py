@@ -70,7 +70,9 @@ class StaticGraph:
                 function(*self.inputs)
         torch.cuda.current_stream(side.device).wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
+        # "thread_local": a decoder graph may be captured while a stream's upload thread is
+        # allocating and copying on its own stream; only this thread's calls must be capture-safe.
+        with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
             self.output = function(*self.inputs)
 
     def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""`tensorrt` (issue 7, not yet registered): the vision and decoder stages compiled by torch-tensorrt.
+"""`tensorrt`: the vision and decoder stages compiled by torch-tensorrt (issue 7; never run: no
+development machine has had TensorRT, see README).
 
 What runs where:
 

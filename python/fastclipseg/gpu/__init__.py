@@ -12,8 +12,12 @@ and are tested on the CPU against the native kernels:
   (``K x H x ceil(W / 8)`` bytes) for the host, where ``fastclipseg.rle.encode_packed`` builds
   the COCO RLE; probabilities when asked.
 
-Not wired into `FastSegmenter` yet, and never run on a GPU so far (issue 7): the CUDA tests
-skip where there is no CUDA device.
+- `upload`: `FrameUploader`, uint8 frames to the device through pinned memory on a copy stream.
+- `processing`: `DeviceProcessing`, what `FastSegmenter(device="cuda")` runs around the network
+  (on by default there; `device_processing=True` runs it on any device).
+
+Never run on a GPU so far (issue 7): the CUDA tests skip where there is no CUDA device; on the
+CPU these modules are tested against the native kernels.
 """
 
 from __future__ import annotations

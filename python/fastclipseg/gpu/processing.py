@@ -112,7 +112,8 @@ class DeviceProcessing:
         for (height, width), members in groups.items():
             start = 0
             while start < len(members):
-                chunk, elements = [], 0
+                chunk: list[int] = []
+                elements = 0
                 while start < len(members):
                     count = int(logits[members[start]].shape[0]) * height * width
                     if chunk and elements + count > MAX_UPSAMPLED_ELEMENTS:
