@@ -97,8 +97,9 @@ class FastSegmenter:
 
         `backend`: "torch" (eager; fp32 is the reference), "torchscript", "onnxruntime",
         "cudagraphs", "tensorrt" or "auto" (the fastest for the device and precision);
-        `precision`: "fp32", "bf16", "fp16" (CUDA) or "int8" (see `fastclipseg.engines`). Compiled backends keep their build in `cache_dir` (default:
-        `$FASTCLIPSEG_CACHE` or the user cache folder), so later starts skip compiling;
+        `precision`: "fp32", "bf16", "fp16" (CUDA) or "int8" (see `fastclipseg.engines`).
+        Compiled backends keep their build in `cache_dir` (default: `$FASTCLIPSEG_CACHE` or the
+        user cache folder), so later starts skip compiling;
         `cache=False` compiles into a temporary folder instead. `threads` and `providers` set
         ONNX Runtime's intra-op threads (default: torch's thread count) and execution providers.
         `batch_size`: images per vision-stage call (None: `default_batch_size`).
