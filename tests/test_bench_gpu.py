@@ -30,9 +30,11 @@ def test_bench_gpu_runs_on_the_cpu_with_a_tiny_model(bench_gpu, tiny_reference):
     payload = bench_gpu.run(model, processor, "cpu", batch_sizes=[1, 3], repeats=1, frame=(40, 60), prompts=2)
     assert [row["batch"] for row in payload["rows"]] == [1, 3]
     for row in payload["rows"]:
-        assert set(row["frames_per_s"]) == {"transformers fp32", "fastclipseg fp32 eager", "fastclipseg end-to-end"}
+        assert set(row["frames_per_s"]) == {"transformers fp32", "fastclipseg fp32 eager", "fastclipseg end-to-end",
+                                            "fastclipseg stream"}
         assert all(value > 0 for value in row["frames_per_s"].values())
-        assert row["end_to_end_vs_transformers_fp32"] > 0 and row["best_network_fraction_of_floor"] > 0
+        assert row["end_to_end_vs_transformers_fp32"] > 0 and row["stream_vs_transformers_fp32"] > 0
+        assert row["best_network_fraction_of_floor"] > 0
     assert payload["backend"] == "torch" and payload["gpu"] is None
     assert any("CUDA graphs" in row for row in payload["rows_not_run"])
 
