@@ -76,6 +76,16 @@ def test_segment_batch_equals_the_native_path(on_device, native, images):
     assert_same_results(on_device.segment(images[2], "a cat"), native.segment(images[2], "a cat"))
 
 
+def test_segment_batch_in_batches_smaller_than_the_list(tiny_model_dir, native, images):
+    small_batches = FastSegmenter.from_pretrained(tiny_model_dir, device_processing=True, batch_size=2)
+    # Other batch sizes may round the network's last bits differently (as in test_stages).
+    for got, expected in zip(small_batches.segment_batch(images, PROMPTS), native.segment_batch(images, PROMPTS),
+                             strict=True):
+        assert got.packed is not None and got.image_size == expected.image_size
+        np.testing.assert_allclose(got.logits, expected.logits, rtol=1e-5, atol=1e-5)
+        assert (got.masks == expected.masks).mean() > 0.999
+
+
 @pytest.mark.parametrize("threshold", [0.0, 0.02, 0.5, 0.97, 1.0])
 def test_summaries_equal_the_native_kernel_at_any_threshold(threshold):
     logits = torch.randn(3, 24, 24, generator=torch.Generator().manual_seed(1)) * 4

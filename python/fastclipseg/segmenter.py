@@ -452,7 +452,16 @@ class FastSegmenter:
                 results.append(result)
             return results
         sizes = [(a.shape[0], a.shape[1]) for a in arrays]
-        logits, packed = self.host_outputs(self.device_logits(self.pixel_values(arrays), prompt_lists), sizes, threshold)
+        logits: list[np.ndarray] = []
+        packed: list[PackedMasks | None] = []
+        # One batch at a time from pixels to host outputs: device and pinned memory stay bounded
+        # by the batch size, however many images are given.
+        for start in range(0, len(arrays), self.batch_size):
+            end = start + self.batch_size
+            pixels = self.pixel_values(arrays[start:end])
+            chunk = self.host_outputs(self.device_logits(pixels, prompt_lists[start:end]), sizes[start:end], threshold)
+            logits.extend(chunk[0])
+            packed.extend(chunk[1])
         return [
             SegmentationResult(
                 prompts=list(p), logits=l, image_size=size, threshold=threshold,
