@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 import torch
 
-from fastclipseg import FastSegmenter, ops
+from fastclipseg import FastSegmenter, _core, ops
 from fastclipseg import rle as coco_rle
 from fastclipseg.benchmarking import natural_image
 from fastclipseg.gpu import processing
-from fastclipseg.gpu.processing import DeviceProcessing, stability_thresholds
+from fastclipseg.gpu.processing import DeviceProcessing
 from fastclipseg.gpu.upload import FrameUploader
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (PyTorch sees none)")
@@ -90,7 +90,7 @@ def test_segment_batch_in_batches_smaller_than_the_list(tiny_model_dir, native, 
 def test_summaries_equal_the_native_kernel_at_any_threshold(threshold):
     logits = torch.randn(3, 24, 24, generator=torch.Generator().manual_seed(1)) * 4
     size = (70, 95)
-    (packed,) = _cpu_processing().summarize([logits], [size], threshold)
+    (packed,) = _cpu_processing().summarize(logits, [3], [size], threshold)
     expected = ops.postprocess(logits.numpy(), size, threshold, masks=True, rle=True, area=True, bbox=True,
                                score=True, stability=True)
     np.testing.assert_array_equal(np.packbits(expected.masks, axis=-1, bitorder="little"), packed.bits)
@@ -105,10 +105,10 @@ def _cpu_processing() -> DeviceProcessing:
     return DeviceProcessing(PreprocessConfig(size=64), "cpu")
 
 
-def test_stability_thresholds_are_the_native_kernels():
+def test_the_bound_stability_thresholds_are_the_kernels():
     logits = np.linspace(-3, 3, 6001, dtype=np.float32).reshape(1, 1, -1)
     for threshold in (0.1, 0.3, 0.5, 0.77):
-        low, high = stability_thresholds(threshold, 1.0)
+        low, high = _core.postprocess_stability_thresholds(threshold, 1.0)
         expected = np.count_nonzero(logits > high) / np.count_nonzero(logits > low)
         stability = ops.postprocess(logits, logits.shape[1:], threshold, masks=False, stability=True).stability
         assert stability[0] == expected
@@ -116,11 +116,15 @@ def test_stability_thresholds_are_the_native_kernels():
 
 def test_summaries_are_chunked_without_changing_them(monkeypatch, images):
     generator = torch.Generator().manual_seed(0)
-    logits = [torch.randn(2, 24, 24, generator=generator) for _ in range(4)]
-    sizes = [(50, 60), (50, 60), (33, 90), (50, 60)]
-    whole = _cpu_processing().summarize(logits, sizes, 0.5)
+    logits = torch.randn(8, 24, 24, generator=generator)
+    counts, sizes = [2, 2, 2, 2], [(50, 60), (50, 60), (33, 90), (50, 60)]
+    # Images 0, 1 and 3 share a size but not consecutive rows: both ways of gathering rows run.
+    whole = _cpu_processing().summarize(logits, counts, sizes, 0.5)
     monkeypatch.setattr(processing, "MAX_UPSAMPLED_ELEMENTS", 2 * 50 * 60)  # one image per chunk
-    for a, b in zip(whole, _cpu_processing().summarize(logits, sizes, 0.5)):
+    chunked = _cpu_processing().summarize(logits, counts, sizes, 0.5)
+    for index, (a, b) in enumerate(zip(whole, chunked, strict=True)):
+        alone = _cpu_processing().summarize(logits[2 * index : 2 * index + 2], [2], [sizes[index]], 0.5)[0]
+        np.testing.assert_array_equal(a.bits, alone.bits)
         np.testing.assert_array_equal(a.bits, b.bits)
         np.testing.assert_array_equal(a.stability, b.stability)
         # The vectorised sigmoid rounds the last bit by position: scores agree to the stated tolerance.
@@ -151,6 +155,17 @@ def test_sessions_run_with_device_processing(on_device, native, images):
     got = on_device.session(images[2]).segment("a cat OR red dog")
     expected = native.session(images[2]).segment("a cat OR red dog")
     np.testing.assert_array_equal(got.masks, expected.masks)
+
+
+def test_packed_summary_needs_a_stack_of_masks():
+    bits = np.packbits(np.ones((3, 5, 9), dtype=bool), axis=-1, bitorder="little")
+    rles, areas, boxes = coco_rle.packed_summary(bits, 9)
+    assert rles == coco_rle.encode(np.ones((3, 5, 9), dtype=bool)) and list(areas) == [45] * 3
+    np.testing.assert_array_equal(boxes, [[0, 0, 9, 5]] * 3)
+    with pytest.raises(ValueError, match=r"must be 3-D \(K, H, ceil\(W/8\)\)"):
+        coco_rle.packed_summary(bits[0], 9)
+    with pytest.raises(ValueError, match="needs ceil"):
+        coco_rle.packed_summary(bits, 17)
 
 
 def test_uploader_on_the_cpu_returns_the_frames():

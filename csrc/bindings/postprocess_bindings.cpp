@@ -209,6 +209,13 @@ void register_postprocess(py::module_& m) {
           "(K, height, width) float32, as torch.nn.functional.interpolate.");
     m.def("postprocess_threshold_logit", &pp::threshold_logit, py::arg("threshold"),
           "The float32 logit f such that logit > f exactly when logit > log(t / (1 - t)).");
+    m.def("postprocess_stability_thresholds",
+          [](double threshold, double offset) {
+              const std::array<float, 2> t = pp::stability_thresholds(threshold, offset);
+              return py::make_tuple(t[0], t[1]);
+          },
+          py::arg("threshold"), py::arg("offset"),
+          "The float32 logit thresholds (L - d, L + d) of the stability score, L = log(t / (1 - t)).");
     m.def("postprocess_default_threads", &pp::default_threads,
           "Threads used when threads=0: the hardware concurrency, at least 1.");
 }

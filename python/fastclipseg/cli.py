@@ -83,6 +83,7 @@ DEVICE_OPTION = typer.Option("cpu", "--device", help="Torch device to run on, e.
 PRECISION_OPTION = typer.Option(None, "--precision", help=PRECISION_HELP + " Default: fp32, or an export's own.")
 CACHE_DIR_OPTION = typer.Option(None, "--cache-dir", help=CACHE_DIR_HELP)
 NO_CACHE_OPTION = typer.Option(False, "--no-cache", help="Compile backends afresh and keep nothing on disk.")
+THRESHOLD_OPTION = typer.Option(0.5, "--threshold", "-t", help="Probability above which a pixel is in the mask, in [0, 1].")
 CALIBRATION_OPTION = typer.Option(None, "--calibration", help="Folder of images like yours to calibrate --backend tensorrt --precision int8 on.")
 
 
@@ -92,7 +93,7 @@ def segment(
     prompt: list[str] = typer.Option(..., "--prompt", "-p", help='A text prompt or a prompt expression, e.g. "(a dog OR a cat) AND NOT a collar {+5}" (AND, OR, NOT in capitals; {+N}/{-N} dilate/erode by N pixels, {t=0.3} a per-term threshold); repeat for several prompts.'),
     model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Hub id, local model folder (transformers layout), or a folder written by `fastclipseg export`."),
     out: Path = typer.Option(Path("fastclipseg-out"), "--out", "-o", help="Output folder (created if missing)."),
-    threshold: float = typer.Option(0.5, "--threshold", "-t", help="Probability above which a pixel is in the mask, in [0, 1]."),
+    threshold: float = THRESHOLD_OPTION,
     overlay: bool = typer.Option(False, "--overlay", help="Also write <stem>_overlay.png with the masks tinted over the image."),
     device: str = DEVICE_OPTION,
     max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", help="Refuse images with more pixels than this."),
@@ -228,7 +229,7 @@ def _finish_run(summary, run, interrupted, kind: str) -> None:
 
 
 MODEL_HELP = "Hub id, local model folder (transformers layout), or a folder written by `fastclipseg export`."
-STREAM_BACKEND_HELP = BACKEND_HELP + " Default: auto, or an export's own."
+STREAM_BACKEND_OPTION = typer.Option(None, "--backend", "-b", help=BACKEND_HELP + " Default: auto, or an export's own.")
 
 
 @app.command()
@@ -237,7 +238,7 @@ def video(
     prompt: list[str] = typer.Option(..., "--prompt", "-p", help="A text prompt; repeat for several prompts."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (created if missing)."),
     model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help=MODEL_HELP),
-    threshold: float = typer.Option(0.5, "--threshold", "-t", help="Probability above which a pixel is in the mask, in [0, 1]."),
+    threshold: float = THRESHOLD_OPTION,
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Frames per network call (default: the engine's)."),
     every: int = typer.Option(1, "--every", help="Segment every N-th frame."),
     start: Optional[float] = typer.Option(None, "--start", help="Start time in seconds."),
@@ -248,7 +249,7 @@ def video(
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in OUT (same settings), skipping the frames it wrote."),
     force: bool = typer.Option(False, "--force", help="Start over in an OUT that holds another run (its results are removed)."),
     device: str = DEVICE_OPTION,
-    backend: Optional[str] = typer.Option(None, "--backend", "-b", help=STREAM_BACKEND_HELP),
+    backend: Optional[str] = STREAM_BACKEND_OPTION,
     precision: Optional[str] = PRECISION_OPTION,
     cache_dir: Optional[Path] = CACHE_DIR_OPTION,
     no_cache: bool = NO_CACHE_OPTION,
@@ -322,7 +323,7 @@ def batch(
     prompt: list[str] = typer.Option(..., "--prompt", "-p", help="A text prompt; repeat for several prompts."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (created if missing)."),
     model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help=MODEL_HELP),
-    threshold: float = typer.Option(0.5, "--threshold", "-t", help="Probability above which a pixel is in the mask, in [0, 1]."),
+    threshold: float = THRESHOLD_OPTION,
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Images per network call (default: the engine's)."),
     png: bool = typer.Option(False, "--png", help="Also write one PNG mask per image and prompt into OUT/png/."),
     overlay: bool = typer.Option(False, "--overlay", help="Also write OUT/png/<stem>_overlay.png with the masks tinted over each image."),
@@ -330,7 +331,7 @@ def batch(
     force: bool = typer.Option(False, "--force", help="Start over in an OUT that holds another run (its results are removed)."),
     max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", help="Refuse images with more pixels than this."),
     device: str = DEVICE_OPTION,
-    backend: Optional[str] = typer.Option(None, "--backend", "-b", help=STREAM_BACKEND_HELP),
+    backend: Optional[str] = STREAM_BACKEND_OPTION,
     precision: Optional[str] = PRECISION_OPTION,
     cache_dir: Optional[Path] = CACHE_DIR_OPTION,
     no_cache: bool = NO_CACHE_OPTION,

@@ -60,6 +60,7 @@ e.g. ``refinement("without the leash") == ("and_not", "the leash")``.
 
 from __future__ import annotations
 
+import abc
 import functools
 import math
 import re
@@ -176,7 +177,7 @@ class Modifiers:
 NO_MODIFIERS = Modifiers()
 
 
-class Expression:
+class Expression(abc.ABC):
     """A parsed prompt expression: an immutable tree of Term, Not, And, Or and Group nodes.
 
     Nodes compare equal by structure, so ``parse(str(e)) == e``.
@@ -200,8 +201,9 @@ class Expression:
         """True when the expression is one prompt without modifiers (the ordinary path does)."""
         return False
 
+    @abc.abstractmethod
     def _evaluate(self, maps: Mapping[str, np.ndarray]) -> np.ndarray:
-        raise NotImplementedError
+        """This node's probability map, from each term's map in `maps`."""
 
 
 def _check_node(value: object, name: str) -> None:

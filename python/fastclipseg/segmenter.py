@@ -341,12 +341,17 @@ class FastSegmenter:
                      on_device: bool = True) -> tuple[list[np.ndarray], list[PackedMasks | None]]:
         """Per image: its logits as a float32 array, and (with `device_processing` and `on_device`)
         its masks, scores and stability computed on the device; one copy to the host for all."""
+        if not logits:
+            return [], []
+        device_path = self.device_processing is not None and on_device
+        if logits[0].device.type == "cpu" and not device_path:
+            return [l.float().numpy() for l in logits], [None] * len(logits)
         counts = [int(l.shape[0]) for l in logits]
-        host = torch.cat(list(logits)).float().cpu() if logits else torch.empty(0)
-        arrays = [part.numpy() for part in host.split(counts)] if logits else []
-        if self.device_processing is None or not on_device:
+        stacked = torch.cat(list(logits))  # one copy to the host, and the rows to summarise
+        arrays = [part.numpy() for part in stacked.float().cpu().split(counts)]
+        if not device_path:
             return arrays, [None] * len(arrays)
-        return arrays, list(self.device_processing.summarize(logits, sizes, threshold))
+        return arrays, list(self.device_processing.summarize(stacked, counts, sizes, threshold))
 
     def predict_logits(self, pixel_values: torch.Tensor, prompts_per_image: Sequence[Sequence[str]]) -> list[torch.Tensor]:
         """Logits `(K_i, h, w)` for each image's prompts, on the CPU; pixel values as

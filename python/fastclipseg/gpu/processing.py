@@ -9,8 +9,8 @@
   where `SegmentationResult` builds the COCO RLE, area and box from the packed bits with the
   native kernel (`rle.encode_packed`, `rle.packed_area_bbox`).
 
-Masks are `logit > threshold_logit(t)` and the stability counts use the same two float
-thresholds as the native kernel (`stability_thresholds`), so a pixel can differ from the native
+Masks are `logit > threshold_logit(t)` and the stability counts use the native kernel's own two
+float thresholds (`_core.postprocess_stability_thresholds`), so a pixel can differ from the native
 path only where the two upsamplings round differently in the last bit of a logit at a threshold.
 
 `DeviceProcessing` runs on any device; the CPU tests use it there (slowly: the resize is a dense
@@ -19,13 +19,13 @@ matrix product) to check it against the native path. Nothing here has run on a G
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from .. import _core
 from ..preprocess import PreprocessConfig
 from ..results import PackedMasks
 from .postprocess import pack_masks, threshold_logit, upsample_logits
@@ -34,23 +34,6 @@ from .upload import FrameUploader
 
 #: Upsampled logits held at once while summarising (float32 elements: 512 MiB).
 MAX_UPSAMPLED_ELEMENTS = 1 << 27
-
-
-def _round_down(value: float) -> float:
-    """The largest float32 <= `value` (the native kernel's `round_down`)."""
-    rounded = np.float32(value)
-    if float(rounded) > value:
-        rounded = np.nextafter(rounded, np.float32(-np.inf))
-    return float(rounded)
-
-
-def stability_thresholds(threshold: float, offset: float) -> tuple[float, float]:
-    """The float32 logit thresholds `(L - d, L + d)` of the stability score, as the native kernel's."""
-    if threshold in (0.0, 1.0):
-        edge = threshold_logit(threshold)  # +-inf shifted by a finite offset
-        return edge, edge
-    logit = math.log(threshold / (1.0 - threshold))
-    return _round_down(logit - offset), _round_down(logit + offset)
 
 
 @dataclass
@@ -95,38 +78,47 @@ class DeviceProcessing:
         return self.prepare(images).wait()
 
     @torch.inference_mode()
-    def summarize(self, logits: Sequence[torch.Tensor], sizes: Sequence[tuple[int, int]], threshold: float,
-                  stability_offset: float = 1.0) -> list[PackedMasks]:
-        """Per image: its `(K, h, w)` device logits upsampled to its size, thresholded and packed,
-        with the score and stability of each mask, on the host.
+    def summarize(self, logits: torch.Tensor, counts: Sequence[int], sizes: Sequence[tuple[int, int]],
+                  threshold: float, stability_offset: float = 1.0) -> list[PackedMasks]:
+        """Per image: its rows of the `(sum(counts), h, w)` device logits upsampled to its size,
+        thresholded and packed, with the score and stability of each mask, on the host.
 
         Images of one size (a video's frames) are upsampled together, in chunks of at most
-        `MAX_UPSAMPLED_ELEMENTS`; one copy to the host per chunk.
+        `MAX_UPSAMPLED_ELEMENTS`; one copy to the host per chunk, and no copy of the logits when
+        a chunk's rows are consecutive (as they are in a video).
         """
-        results: list[PackedMasks | None] = [None] * len(logits)
+        cut = threshold_logit(threshold)
+        low, high = _core.postprocess_stability_thresholds(threshold, stability_offset)
+        starts = np.concatenate([[0], np.cumsum(counts)]).astype(int)
+        results: list[PackedMasks | None] = [None] * len(counts)
         groups: dict[tuple[int, int], list[int]] = {}
         for index, size in enumerate(sizes):
             groups.setdefault((int(size[0]), int(size[1])), []).append(index)
-        cut = threshold_logit(threshold)
-        low, high = stability_thresholds(threshold, stability_offset)
         for (height, width), members in groups.items():
-            start = 0
-            while start < len(members):
-                chunk: list[int] = []
-                elements = 0
-                while start < len(members):
-                    count = int(logits[members[start]].shape[0]) * height * width
-                    if chunk and elements + count > MAX_UPSAMPLED_ELEMENTS:
-                        break
-                    chunk.append(members[start])
-                    elements += count
-                    start += 1
-                counts = [int(logits[i].shape[0]) for i in chunk]
-                stacked = torch.cat([logits[i].to(self.device, torch.float32) for i in chunk])
-                summary = _summarize(stacked, (height, width), cut, low, high)
-                for i, packed in zip(chunk, _split(summary, counts)):
+            for chunk in _chunks(members, counts, height * width):
+                if all(b == a + 1 for a, b in zip(chunk, chunk[1:])):
+                    rows = logits[starts[chunk[0]] : starts[chunk[-1] + 1]]
+                else:
+                    rows = torch.cat([logits[starts[i] : starts[i + 1]] for i in chunk])
+                summary = _summarize(rows.float(), (height, width), cut, low, high)
+                for i, packed in zip(chunk, _split(summary, [counts[i] for i in chunk])):
                     results[i] = packed
         return results  # type: ignore[return-value]
+
+
+def _chunks(members: list[int], counts: Sequence[int], pixels: int) -> list[list[int]]:
+    """`members` in runs whose upsampled logits (`counts[i] * pixels` each) stay under the limit;
+    an image over the limit on its own is a run of one."""
+    chunks: list[list[int]] = [[]]
+    elements = 0
+    for index in members:
+        size = counts[index] * pixels
+        if chunks[-1] and elements + size > MAX_UPSAMPLED_ELEMENTS:
+            chunks.append([])
+            elements = 0
+        chunks[-1].append(index)
+        elements += size
+    return chunks
 
 
 def _summarize(logits: torch.Tensor, size: tuple[int, int], cut: float, low: float, high: float) -> PackedMasks:
@@ -144,9 +136,6 @@ def _summarize(logits: torch.Tensor, size: tuple[int, int], cut: float, low: flo
 
 
 def _split(summary: PackedMasks, counts: list[int]) -> list[PackedMasks]:
-    parts, start = [], 0
-    for count in counts:
-        parts.append(PackedMasks(bits=summary.bits[start : start + count], score=summary.score[start : start + count],
-                                 stability=summary.stability[start : start + count]))
-        start += count
-    return parts
+    cuts = np.cumsum(counts)[:-1]
+    fields = (summary.bits, summary.score, summary.stability)
+    return [PackedMasks(*parts) for parts in zip(*(np.split(field, cuts) for field in fields))]
