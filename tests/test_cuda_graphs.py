@@ -5,8 +5,8 @@ CI and the development machines have no CUDA device, so two kinds of test live h
   eager fallbacks, with `capture=False` (the stage is called on the same buffers instead of a graph
   being replayed), and the fp16 stages themselves (PyTorch runs fp16 on the CPU, slowly);
 - on CUDA (skipped elsewhere): replayed graphs equal eager results; against transformers on the
-  full-size model with the real decoder weights, fp32 is within 1e-4 relative (TF32 off) and
-  fp32/fp16/bf16 keep >= 99.5 % mask agreement.
+  full-size model with the real decoder weights, both CUDA backends (`torch` and `cudagraphs`) are
+  within 1e-4 relative in fp32 (TF32 off) and keep >= 99.5 % mask agreement in fp32/fp16/bf16.
 """
 
 from __future__ import annotations
@@ -159,7 +159,8 @@ def test_replayed_graphs_equal_eager_on_cuda(tiny_stages, tiny_pixels, precision
 @needs_cuda
 @pytest.mark.fullsize
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "bf16"])
-def test_cudagraphs_against_transformers_fullsize(fullsize_model, precision, monkeypatch):
+@pytest.mark.parametrize("backend", ["torch", "cudagraphs"])
+def test_cuda_backends_against_transformers_fullsize(fullsize_model, backend, precision, monkeypatch):
     from test_stages import reference_logits
 
     # TF32 off before the graphs are captured: fp32 then differs from the CPU reference only in
@@ -174,9 +175,9 @@ def test_cudagraphs_against_transformers_fullsize(fullsize_model, precision, mon
     pixel_values = reference.pixel_values([natural_image(480, 640, seed=s) for s in range(len(prompts))])
     expected = reference_logits(model, processor.tokenizer, pixel_values, prompts)
     segmenter = FastSegmenter(copy.deepcopy(model), processor, device="cuda", precision=precision,
-                              backend="cudagraphs", cache=False)
+                              backend=backend, cache=False)
     got = torch.cat(segmenter.predict_logits(pixel_values, prompts))
     if precision == "fp32":
         assert_relative_close(got, expected, 1e-4)
     agreement = ((got > 0) == (expected > 0)).float().mean().item()
-    assert agreement >= MASK_AGREEMENT, f"{precision} mask agreement {agreement:.5f}"
+    assert agreement >= MASK_AGREEMENT, f"{backend} {precision} mask agreement {agreement:.5f}"

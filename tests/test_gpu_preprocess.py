@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 from fastclipseg import _core, ops
-from fastclipseg.gpu import (
+from fastclipseg.gpu.preprocess import (
     PRECISION_BITS,
     TorchPreprocessor,
     resize_matrix,

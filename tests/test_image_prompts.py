@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import types
 
 import numpy as np
 import pytest
 import torch
+from fastclipseg import FastSegmenter
 from fastclipseg.image_prompts import (
     ImagePrompt,
     ImagePromptEncoder,
@@ -129,9 +129,9 @@ def test_embeddings_are_cached_by_key(tiny_segmenter, example):
     assert cache.misses - before == 2
 
 
-def test_image_prompts_need_the_model():
-    exported = types.SimpleNamespace(model=None)
-    with pytest.raises(ValueError, match="vision tower"):
+def test_image_prompts_need_the_model(tiny_segmenter, tmp_path):
+    exported = FastSegmenter.from_pretrained(tiny_segmenter.export(tmp_path / "export", backend="torchscript"))
+    with pytest.raises(ValueError, match="image prompts needs the transformers model's weights.*check_conditional"):
         encode_image_prompts(exported, [random_image(0, 8, 8)])
 
 

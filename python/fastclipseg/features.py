@@ -307,12 +307,11 @@ def _deepest_activation(segmenter: FastSegmenter, activations: torch.Tensor) -> 
 
 
 def _check_segmenter(segmenter: FastSegmenter) -> None:
-    if getattr(segmenter, "model", None) is None:
-        raise ValueError(
-            "dense features need the transformers model's weights (the vision tower's last layers, its final "
-            "layer norm and visual projection), which a segmenter loaded from an export does not hold: build "
-            "the segmenter from the model (FastSegmenter.from_pretrained with a hub id or a transformers folder)"
-        )
+    # The vision tower's last layers, its final layer norm and visual projection.
+    segmenter._require_model(
+        "dense features", "build the segmenter from the model (FastSegmenter.from_pretrained with a hub id or a "
+        "transformers folder)"
+    )
 
 
 def dense_features(

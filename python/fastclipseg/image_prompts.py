@@ -22,8 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import threading
-import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -409,26 +407,6 @@ def _as_prompt(item: object, index: int, max_pixels: int) -> ImagePrompt:
 # -- encoding with a segmenter ----------------------------------------------------------------
 
 
-class _SegmenterState:
-    """The image-prompt encoder of one segmenter (embeddings are cached by the segmenter)."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.encoder: ImagePromptEncoder | None = None
-
-
-_STATES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_STATES_LOCK = threading.Lock()
-
-
-def _state(segmenter: FastSegmenter) -> _SegmenterState:
-    with _STATES_LOCK:
-        state = _STATES.get(segmenter)
-        if state is None:
-            state = _STATES[segmenter] = _SegmenterState()
-        return state
-
-
 def _embedding_device(segmenter: FastSegmenter) -> torch.device:
     """Where `segmenter.encode_prompts` returns embeddings: the device of a torch-module engine,
     the CPU for ONNX Runtime (whose outputs are CPU tensors)."""
@@ -440,23 +418,18 @@ def _embedding_device(segmenter: FastSegmenter) -> torch.device:
 
 def image_prompt_encoder(segmenter: FastSegmenter) -> ImagePromptEncoder:
     """The segmenter's `ImagePromptEncoder`, built on first use from `segmenter.model` and kept."""
-    if getattr(segmenter, "model", None) is None:
-        raise ValueError(
-            "image prompts need the model's CLIP vision tower (all its layers and the visual "
-            "projection); this segmenter was loaded from an export, which holds only the staged "
-            "network. Load it from the transformers model (FastSegmenter.from_pretrained with a hub "
-            "id or a model folder), or compute the embeddings elsewhere and pass them through "
-            "check_conditional_embeddings"
-        )
-    state = _state(segmenter)
-    with state.lock:
-        if state.encoder is None:
+    segmenter._require_model(
+        "image prompts", "load it from the transformers model (FastSegmenter.from_pretrained with a hub id or a "
+        "model folder), or compute the embeddings elsewhere and pass them through check_conditional_embeddings"
+    )
+    with segmenter._image_prompt_encoder_lock:
+        if segmenter._image_prompt_encoder is None:
             encoder = ImagePromptEncoder(segmenter.model, segmenter.preprocess_config)
             device = _embedding_device(segmenter)
             # The parameters are shared with the model: this moves its vision tower, whose other
             # layers the engine already moved when it was built on `device`.
-            state.encoder = encoder.to(device) if encoder.device != device else encoder
-        return state.encoder
+            segmenter._image_prompt_encoder = encoder.to(device) if encoder.device != device else encoder
+        return segmenter._image_prompt_encoder
 
 
 def encode_image_prompts(segmenter: FastSegmenter, prompts: Sequence[object] | ImagePrompt) -> torch.Tensor:
@@ -479,20 +452,14 @@ def encode_image_prompts(segmenter: FastSegmenter, prompts: Sequence[object] | I
     if len(prompts) == 0:
         raise ValueError("prompts is empty: give at least one image prompt")
     items = [_as_prompt(item, index, segmenter.max_image_pixels) for index, item in enumerate(prompts)]
-    found: dict[str, torch.Tensor] = {}
-    missing = list({item.key: item for item in items}.values())
-    if missing:
-        config = segmenter.preprocess_config
-        mean = [m / config.rescale_factor for m in config.mean]
-        images = [item.prompt_image(mean, config.size) for item in missing]
-        chunks = []
-        step = max(1, int(segmenter.batch_size))
-        for start in range(0, len(images), step):
-            pixel_values = segmenter.pixel_values(images[start : start + step])
-            chunks.append(encoder(pixel_values))
-        encoded = torch.cat(chunks).to(_embedding_device(segmenter))
-        for item, embedding in zip(missing, encoded):
-            found[item.key] = embedding
+    unique = {item.key: item for item in items}
+    config = segmenter.preprocess_config
+    mean = [m / config.rescale_factor for m in config.mean]
+    images = [item.prompt_image(mean, config.size) for item in unique.values()]
+    step = segmenter.batch_size
+    encoded = torch.cat([encoder(segmenter.pixel_values(images[start : start + step]))
+                         for start in range(0, len(images), step)]).to(_embedding_device(segmenter))
+    found = dict(zip(unique, encoded))
     return torch.stack([found[item.key] for item in items])
 
 

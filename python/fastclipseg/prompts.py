@@ -6,9 +6,12 @@ import threading
 import unicodedata
 import warnings
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
+from typing import Generic, TypeVar
 
 import torch
+
+PromptT = TypeVar("PromptT")
 
 
 def normalize_prompts(prompts: object, name: str = "prompts") -> list[str]:
@@ -60,22 +63,23 @@ def whitespace_cache_key(prompt: str) -> str:
     return " ".join(prompt.split())
 
 
-class EmbeddingCache:
-    """A bounded LRU map from prompt text to its conditional embedding (thread-safe).
+class EmbeddingCache(Generic[PromptT]):
+    """A bounded LRU map from a prompt (text, or an image prompt) to its conditional embedding
+    (thread-safe).
 
     `get_many` encodes only the prompts it has not seen, in one batch, so a video or a large
-    collection with fixed prompts runs the text tower once per distinct prompt. Entries are keyed
-    by `key(prompt)` (default: the text itself), so "A  cat" and "a cat" can share one.
+    collection with fixed prompts runs the encoder once per distinct prompt. Entries are keyed
+    by `key(prompt)` (default: the prompt itself), so "A  cat" and "a cat" can share one.
     """
 
-    def __init__(self, encode: Callable[[list[str]], torch.Tensor], max_size: int = 1024,
-                 key: Callable[[str], str] | None = None) -> None:
+    def __init__(self, encode: Callable[[list[PromptT]], torch.Tensor], max_size: int = 1024,
+                 key: Callable[[PromptT], Hashable] | None = None) -> None:
         if max_size < 0:
             raise ValueError(f"prompt cache size must be >= 0, got {max_size}")
         self._encode = encode
         self._key = key or (lambda prompt: prompt)
         self._max_size = max_size
-        self._entries: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._entries: OrderedDict[Hashable, torch.Tensor] = OrderedDict()
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
@@ -87,7 +91,7 @@ class EmbeddingCache:
         with self._lock:
             self._entries.clear()
 
-    def get_many(self, prompts: list[str]) -> torch.Tensor:
+    def get_many(self, prompts: list[PromptT]) -> torch.Tensor:
         """Embeddings `(K, P)` for `prompts`, in order."""
         keys = [self._key(p) for p in prompts]
         with self._lock:
@@ -95,14 +99,14 @@ class EmbeddingCache:
             for key in found:
                 self._entries.move_to_end(key)
         # One prompt per missing key (the first one seen) is encoded.
-        missing = dict.fromkeys(k for k in keys if k not in found)
-        first_text: dict[str, str] = {}
+        missing: dict[Hashable, PromptT] = {}
         for key, prompt in zip(keys, prompts):
-            first_text.setdefault(key, prompt)
+            if key not in found:
+                missing.setdefault(key, prompt)
         self.hits += len(prompts) - len(missing)
         self.misses += len(missing)
         if missing:
-            encoded = self._encode([first_text[k] for k in missing])
+            encoded = self._encode(list(missing.values()))
             if not isinstance(encoded, torch.Tensor) or encoded.ndim != 2 or encoded.shape[0] != len(missing):
                 shape = tuple(encoded.shape) if isinstance(encoded, torch.Tensor) else type(encoded).__name__
                 raise ValueError(f"the prompt encoder returned {shape} for {len(missing)} prompts; expected a "

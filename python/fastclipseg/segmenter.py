@@ -7,6 +7,7 @@ runs without it (see `export_processor`).
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Collection, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
     from transformers import CLIPSegForImageSegmentation
 
     from .gpu.processing import DeviceProcessing
+    from .image_prompts import ImagePromptEncoder
     from .pipeline import FrameStream
     from .refine import Session
 
@@ -165,6 +167,8 @@ class FastSegmenter:
         # Image prompts, keyed by a hash of their pixels, mask and settings.
         self.image_prompt_cache = EmbeddingCache(self._encode_image_prompts_uncached, max_size=prompt_cache_size,
                                                  key=lambda prompt: prompt.key)
+        self._image_prompt_encoder: ImagePromptEncoder | None = None  # built on first use
+        self._image_prompt_encoder_lock = threading.Lock()
         if device_processing is None:
             device_processing = engine.device.type == "cuda"
         if not isinstance(device_processing, bool):
@@ -177,6 +181,13 @@ class FastSegmenter:
         warm = getattr(engine, "warm", None)
         if warm is not None:
             warm(self.batch_size)  # CUDA graphs: capture now, not on the first frame
+
+    def _require_model(self, what: str, instead: str) -> None:
+        """A clear error for work that needs the transformers model on a segmenter loaded from an
+        export (which holds only the compiled stages). `what` needs the model; `instead` says what to do."""
+        if self.model is None:
+            raise ValueError(f"{what} needs the transformers model's weights, which a segmenter loaded from an "
+                             f"export does not hold: {instead}")
 
     @property
     def backend(self) -> str:
@@ -269,8 +280,7 @@ class FastSegmenter:
         An existing non-empty `directory` is replaced only with `overwrite=True`. A build of the
         same model already in the cache is copied rather than compiled again. Returns the folder.
         """
-        if self.stages is None:
-            raise ValueError("this segmenter was loaded from an export and holds no model weights: export from the model")
+        self._require_model("exporting", "export from the model")
         precision = precision or self.precision
         device = torch.device("cpu")
         resolved = resolve_backend(backend, device, precision)
@@ -323,7 +333,8 @@ class FastSegmenter:
         for i, item in enumerate(items):
             if item.kind == "embedding":
                 row = item.value
-                rows[i] = row.to(reference.dtype) if reference is not None else row
+                # The encoders' rows are on the network's device; given embeddings come on the CPU.
+                rows[i] = row.to(reference) if reference is not None else row
         return torch.stack(rows)  # type: ignore[arg-type]
 
     def encode_prompts(self, prompts: str | Sequence[str]) -> torch.Tensor:

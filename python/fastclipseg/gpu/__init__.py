@@ -11,7 +11,6 @@ and are tested on the CPU against the native kernels:
 - `postprocess`: upsample + threshold on the device and bit-packed masks
   (``K x H x ceil(W / 8)`` bytes) for the host, where ``fastclipseg.rle.encode_packed`` builds
   the COCO RLE; probabilities when asked.
-
 - `upload`: `FrameUploader`, uint8 frames to the device through pinned memory on a copy stream.
 - `processing`: `DeviceProcessing`, what `FastSegmenter(device="cuda")` runs around the network
   (on by default there; `device_processing=True` runs it on any device).
@@ -19,23 +18,3 @@ and are tested on the CPU against the native kernels:
 Never run on a GPU so far (issue 7): the CUDA tests skip where there is no CUDA device; on the
 CPU these modules are tested against the native kernels.
 """
-
-from __future__ import annotations
-
-from .preprocess import (
-    PRECISION_BITS,
-    ResizeWeights,
-    TorchPreprocessor,
-    resize_matrix,
-    resize_weights,
-    vertical_first,
-)
-
-__all__ = [
-    "PRECISION_BITS",
-    "ResizeWeights",
-    "TorchPreprocessor",
-    "resize_matrix",
-    "resize_weights",
-    "vertical_first",
-]
