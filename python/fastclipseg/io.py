@@ -63,6 +63,14 @@ def write_mask_png(path: Path, mask: np.ndarray) -> None:
     atomic_write_bytes(path, png_bytes(mask.astype(np.uint8) * 255))
 
 
+def write_mask_pngs(root: Path, prefix: str, records: list[dict], masks: np.ndarray) -> None:
+    """One PNG per mask, at `root / f"{prefix}_{k}_{slug(prompt)}.png"`; each of the per-prompt
+    `records` gets that path, relative to `root`, as "mask_png"."""
+    for k, (record, mask) in enumerate(zip(records, masks)):
+        record["mask_png"] = f"{prefix}_{k}_{slug(record['prompt'])}.png"
+        write_mask_png(root / record["mask_png"], mask)
+
+
 # Distinct colours for up to 8 prompts, then repeated.
 PALETTE = np.array(
     [(230, 25, 75), (60, 180, 75), (0, 130, 200), (255, 225, 25), (145, 30, 180), (70, 240, 240), (245, 130, 48), (240, 50, 230)],

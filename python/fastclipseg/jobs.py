@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from . import io as outputs
-from .io import slug, unique_stems
+from .io import unique_stems
 from .pipeline import FrameStream, StageTimes
 from .results import FrameError, FrameResult
 from .runs import RunFolder, stop_between_items
@@ -86,13 +86,12 @@ def run_video(segmenter, video: str, prompts: list[str], run: RunFolder, *, thre
         png_folder.mkdir(exist_ok=True)
 
     def handle(result: FrameResult) -> dict:
-        masks = result.masks if png else None  # first: the summary then comes from the same pass
+        # Masks first: on the CPU path the summary then comes from the same native pass.
+        masks = result.masks if png else None
         record = {"frame": result.index, "timestamp": result.timestamp, "width": result.image_size[1],
                   "height": result.image_size[0], "masks": result.mask_records()}
         if png:
-            for k, (entry, mask) in enumerate(zip(record["masks"], masks)):
-                entry["mask_png"] = f"png/frame{result.index:06d}_{k}_{slug(entry['prompt'])}.png"
-                outputs.write_mask_png(run.folder / entry["mask_png"], mask)
+            outputs.write_mask_pngs(run.folder, f"png/frame{result.index:06d}", record["masks"], masks)
         return record
 
     stream = segmenter.segment_video(video, prompts, threshold=threshold, batch_size=batch_size, every_n=every_n,
@@ -118,7 +117,7 @@ def render_overlay_video(video: str, masks_jsonl: Path, out: Path, *, every_n: i
     records = {r["frame"]: r for r in read_complete_lines(masks_jsonl)}
     if not records:
         return 0
-    last_frame = max(records)
+    last_frame = max(records) + every_n - 1  # the last record's masks hold until the next would be due
     temporary = out.with_name(f".{out.name}.tmp{out.suffix}")
     written = 0
     try:
@@ -128,32 +127,25 @@ def render_overlay_video(video: str, masks_jsonl: Path, out: Path, *, every_n: i
             codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
             stream_out = None
             masks = None
-            index = -1
-            for packet in source.demux(stream_in):
-                try:
-                    frames = packet.decode()
-                except av.error.FFmpegError:
+            for index, frame in _numbered_frames(source, stream_in):
+                if index > last_frame:
+                    break  # stop decoding: a run with --end need not read the rest of the video
+                record = records.get(index)
+                if record is not None:
+                    rles = [m["rle"] for m in record["masks"]]
+                    masks = decode(rles).astype(bool) if rles else None
+                if masks is None:
                     continue
-                for frame in frames:
-                    index += 1
-                    if index > last_frame + every_n - 1:
-                        break
-                    record = records.get(index)
-                    if record is not None:
-                        rles = [m["rle"] for m in record["masks"]]
-                        masks = decode(rles) if rles else None
-                    if masks is None:
-                        continue
-                    rgb = frame.to_ndarray(format="rgb24")
-                    if stream_out is None:
-                        stream_out = sink.add_stream(codec, rate=rate)
-                        stream_out.width, stream_out.height = rgb.shape[1] // 2 * 2, rgb.shape[0] // 2 * 2
-                        stream_out.pix_fmt = "yuv420p"
-                    drawn = outputs.overlay(rgb, masks.astype(bool))
-                    drawn = np.ascontiguousarray(drawn[: stream_out.height, : stream_out.width])
-                    for encoded in stream_out.encode(av.VideoFrame.from_ndarray(drawn, format="rgb24")):
-                        sink.mux(encoded)
-                    written += 1
+                rgb = frame.to_ndarray(format="rgb24")
+                if stream_out is None:
+                    stream_out = sink.add_stream(codec, rate=rate)
+                    stream_out.width, stream_out.height = rgb.shape[1] // 2 * 2, rgb.shape[0] // 2 * 2
+                    stream_out.pix_fmt = "yuv420p"
+                drawn = outputs.overlay(rgb, masks)
+                drawn = np.ascontiguousarray(drawn[: stream_out.height, : stream_out.width])
+                for encoded in stream_out.encode(av.VideoFrame.from_ndarray(drawn, format="rgb24")):
+                    sink.mux(encoded)
+                written += 1
             if stream_out is not None:
                 for encoded in stream_out.encode():
                     sink.mux(encoded)
@@ -161,6 +153,22 @@ def render_overlay_video(video: str, masks_jsonl: Path, out: Path, *, every_n: i
     finally:
         temporary.unlink(missing_ok=True)
     return written
+
+
+def _numbered_frames(container, stream) -> Iterator[tuple[int, object]]:
+    """`(frame number, frame)` in decoding order, numbered as `sources.video_items` numbers them:
+    every decoded frame counts, a packet that fails to decode is passed over."""
+    import av
+
+    index = 0
+    for packet in container.demux(stream):
+        try:
+            frames = packet.decode()
+        except av.error.FFmpegError:
+            continue
+        for frame in frames:
+            yield index, frame
+            index += 1
 
 
 # -- collections of images ------------------------------------------------------------------------
@@ -177,14 +185,13 @@ def run_batch(segmenter, images: list[str], prompts: list[str], run: RunFolder, 
         png_folder.mkdir(exist_ok=True)
 
     def handle(result: FrameResult) -> dict:
-        masks = result.masks if png or overlay else None  # first: the summary then comes from the same pass
+        # Masks first: on the CPU path the summary then comes from the same native pass.
+        masks = result.masks if png or overlay else None
         record = {"image": result.source, "width": result.image_size[1], "height": result.image_size[0],
                   "masks": result.mask_records()}
         stem = stems[result.key]
         if png:
-            for k, (entry, mask) in enumerate(zip(record["masks"], masks)):
-                entry["mask_png"] = f"png/{stem}_{k}_{slug(entry['prompt'])}.png"
-                outputs.write_mask_png(run.folder / entry["mask_png"], mask)
+            outputs.write_mask_pngs(run.folder, f"png/{stem}", record["masks"], masks)
         if overlay:
             record["overlay_png"] = f"png/{stem}_overlay.png"
             outputs.write_overlay_png(run.folder / record["overlay_png"], result.image, masks)

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from .gpu.processing import DeviceBatch
-from .results import FrameError, FrameResult
+from .results import FrameError, FrameResult, PackedMasks
 from .smoothing import LogitSmoother
 from .sources import Item
 
@@ -198,11 +198,14 @@ class _Workers:
             assert isinstance(batch, _Batch)  # internal invariant, not input validation
             started = time.perf_counter()
             pixels = batch.pixels.wait() if isinstance(batch.pixels, DeviceBatch) else batch.pixels
-            device_logits = self.segmenter.predict_logits_shared(pixels, self.embeddings) if pixels is not None else []
             sizes = [(image.shape[0], image.shape[1]) for _, image, _ in batch.items if image is not None]
-            # Smoothing needs the host logits before thresholding: then the host kernels post-process.
-            host_logits, packed = self.segmenter.host_outputs(device_logits, sizes, self.threshold,
-                                                              on_device=self.smoother is None)
+            host_logits: list[np.ndarray] = []
+            packed: list[PackedMasks | None] = []
+            if pixels is not None:
+                logits = self.segmenter.predict_logits_shared(pixels, self.embeddings)
+                # Smoothing needs the host logits before thresholding: then the host kernels post-process.
+                host_logits, packed = self.segmenter.host_outputs(logits, [len(self.prompts)] * len(sizes), sizes,
+                                                                  self.threshold, on_device=self.smoother is None)
             outputs = iter(zip(host_logits, packed))
             self.times.batches += 1
             results: list[FrameResult | FrameError] = []

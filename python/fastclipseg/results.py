@@ -43,7 +43,8 @@ _SUMMARY_OUTPUTS = {"rle": True, "area": True, "bbox": True, "score": True, "sta
 class SegmentationResult:
     """Masks for K prompts on one image.
 
-    The network's `logits` are kept at the model's resolution; everything at the image's own
+    The network's `logits` are kept at the model's resolution (results of prompt expressions and
+    session refinements hold theirs at the image's resolution); everything at the image's own
     resolution is computed on first use by the native post-processing kernel
     (`fastclipseg.ops.postprocess`), which upsamples bilinearly (`align_corners=False`, as
     `torch.nn.functional.interpolate`) row by row:
@@ -55,7 +56,7 @@ class SegmentationResult:
     - `scores`: K floats in [0, 1], the mean probability inside each mask (0 for an empty mask):
       how sure the model is of the pixels it selected.
     - `stability`: K floats in [0, 1], segment-anything's stability score: the IoU of the masks
-      at logit thresholds `logit(t) + d` and `logit(t) - d` (`d = stability_offset`, 1.0 as in
+      at logit thresholds `logit(t) + d` and `logit(t) - d` (`d = 1.0`, as in
       segment-anything), 1 when both are empty. A mask whose edge sits in a steep logit ramp
       scores near 1; one that grows or shrinks a lot with the threshold scores low.
     - `rle`: K COCO run-length encodings (`{"size": [H, W], "counts": str}`) that
@@ -69,7 +70,7 @@ class SegmentationResult:
 
     `packed`: masks, scores and stability already computed on the network's device (the CUDA
     path); then `masks` are unpacked from its bits, and `rle`, `areas` and `bboxes` are built from
-    the bits by the native kernel (`rle.encode_packed`); `probs` still comes from the logits.
+    the bits by the native kernel (`rle.packed_summary`); `probs` still comes from the logits.
     """
 
     prompts: list[str]
@@ -78,7 +79,6 @@ class SegmentationResult:
     threshold: float = 0.5
     source: str | None = field(default=None)
     threads: int | None = field(default=None, repr=False)
-    stability_offset: float = field(default=1.0, repr=False)
     packed: PackedMasks | None = field(default=None, repr=False)
 
     def _postprocess(self, **outputs) -> ops.Postprocessed:
@@ -95,12 +95,12 @@ class SegmentationResult:
     @cached_property
     def masks(self) -> np.ndarray:
         if self.packed is not None:
-            bits = np.unpackbits(self.packed.bits, axis=-1, bitorder="little")
-            return bits[..., : self.image_size[1]].astype(bool)
+            width = self.image_size[1]
+            return np.unpackbits(self.packed.bits, axis=-1, count=width, bitorder="little").view(bool)
         if "_summary" in self.__dict__:
             return cast(np.ndarray, self._postprocess(masks=True).masks)
         # One upsampling pass for both: the summary costs little on top of the masks.
-        both = self._postprocess(masks=True, stability_offset=self.stability_offset, **_SUMMARY_OUTPUTS)
+        both = self._postprocess(masks=True, **_SUMMARY_OUTPUTS)
         self.__dict__["_summary"] = both
         return cast(np.ndarray, both.masks)
 
@@ -108,7 +108,7 @@ class SegmentationResult:
     def _summary(self) -> ops.Postprocessed:
         if self.packed is not None:
             return self._from_packed(self.packed)
-        return self._postprocess(masks=False, stability_offset=self.stability_offset, **_SUMMARY_OUTPUTS)
+        return self._postprocess(masks=False, **_SUMMARY_OUTPUTS)
 
     @cached_property
     def scores(self) -> np.ndarray:

@@ -29,6 +29,7 @@ from typing import Any, TypedDict, overload
 import numpy as np
 
 from . import _core
+from ._threads import native_threads
 
 __all__ = ["RLE", "area", "bbox", "decode", "encode", "encode_packed", "packed_area_bbox", "packed_summary"]
 
@@ -79,12 +80,8 @@ def _packed(bits: Any, width: Any, threads: int | None, fn: str) -> tuple[bool, 
         raise ValueError(
             f"{fn}: bits last dimension is {arr.shape[-1]} but width {w} needs ceil(width/8) = {(w + 7) // 8}"
         )
-    if threads is None:
-        threads = 0
-    elif isinstance(threads, (bool, np.bool_)) or not isinstance(threads, (int, np.integer)) or threads < 1:
-        raise ValueError(f"{fn}: threads must be None or an int >= 1, got {threads!r}")
     h = int(arr.shape[-2])
-    return arr.ndim == 3, h, w, _core.rle_encode_packed(arr, w, int(threads))
+    return arr.ndim == 3, h, w, _core.rle_encode_packed(arr, w, native_threads(threads, _core.RLE_PACKED_MAX_THREADS))
 
 
 def encode_packed(bits: Any, width: int, *, threads: int | None = None) -> RLE | list[RLE]:

@@ -348,21 +348,17 @@ class FastSegmenter:
             return self.device_processing.pixel_values(images)
         return torch.from_numpy(preprocess_images(list(images), self.preprocess_config, self.kernel_threads))
 
-    def host_outputs(self, logits: Sequence[torch.Tensor], sizes: Sequence[tuple[int, int]], threshold: float,
-                     on_device: bool = True) -> tuple[list[np.ndarray], list[PackedMasks | None]]:
+    def host_outputs(self, logits: torch.Tensor, counts: Sequence[int], sizes: Sequence[tuple[int, int]],
+                     threshold: float, on_device: bool = True) -> tuple[list[np.ndarray], list[PackedMasks | None]]:
         """Per image: its logits as a float32 array, and (with `device_processing` and `on_device`)
-        its masks, scores and stability computed on the device; one copy to the host for all."""
-        if not logits:
+        its masks, scores and stability computed on the device. `logits`: the stacked rows of
+        all images, `counts[i]` consecutive rows for image i; one copy to the host for all."""
+        if not counts:
             return [], []
-        device_path = self.device_processing is not None and on_device
-        if logits[0].device.type == "cpu" and not device_path:
-            return [l.float().numpy() for l in logits], [None] * len(logits)
-        counts = [int(l.shape[0]) for l in logits]
-        stacked = torch.cat(list(logits))  # one copy to the host, and the rows to summarise
-        arrays = [part.numpy() for part in stacked.float().cpu().split(counts)]
-        if not device_path:
+        arrays = [part.numpy() for part in logits.float().cpu().split(list(counts))]
+        if self.device_processing is None or not on_device:
             return arrays, [None] * len(arrays)
-        return arrays, list(self.device_processing.summarize(stacked, counts, sizes, threshold))
+        return arrays, list(self.device_processing.summarize(logits, counts, sizes, threshold))
 
     def predict_logits(self, pixel_values: torch.Tensor, prompts_per_image: Sequence[Sequence[str]]) -> list[torch.Tensor]:
         """Logits `(K_i, h, w)` for each image's prompts, on the CPU; pixel values as
@@ -371,10 +367,6 @@ class FastSegmenter:
         The vision stage runs once per image and the decoder once per (image, prompt) pair, in
         chunks of `batch_size` images.
         """
-        return [logits.cpu() for logits in self.device_logits(pixel_values, prompts_per_image)]
-
-    def device_logits(self, pixel_values: torch.Tensor, prompts_per_image: Sequence[Sequence[str]]) -> list[torch.Tensor]:
-        """`predict_logits`, with the logits left on the engine's device."""
         if pixel_values.ndim != 4 or pixel_values.shape[0] != len(prompts_per_image):
             raise ValueError(
                 f"pixel_values of shape {tuple(pixel_values.shape)} do not match {len(prompts_per_image)} prompt lists"
@@ -386,25 +378,31 @@ class FastSegmenter:
         results: list[torch.Tensor] = []
         for start in range(0, len(prompt_lists), self.batch_size):
             chunk = prompt_lists[start : start + self.batch_size]
-            activations = self.engine.encode_images(pixel_values[start : start + len(chunk)])
-            flat_prompts = [p for prompts in chunk for p in prompts]
-            image_index = torch.tensor([i for i, prompts in enumerate(chunk) for _ in prompts], dtype=torch.long)
-            logits = self.engine.decode(activations, self.prompt_cache.get_many(flat_prompts), image_index)
-            results.extend(logits.split([len(p) for p in chunk]))
+            logits = self._decode_prompt_lists(pixel_values[start : start + len(chunk)], chunk)
+            results.extend(logits.cpu().split([len(p) for p in chunk]))  # one copy to the host per chunk
         return results
 
-    def predict_logits_shared(self, pixel_values: torch.Tensor, embeddings: torch.Tensor) -> list[torch.Tensor]:
-        """Logits `(K, h, w)` for each image with the same K prompts, given as embeddings
-        (`encode_prompts`), on the engine's device: what a stream runs for every batch of frames."""
-        results: list[torch.Tensor] = []
+    def _decode_prompt_lists(self, pixel_values: torch.Tensor, prompt_lists: list[list[str]]) -> torch.Tensor:
+        """Stacked logits, on the engine's device, of one chunk of images (at most `batch_size`):
+        the rows of image i's prompts follow those of image i - 1."""
+        activations = self.engine.encode_images(pixel_values)
+        image_index = torch.tensor([i for i, prompts in enumerate(prompt_lists) for _ in prompts], dtype=torch.long)
+        embeddings = self.prompt_cache.get_many([p for prompts in prompt_lists for p in prompts])
+        return self.engine.decode(activations, embeddings, image_index)
+
+    def predict_logits_shared(self, pixel_values: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
+        """Stacked logits `(N * K, h, w)` on the engine's device for N images with the same K prompts,
+        given as embeddings (`encode_prompts`), K consecutive rows per image: what a stream runs
+        for every batch of frames (in chunks of `batch_size` images)."""
         prompts = embeddings.shape[0]
+        parts: list[torch.Tensor] = []
         for start in range(0, pixel_values.shape[0], self.batch_size):
             chunk = pixel_values[start : start + self.batch_size]
             activations = self.engine.encode_images(chunk)
-            image_index = torch.arange(chunk.shape[0], dtype=torch.long).repeat_interleave(prompts)
-            logits = self.engine.decode(activations, embeddings.repeat(chunk.shape[0], 1), image_index)
-            results.extend(logits.split([prompts] * chunk.shape[0]))
-        return results
+            # Made on the device: a host index would be a blocking copy between the two stages.
+            image_index = torch.arange(chunk.shape[0], device=self.engine.device).repeat_interleave(prompts)
+            parts.append(self.engine.decode(activations, embeddings.repeat(chunk.shape[0], 1), image_index))
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
 
     # -- the API ----------------------------------------------------------------------------
 
@@ -475,7 +473,9 @@ class FastSegmenter:
         for start in range(0, len(arrays), self.batch_size):
             end = start + self.batch_size
             pixels = self.pixel_values(arrays[start:end])
-            chunk = self.host_outputs(self.device_logits(pixels, prompt_lists[start:end]), sizes[start:end], threshold)
+            counts = [len(p) for p in prompt_lists[start:end]]
+            chunk = self.host_outputs(self._decode_prompt_lists(pixels, prompt_lists[start:end]), counts,
+                                      sizes[start:end], threshold)
             logits.extend(chunk[0])
             packed.extend(chunk[1])
         return [

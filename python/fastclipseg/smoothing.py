@@ -43,7 +43,7 @@ class LogitSmoother:
         else:
             # Two float32 operations in a fixed order: the same frames give the same bits in
             # every run, which a resumed run relies on.
-            self.state = (np.float32(self.weight) * current + np.float32(1.0 - self.weight) * self.state).astype(np.float32)
+            self.state = np.float32(self.weight) * current + np.float32(1.0 - self.weight) * self.state
         return self.state
 
     def restore(self, state: np.ndarray) -> None:

@@ -2,7 +2,7 @@
 
 Every source is a generator of `Item`s in a fixed, reproducible order, so that a run can be
 resumed by skipping the keys it has already written (`skip=`). An item is either a frame to
-segment (`image` set, loaded lazily by the pipeline's decode thread) or a failure to report
+segment (`load` set, run by the pipeline's decode thread) or a failure to report
 (`error` set): a frame that did not decode, a file that is not an image.
 """
 

@@ -44,6 +44,7 @@ from typing import Any, Literal, cast
 import numpy as np
 
 from .. import _core
+from .._threads import native_threads
 from ..rle import RLE
 
 __all__ = ["Postprocessed", "postprocess", "upsample"]
@@ -186,11 +187,4 @@ def _check_stability_offset(offset: Any) -> float:
 
 
 def _check_threads(threads: Any) -> int:
-    if threads is None:
-        return 0  # the native default: hardware concurrency
-    if isinstance(threads, (bool, np.bool_)) or not isinstance(threads, numbers.Integral):
-        raise TypeError(f"threads must be an int or None, got {type(threads).__name__}")
-    n = operator.index(threads)
-    if n < 1:
-        raise ValueError(f"threads must be >= 1 (or None for all cores), got {n}")
-    return min(n, _core.POSTPROCESS_MAX_THREADS)
+    return native_threads(threads, _core.POSTPROCESS_MAX_THREADS)
