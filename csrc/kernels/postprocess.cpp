@@ -23,12 +23,11 @@
 #include <atomic>
 #include <cmath>
 #include <cstring>
-#include <exception>
 #include <limits>
-#include <mutex>
 #include <stdexcept>
 #include <thread>
 
+#include "detail.hpp"
 #include "fastclipseg/rle.hpp"
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -425,25 +424,8 @@ inline std::uint64_t load8(const std::uint8_t* p) {
     return v;
 }
 
-inline unsigned lowest_byte(std::uint64_t bits) {
-#if defined(__GNUC__) || defined(__clang__)
-    return static_cast<unsigned>(__builtin_ctzll(bits)) >> 3;
-#else
-    unsigned i = 0;
-    while (!(bits & 0xffu)) bits >>= 8, ++i;
-    return i;
-#endif
-}
-
-inline unsigned highest_byte(std::uint64_t bits) {
-#if defined(__GNUC__) || defined(__clang__)
-    return static_cast<unsigned>(63 - __builtin_clzll(bits)) >> 3;
-#else
-    unsigned i = 7;
-    while (!(bits >> 56)) bits <<= 8, --i;
-    return i;
-#endif
-}
+using detail::highest_byte;
+using detail::lowest_byte;
 
 // First set byte of a row of 0/1 bytes, or n if none.
 std::size_t first_set(const std::uint8_t* m, std::size_t n) {
@@ -568,42 +550,8 @@ std::size_t blocks_per_mask(const Plan& p, unsigned threads) {
     return std::max<std::size_t>(blocks, 1);
 }
 
-// Runs f(item, worker) for item in [0, n) on up to `threads` threads (the
-// caller's thread is worker 0). The first exception is rethrown after all
-// workers have stopped.
-template <class F>
-void parallel_for(std::size_t n, unsigned threads, F&& f) {
-    if (n == 0) return;
-    const unsigned workers = static_cast<unsigned>(std::min<std::size_t>(threads, n));
-    if (workers <= 1) {
-        for (std::size_t i = 0; i < n; ++i) f(i, 0u);
-        return;
-    }
-    std::atomic<std::size_t> next{0};
-    std::exception_ptr error;
-    std::mutex error_mutex;
-    auto work = [&](unsigned worker) {
-        try {
-            for (std::size_t i; (i = next.fetch_add(1)) < n;) f(i, worker);
-        } catch (...) {
-            const std::lock_guard<std::mutex> lock(error_mutex);
-            if (!error) error = std::current_exception();
-            next.store(n);  // stop handing out work
-        }
-    };
-    std::vector<std::thread> pool;
-    pool.reserve(workers - 1);
-    for (unsigned t = 1; t < workers; ++t) {
-        try {
-            pool.emplace_back(work, t);
-        } catch (...) {
-            break;  // no more threads available: the ones we have do the work
-        }
-    }
-    work(0);
-    for (auto& th : pool) th.join();
-    if (error) std::rethrow_exception(error);
-}
+using detail::parallel_for;
+using detail::parallel_workers;
 
 // ---------------------------------------------------------------------------
 // Per-thread row machinery
@@ -759,9 +707,9 @@ Result run(const float* logits, std::size_t logits_size, const Shape& shape,
     // Rows 0 and H-1 of each mask: the RLE boundary at the top of column c
     // depends on the bottom of column c - 1.
     std::vector<std::uint8_t> edge_rows(req.rle ? K * 2 * W : 0);
-    std::vector<Scratch> scratch(std::min<std::size_t>(threads, K * blocks));
+    std::vector<Scratch> scratch(parallel_workers(K * blocks, threads));
 
-    parallel_for(K * blocks, threads, [&](std::size_t item, unsigned worker) {
+    parallel_for(K * blocks, threads, [&](std::size_t item, std::size_t worker) {
         const std::size_t i = item / blocks;
         const std::size_t R0 = (item % blocks) * rows_per_block;
         const std::size_t R1 = std::min(H, R0 + rows_per_block);
@@ -853,7 +801,7 @@ Result run(const float* logits, std::size_t logits_size, const Shape& shape,
     if (req.rle) result.rle.resize(K);
 
     // Per mask: combine the blocks in row order (deterministic), then the RLE.
-    parallel_for(K, threads, [&](std::size_t i, unsigned worker) {
+    parallel_for(K, threads, [&](std::size_t i, std::size_t worker) {
         const Block* bl = &out_blocks[i * blocks];
         std::uint64_t area = 0, above_hi = 0, above_lo = 0;
         bool any = false;
@@ -959,8 +907,8 @@ void upsample(const float* logits, std::size_t logits_size, const Shape& shape, 
     const std::size_t nb = blocks_per_mask(p, threads);
     const std::size_t rows_per_block = (H + nb - 1) / nb;
     const std::size_t blocks = (H + rows_per_block - 1) / rows_per_block;
-    std::vector<Scratch> scratch(std::min<std::size_t>(threads, p.k * blocks));
-    parallel_for(p.k * blocks, threads, [&](std::size_t item, unsigned worker) {
+    std::vector<Scratch> scratch(parallel_workers(p.k * blocks, threads));
+    parallel_for(p.k * blocks, threads, [&](std::size_t item, std::size_t worker) {
         const std::size_t i = item / blocks;
         const std::size_t R0 = (item % blocks) * rows_per_block;
         const std::size_t R1 = std::min(H, R0 + rows_per_block);

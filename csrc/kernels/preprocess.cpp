@@ -21,20 +21,19 @@
 #include "fastclipseg/preprocess.hpp"
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <cstring>
-#include <exception>
 #include <limits>
 #include <memory>
 #include <mutex>
 #include <stdexcept>
 #include <string>
-#include <system_error>
 #include <thread>
 #include <tuple>
 #include <utility>
 #include <vector>
+
+#include "detail.hpp"
 
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
 #define FASTCLIPSEG_X86_SIMD 1
@@ -449,7 +448,9 @@ void hrows_simd(const std::uint8_t* const* bases, int nrows, int pixel, int orig
 }
 #endif
 
-struct Scratch {
+// alignas: the workers' scratch objects are allocated one after another;
+// keep each on its own cache lines.
+struct alignas(64) Scratch {
     std::vector<std::uint8_t> rows;   // horizontally resampled rows, 4 * S bytes each
     std::vector<std::uint8_t> stage;  // kRowBlock staged source rows
     std::vector<std::int32_t> acc;    // vertical accumulators
@@ -810,49 +811,6 @@ struct BorrowedScratch {
     ~BorrowedScratch() { scratch_pool().give(std::move(sc)); }
 };
 
-// Runs fn(item, scratch) for item in [0, count) on up to `threads` threads
-// (the calling thread is one of them). The first exception is rethrown here.
-template <class Fn>
-void parallel_for(std::size_t count, std::size_t threads, const Fn& fn) {
-    threads = std::min(threads, count);
-    if (threads <= 1) {
-        BorrowedScratch b;
-        for (std::size_t i = 0; i < count; ++i) fn(i, *b.sc);
-        return;
-    }
-    std::atomic<std::size_t> next{0};
-    std::exception_ptr error;
-    std::mutex error_mutex;
-    auto work = [&] {
-        BorrowedScratch b;
-        Scratch& sc = *b.sc;
-        for (;;) {
-            const std::size_t i = next.fetch_add(1);
-            if (i >= count) return;
-            try {
-                fn(i, sc);
-            } catch (...) {
-                std::lock_guard<std::mutex> lock(error_mutex);
-                if (!error) error = std::current_exception();
-                next.store(count);
-                return;
-            }
-        }
-    };
-    std::vector<std::thread> pool;
-    pool.reserve(threads - 1);
-    for (std::size_t t = 1; t < threads; ++t) {
-        try {
-            pool.emplace_back(work);
-        } catch (const std::system_error&) {
-            break;  // could not start another thread: the ones running finish the work
-        }
-    }
-    work();
-    for (auto& t : pool) t.join();
-    if (error) std::rethrow_exception(error);
-}
-
 bool checked_mul(std::size_t a, std::size_t b, std::size_t& out) {
     if (a != 0 && b > std::numeric_limits<std::size_t>::max() / a) return false;
     out = a * b;
@@ -919,7 +877,10 @@ void run(const Image* images, std::size_t n, std::size_t size, bool bgr, std::si
     plans.reserve(n);
     for (std::size_t i = 0; i < n; ++i) plans.push_back(make_plan(images[i], i, size, bgr, simd, pass_order));
     const std::vector<Item> items = make_items(n, size, threads);
-    parallel_for(items.size(), threads, [&](std::size_t i, Scratch& sc) {
+    // One pooled scratch per worker, given back when the call ends.
+    std::vector<BorrowedScratch> scratch(detail::parallel_workers(items.size(), threads));
+    detail::parallel_for(items.size(), threads, [&](std::size_t i, std::size_t worker) {
+        Scratch& sc = *scratch[worker].sc;
         const Item& it = items[i];
         const Plan& p = plans[it.plan];
         if (p.vertical_first) {

@@ -2,16 +2,19 @@
 #include "fastclipseg/rle.hpp"
 
 #include <algorithm>
-#include <atomic>
 #include <cstring>
-#include <exception>
-#include <mutex>
 #include <stdexcept>
 #include <thread>
 #include <utility>
 
+#include "detail.hpp"
+
 namespace fastclipseg::rle {
 namespace {
+
+using detail::clz64;
+using detail::ctz64;
+using detail::lowest_byte;
 
 [[noreturn]] void fail(const std::string& msg) { throw std::invalid_argument("RLE: " + msg); }
 
@@ -92,17 +95,6 @@ inline std::uint64_t nonzero_bits(std::uint64_t x) {
 
 // High bit of each ZERO byte set (the classic exact "has a zero byte" test).
 inline std::uint64_t has_zero(std::uint64_t x) { return (x - kOnes) & ~x & kHighs; }
-
-// Index (0..7) of the lowest byte whose high bit is set in a nonzero word.
-inline unsigned lowest_byte(std::uint64_t bits) {
-#if defined(__GNUC__) || defined(__clang__)
-    return static_cast<unsigned>(__builtin_ctzll(bits)) >> 3;
-#else
-    unsigned i = 0;
-    while (!(bits & 0x80u)) bits >>= 8, ++i;
-    return i;
-#endif
-}
 
 // Run-length state carried across columns (runs continue from the bottom of
 // one column to the top of the next).
@@ -449,30 +441,11 @@ std::array<double, 4> bbox_impl(Iterate&& iterate, std::size_t h, std::size_t w)
 // rows, first/last nonempty row) come from the same pass.
 // ---------------------------------------------------------------------------
 
-inline unsigned ctz64(std::uint64_t x) {
-#if defined(__GNUC__) || defined(__clang__)
-    return static_cast<unsigned>(__builtin_ctzll(x));
-#else
-    unsigned i = 0;
-    while (!(x & 1u)) x >>= 1, ++i;
-    return i;
-#endif
-}
-
-inline unsigned clz64(std::uint64_t x) {
-#if defined(__GNUC__) || defined(__clang__)
-    return static_cast<unsigned>(__builtin_clzll(x));
-#else
-    unsigned i = 0;
-    while (!(x & (std::uint64_t{1} << 63))) x <<= 1, ++i;
-    return i;
-#endif
-}
-
 // Idx: uint32 when h and w fit (half the memory traffic on noisy masks),
-// uint64 otherwise.
+// uint64 otherwise. One per worker, side by side in a vector: alignas keeps
+// each on its own cache lines (push_back updates them per boundary).
 template <class Idx>
-struct PackedScratch {
+struct alignas(64) PackedScratch {
     std::vector<std::uint64_t> words;  // prev row, cur row, OR of all rows (3 * nw)
     std::vector<Idx> trans_col;        // boundary columns, row-major order
     std::vector<std::size_t> row_end;  // end of each row's span in trans_col
@@ -684,47 +657,23 @@ std::vector<PackedRle> encode_packed_batch(const std::uint8_t* bits, std::size_t
     n = static_cast<unsigned>(std::min<std::uint64_t>({n, k, by_work}));
     // 32-bit boundary indices when h and w fit (always, in practice).
     constexpr std::size_t kU32 = 0xffffffffu;
-    const bool narrow = h <= kU32 && w <= kU32;
-    auto run = [&](auto& scratch, std::size_t i) {
-        encode_packed_into(bits + i * mask_bytes, h, w, row_bytes, scratch, out[i]);
+    auto encode_all = [&](auto index_type) {
+        using Idx = decltype(index_type);
+        // Worker 0 (this thread) keeps its scratch on the stack: a single
+        // mask costs no extra allocation.
+        PackedScratch<Idx> first;
+        const std::size_t workers = detail::parallel_workers(k, n);
+        std::vector<PackedScratch<Idx>> others(workers > 1 ? workers - 1 : 0);
+        detail::parallel_for(k, n, [&](std::size_t i, std::size_t worker) {
+            PackedScratch<Idx>& scratch = worker == 0 ? first : others[worker - 1];
+            encode_packed_into(bits + i * mask_bytes, h, w, row_bytes, scratch, out[i]);
+        });
     };
-    auto drain = [&](auto next_index) {
-        if (narrow) {
-            PackedScratch<std::uint32_t> scratch;
-            for (std::size_t i; (i = next_index()) < k;) run(scratch, i);
-        } else {
-            PackedScratch<std::uint64_t> scratch;
-            for (std::size_t i; (i = next_index()) < k;) run(scratch, i);
-        }
-    };
-    if (n <= 1) {
-        std::size_t i = 0;
-        drain([&] { return i++; });
-        return out;
+    if (h <= kU32 && w <= kU32) {
+        encode_all(std::uint32_t{});
+    } else {
+        encode_all(std::uint64_t{});
     }
-    std::atomic<std::size_t> next{0};
-    std::exception_ptr error;
-    std::mutex error_mutex;
-    auto work = [&] {
-        try {
-            drain([&] { return next.fetch_add(1); });
-        } catch (...) {
-            const std::lock_guard<std::mutex> lock(error_mutex);
-            if (!error) error = std::current_exception();
-            next.store(k);
-        }
-    };
-    std::vector<std::thread> pool;
-    pool.reserve(n - 1);
-    try {
-        for (unsigned t = 1; t < n; ++t) pool.emplace_back(work);
-    } catch (...) {
-        // Could not start every thread: the ones running (and this one) still
-        // drain the queue.
-    }
-    work();
-    for (auto& t : pool) t.join();
-    if (error) std::rethrow_exception(error);
     return out;
 }
 

@@ -69,26 +69,18 @@ class ImagePromptEncoder(nn.Module):
 
     def __init__(self, model: CLIPSegForImageSegmentation, preprocess_config: PreprocessConfig | int) -> None:
         super().__init__()
-        from .model.stages import PreNormBlock
+        from .model.stages import VisionStage
 
         size = preprocess_config if isinstance(preprocess_config, int) else preprocess_config.size
         size = int(size)
         vision = model.clip.vision_model
-        embeddings = vision.embeddings
-        if size < embeddings.patch_size or size % embeddings.patch_size:
-            raise ValueError(f"input size {size} is not a multiple of the patch size {embeddings.patch_size}")
+        patch = vision.embeddings.patch_size
+        if size < patch or size % patch:
+            raise ValueError(f"input size {size} is not a multiple of the patch size {patch}")
         self.image_size = size
-        self.patch_embedding = embeddings.patch_embedding
-        self.class_embedding = embeddings.class_embedding
-        self.pre_layernorm = vision.pre_layrnorm
-        self.layers = nn.ModuleList(PreNormBlock(layer) for layer in vision.encoder.layers)
+        self.tower = VisionStage(model, size, depth=len(vision.encoder.layers))
         self.post_layernorm = vision.post_layernorm
         self.visual_projection = model.clip.visual_projection
-        grid = size // embeddings.patch_size
-        with torch.no_grad():
-            probe = embeddings.position_embedding.weight.new_empty(1, grid * grid + 1, embeddings.embed_dim)
-            positions = embeddings.interpolate_pos_encoding(probe, size, size)
-        self.register_buffer("position_embedding", positions.detach().clone(), persistent=False)
         self.eval()
 
     @property
@@ -97,20 +89,15 @@ class ImagePromptEncoder(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return self.patch_embedding.weight.device
+        return self.visual_projection.weight.device
 
     @torch.inference_mode()
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         size = self.image_size
         if pixel_values.ndim != 4 or tuple(pixel_values.shape[1:]) != (3, size, size):
             raise ValueError(f"pixel_values must be (N, 3, {size}, {size}), got {tuple(pixel_values.shape)}")
-        weight = self.patch_embedding.weight
-        patches = self.patch_embedding(pixel_values.to(device=weight.device, dtype=weight.dtype))
-        patches = patches.flatten(2).transpose(1, 2)
-        cls = self.class_embedding.expand(patches.shape[0], 1, -1)
-        x = torch.cat([cls, patches], dim=1) + self.position_embedding
-        x = self.pre_layernorm(x)
-        for layer in self.layers:
+        x = self.tower.embed(pixel_values.to(self.device))
+        for layer in self.tower.layers:
             x = layer(x)
         pooled = self.post_layernorm(x[:, 0, :])
         return self.visual_projection(pooled).float()

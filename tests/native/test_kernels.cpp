@@ -4,6 +4,7 @@
 // ASan/UBSan by scripts/native_sanitized_tests.sh.
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -15,6 +16,7 @@
 
 #include "fastclipseg/rle.hpp"
 
+#include "../../csrc/kernels/detail.hpp"  // internal helpers, tested directly
 #include "check.hpp"
 
 namespace rle = fastclipseg::rle;
@@ -465,6 +467,66 @@ void test_packed_bad_sizes() {
                  "packed row_bytes checked even for h = 0");
 }
 
+// The kernels' shared bit scans and worker pool (csrc/kernels/detail.hpp).
+void test_detail() {
+    namespace detail = fastclipseg::detail;
+    std::mt19937_64 rng(7);
+    bool ok = true;
+    for (int t = 0; t < 2000; ++t) {
+        // Sparse words too, so every bit and byte position comes up.
+        std::uint64_t x = rng() & rng() & rng();
+        if (t < 64) x = std::uint64_t{1} << t;
+        if (x == 0) continue;
+        unsigned lo = 0, hi = 63;
+        while (!((x >> lo) & 1)) ++lo;
+        while (!((x >> hi) & 1)) --hi;
+        ok &= detail::ctz64(x) == lo && detail::clz64(x) == 63 - hi;
+        ok &= detail::lowest_byte(x) == lo / 8 && detail::highest_byte(x) == hi / 8;
+    }
+    check(ok, "ctz64 / clz64 / lowest_byte / highest_byte");
+
+    for (const std::size_t threads : {std::size_t{0}, std::size_t{1}, std::size_t{3}, std::size_t{64}}) {
+        for (const std::size_t n : {std::size_t{0}, std::size_t{1}, std::size_t{2}, std::size_t{100}}) {
+            const std::size_t workers = detail::parallel_workers(n, threads);
+            std::vector<int> seen(n, 0);  // items are distinct: no data race
+            std::vector<std::atomic<int>> used(std::max<std::size_t>(workers, 1));
+            std::atomic<bool> in_range{true};
+            detail::parallel_for(n, threads, [&](std::size_t i, std::size_t worker) {
+                if (worker >= std::max<std::size_t>(workers, 1) || i >= n) {
+                    in_range = false;  // reported below; cannot index safely
+                    return;
+                }
+                // Two workers sharing an index would break per-worker scratch.
+                if (used[worker].fetch_add(1) != 0) in_range = false;
+                ++seen[i];
+                used[worker].fetch_sub(1);
+            });
+            const std::string tag = "n=" + std::to_string(n) + " threads=" + std::to_string(threads);
+            check(in_range.load(), "parallel_for worker/item indices in range, " + tag);
+            check(std::all_of(seen.begin(), seen.end(), [](int c) { return c == 1; }),
+                  "parallel_for runs each item once, " + tag);
+        }
+    }
+
+    // The first exception comes back to the caller once all workers stopped;
+    // items after it are not started.
+    for (const std::size_t threads : {std::size_t{1}, std::size_t{4}}) {
+        std::atomic<std::size_t> ran{0};
+        std::string msg;
+        try {
+            detail::parallel_for(1000, threads, [&](std::size_t i, std::size_t) {
+                ++ran;
+                if (i == 3) throw std::runtime_error("item 3");
+            });
+        } catch (const std::runtime_error& e) {
+            msg = e.what();
+        }
+        const std::string tag = " threads=" + std::to_string(threads);
+        check_eq(msg, std::string("item 3"), "parallel_for rethrows the item's exception" + tag);
+        check(ran.load() < 1000, "parallel_for stops handing out items after an exception" + tag);
+    }
+}
+
 }  // namespace
 
 int main() {
@@ -473,6 +535,7 @@ int main() {
         {"random_layouts", test_random_layouts}, {"counts_string", test_counts_string},
         {"malformed", test_malformed}, {"packed_known", test_packed_known},
         {"packed_random", test_packed_random}, {"packed_bad_sizes", test_packed_bad_sizes},
+        {"detail", test_detail},
     };
     for (const auto& [name, fn] : suites) {
         try {

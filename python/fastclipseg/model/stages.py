@@ -88,10 +88,11 @@ class VisionStage(nn.Module):
     """Pixels `(B, 3, S, S)` -> activations `(L, B, T, D)` of the layers in `extract_layers`.
 
     `L = len(extract_layers)`, `T = (S / patch)^2 + 1` tokens (485 for 352x352 pixels and 16-pixel
-    patches). Only the layers up to the deepest extracted one are run.
+    patches). Only the layers up to the deepest extracted one are run, unless `depth` asks for
+    more (the image-prompt encoder runs them all); `embed` is the tower's input, before any layer.
     """
 
-    def __init__(self, model: CLIPSegForImageSegmentation, image_size: int) -> None:
+    def __init__(self, model: CLIPSegForImageSegmentation, image_size: int, depth: int | None = None) -> None:
         super().__init__()
         vision = model.clip.vision_model
         embeddings = vision.embeddings
@@ -100,7 +101,7 @@ class VisionStage(nn.Module):
         self.class_embedding = embeddings.class_embedding
         self.pre_layernorm = vision.pre_layrnorm
         self.extract_layers = [int(i) for i in model.config.extract_layers]
-        depth = max(self.extract_layers) + 1
+        depth = max(self.extract_layers) + 1 if depth is None else depth
         self.layers = nn.ModuleList(PreNormBlock(layer) for layer in vision.encoder.layers[:depth])
         # The position embeddings depend only on the input size, so the reference's own
         # interpolation is run once here instead of on every forward pass.
@@ -110,12 +111,16 @@ class VisionStage(nn.Module):
             positions = embeddings.interpolate_pos_encoding(probe, image_size, image_size)
         self.register_buffer("position_embedding", positions.detach().clone(), persistent=False)
 
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+    def embed(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Pixels -> the `(B, T, D)` tokens that enter the first layer."""
         patches = self.patch_embedding(pixel_values.to(self.patch_embedding.weight.dtype))
         patches = patches.flatten(2).transpose(1, 2)
         cls = self.class_embedding.expand(patches.shape[0], 1, -1)
         x = torch.cat([cls, patches], dim=1) + self.position_embedding
-        x = self.pre_layernorm(x)
+        return self.pre_layernorm(x)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        x = self.embed(pixel_values)
         outputs: dict[int, torch.Tensor] = {}
         for index, layer in enumerate(self.layers):
             x = layer(x)
