@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from . import ops
 from .imaging import load_image
 from .results import SegmentationResult, check_threshold
 
@@ -38,13 +37,6 @@ def logit_of(probabilities: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore"):
         values = np.log(p) - np.log1p(-p)
     return np.clip(values, -_LOGIT_LIMIT, _LOGIT_LIMIT).astype(np.float32)
-
-
-def full_size_probabilities(logits: torch.Tensor | np.ndarray, size: tuple[int, int], threads: int | None) -> np.ndarray:
-    """`(K, h, w)` model logits -> `(K, H, W)` float32 probabilities at the image's size (native pass)."""
-    array = logits.numpy() if isinstance(logits, torch.Tensor) else logits
-    return ops.postprocess(np.ascontiguousarray(array, dtype=np.float32), size, masks=False, probs="float32",
-                           threads=threads).probs
 
 
 def result_from_probabilities(label: str, probabilities: np.ndarray, threshold: float,
@@ -85,7 +77,7 @@ class Session:
     def predict(self, prompts: object) -> SegmentationResult:
         """Masks for one or more prompts (text, expressions, image prompts), without touching the
         history: what `segment` computes."""
-        return predict_prompts(self, prompts)
+        return predict_prompts(self, resolve_prompts(prompts))
 
     def segment(self, prompt: object) -> SegmentationResult:
         """The mask for one prompt, which becomes the current mask."""
@@ -231,8 +223,9 @@ def _leaf_key(item: PromptItem) -> tuple:
     return ("text", item.value)
 
 
-def predict_prompts(session: Session, prompts: object, conditional_embeddings: object = None) -> SegmentationResult:
-    """Every kind of prompt on the image `session` has encoded: one mask per prompt, in order.
+def predict_prompts(session: Session, items: list[PromptItem]) -> SegmentationResult:
+    """Every kind of prompt (`resolve_prompts`' items) on the image `session` has encoded: one mask
+    per prompt, in order.
 
     Each distinct text, image prompt and embedding (expressions contribute their terms) runs
     through the prompt stage (cached) and the decoder once. Without expressions the result keeps
@@ -242,8 +235,6 @@ def predict_prompts(session: Session, prompts: object, conditional_embeddings: o
     from .expressions import evaluate
 
     segmenter = session.segmenter
-    dim = segmenter.embedding_dim if conditional_embeddings is not None else None
-    items = resolve_prompts(prompts, conditional_embeddings, dim)
     leaves: dict[tuple, PromptItem] = {}
     for item in items:
         if item.kind == "expression":
@@ -258,8 +249,11 @@ def predict_prompts(session: Session, prompts: object, conditional_embeddings: o
         stacked = torch.stack([logits[_leaf_key(item)] for item in items]).numpy()
         return SegmentationResult(prompts=labels, logits=stacked, image_size=session.image_size,
                                   threshold=session.threshold, threads=threads)
-    probabilities = dict(zip(logits, full_size_probabilities(torch.stack(list(logits.values())), session.image_size,
-                                                             threads)))
+    # Every leaf at the image's size (one native pass), where the expressions combine them.
+    leaf_logits = torch.stack(list(logits.values())).numpy()
+    full_size = SegmentationResult(prompts=[""] * len(logits), logits=leaf_logits, image_size=session.image_size,
+                                   threads=threads).probs
+    probabilities = dict(zip(logits, full_size))
     by_term = {key[1]: p for key, p in probabilities.items() if key[0] == "text"}
     maps = [evaluate(item.value, by_term) if item.kind == "expression" else probabilities[_leaf_key(item)]
             for item in items]

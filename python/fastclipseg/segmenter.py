@@ -456,12 +456,19 @@ class FastSegmenter:
         sources = [str(image) if isinstance(image, (str, os.PathLike)) else None for image in images]
         if prompt_lists is None:
             # Expressions, image prompts or embeddings: one encoded image at a time.
-            per_image = self._prompt_objects_per_image(prompts, len(images))
-            results = []
-            from .refine import predict_prompts
+            from .refine import predict_prompts, resolve_prompts
 
+            per_image = self._prompt_objects_per_image(prompts, len(images))
+            dim = self.embedding_dim if conditional_embeddings is not None else None
+            # Resolved once per distinct list (images share one unless given a list each): image
+            # prompts are loaded and hashed, expressions parsed, embeddings checked only once.
+            resolved: dict[int, list] = {}
+            for image_prompts in per_image:
+                if id(image_prompts) not in resolved:
+                    resolved[id(image_prompts)] = resolve_prompts(image_prompts, conditional_embeddings, dim)
+            results = []
             for array, image_prompts, source in zip(arrays, per_image, sources):
-                result = predict_prompts(self.session(array, threshold), image_prompts, conditional_embeddings)
+                result = predict_prompts(self.session(array, threshold), resolved[id(image_prompts)])
                 result.source = source
                 results.append(result)
             return results
