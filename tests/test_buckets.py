@@ -9,6 +9,7 @@ from fastclipseg.engines.buckets import (
     bucket_for,
     check_buckets,
     pad_batch,
+    pair_buckets,
     split_into_buckets,
     unpad,
 )
@@ -115,6 +116,26 @@ def test_pad_batch_errors():
         pad_batch(torch.tensor(1.0), 4)
     with pytest.raises(TypeError):
         pad_batch(torch.zeros(2, 2), 4.0)
+
+
+def test_pad_batch_along_another_dimension():
+    activations = torch.arange(2 * 3 * 4, dtype=torch.float32).reshape(2, 3, 4)  # images along dimension 1
+    padded, n = pad_batch(activations, 5, dim=1)
+    assert n == 3 and padded.shape == (2, 5, 4) and padded.is_contiguous()
+    assert torch.equal(padded[:, :3], activations)
+    assert torch.equal(padded[:, 3], activations[:, 2]) and torch.equal(padded[:, 4], activations[:, 2])
+    assert torch.equal(unpad(padded, n, dim=1), activations)
+    with pytest.raises(ValueError, match="split"):
+        pad_batch(activations, 2, dim=1)
+
+
+def test_pair_buckets():
+    assert pair_buckets(1) == (1,)
+    assert pair_buckets(8) == (1, 2, 4, 8)
+    assert pair_buckets(24) == (1, 2, 4, 8, 16, 24)
+    assert check_buckets(pair_buckets(1024)) == tuple(2**i for i in range(11))
+    with pytest.raises(ValueError):
+        pair_buckets(0)
 
 
 def test_unpad_along_another_dimension():

@@ -171,8 +171,28 @@ def test_packed_summary_needs_a_stack_of_masks():
 def test_uploader_on_the_cpu_returns_the_frames():
     frames = [natural_image(5, 7, seed=1), natural_image(3, 2, seed=2)]
     uploaded = FrameUploader("cpu").upload(frames)
-    for frame, tensor in zip(frames, uploaded):
+    assert isinstance(uploaded, list)
+    for frame, tensor in zip(frames, uploaded, strict=True):
         np.testing.assert_array_equal(tensor.numpy(), frame)
+    # Frames of one shape come back as one batch tensor (the preprocessor then stacks nothing),
+    # strided views included.
+    same = [natural_image(6, 8, seed=3), natural_image(12, 8, seed=4)[::2], natural_image(6, 8, seed=5)]
+    batch = FrameUploader("cpu").upload(same)
+    assert isinstance(batch, torch.Tensor) and batch.shape == (3, 6, 8, 3)
+    np.testing.assert_array_equal(batch.numpy(), np.stack(same))
+    assert FrameUploader("cpu").upload([]) == []
+    with pytest.raises(TypeError, match="frame #1 has dtype float32; expected uint8"):
+        FrameUploader("cpu").upload([same[0], same[0].astype(np.float32)])
+
+
+def test_other_resampling_filters_are_refused_clearly():
+    from fastclipseg.preprocess import PreprocessConfig
+    from PIL import Image
+
+    bicubic = PreprocessConfig(size=64, resample=Image.Resampling.BICUBIC)
+    assert not DeviceProcessing.supports(bicubic) and DeviceProcessing.supports(PreprocessConfig(size=64))
+    with pytest.raises(ValueError, match="bilinear filter only.*BICUBIC: use device_processing=False"):
+        DeviceProcessing(bicubic, "cpu")
 
 
 # -- on CUDA --------------------------------------------------------------------------------------
@@ -185,9 +205,15 @@ def test_pinned_uploads_return_the_frames_on_cuda():
         frames = [natural_image(30 + 10 * round_, 41, seed=round_ + i) for i in range(3)]
         uploaded = uploader.upload(frames)
         torch.cuda.current_stream().wait_stream(uploader.stream)
-        for frame, tensor in zip(frames, uploaded):
+        assert isinstance(uploaded, torch.Tensor) and uploaded.shape == (3, *frames[0].shape)  # one shape: a batch
+        for frame, tensor in zip(frames, uploaded, strict=True):
             assert tensor.device.type == "cuda"
             np.testing.assert_array_equal(tensor.cpu().numpy(), frame)
+    frames = [natural_image(20, 31, seed=1), natural_image(12, 8, seed=2)[::2, ::-1]]  # two shapes, strided
+    uploaded = uploader.upload(frames)
+    torch.cuda.current_stream().wait_stream(uploader.stream)
+    for frame, tensor in zip(frames, uploaded, strict=True):
+        np.testing.assert_array_equal(tensor.cpu().numpy(), frame)
 
 
 @needs_cuda

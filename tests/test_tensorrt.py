@@ -10,7 +10,12 @@ import numpy as np
 import pytest
 import torch
 from fastclipseg.engines import tensorrt_engine as te
-from fastclipseg.engines.artifacts import mismatches, read_manifest, write_manifest
+from fastclipseg.engines.artifacts import (
+    library_versions,
+    mismatches,
+    read_manifest,
+    write_manifest,
+)
 from PIL import Image
 from tiny_models import TINY_IMAGE_SIZE, tiny_model
 
@@ -19,6 +24,9 @@ needs_tensorrt = pytest.mark.skipif(
     reason="needs torch-tensorrt, tensorrt and a CUDA GPU (pip install 'fastclipseg[tensorrt]')",
 )
 needs_modelopt = pytest.mark.skipif(importlib.util.find_spec("modelopt") is None, reason="needs nvidia-modelopt")
+# Stated parity bound of the fp16 engine against the fp32 torch engine (max |difference| relative
+# to max |reference logit|); fp16 keeps ~3 significant digits through a dozen layers.
+FP16_TOLERANCE = 2e-2
 
 
 @pytest.fixture(scope="module")
@@ -146,14 +154,6 @@ def test_profiles_reject(kwargs, message):
         te.profiles(**kwargs)
 
 
-def test_pair_buckets():
-    assert te.pair_buckets(1) == (1,)
-    assert te.pair_buckets(8) == (1, 2, 4, 8)
-    assert te.pair_buckets(24) == (1, 2, 4, 8, 16, 24)
-    with pytest.raises(ValueError):
-        te.pair_buckets(0)
-
-
 # -- cache keys and manifest -----------------------------------------------------------------------
 
 KEY_FIELDS = {
@@ -203,7 +203,7 @@ def test_cache_key_extra_and_int8():
 def test_manifest_round_trip_uses_the_export_format(tmp_path, tiny_stages):
     dims = te.stage_dims(tiny_stages)
     gpu = {"gpu_name": "NVIDIA H100", "compute_capability": "9.0"}
-    versions = {"fastclipseg": "x", "torch": "2.13", "tensorrt": "10.9", "torch_tensorrt": "2.13", "nvidia-modelopt": None}
+    versions = {"fastclipseg": "x", "torch": "2.13", "tensorrt": "10.9", "torch-tensorrt": "2.13", "nvidia-modelopt": None}
     profile = te.model_profiles(tiny_stages, (1, 2), 2)
     build = te.describe_tensorrt_build("ab" * 32, dims, 599, "fp16", profile, gpu, versions=versions)
     assert build["backend"] == "tensorrt" and build["device"] == "cuda" and build["versions"] == versions
@@ -220,6 +220,16 @@ def test_manifest_round_trip_uses_the_export_format(tmp_path, tiny_stages):
                                            versions=versions)
     problems = mismatches(manifest, other_gpu)
     assert any(p.startswith("gpu_name") for p in problems) and any(p.startswith("engine_key") for p in problems)
+    newer = te.describe_tensorrt_build("ab" * 32, dims, 599, "fp16", profile, gpu,
+                                       versions={**versions, "torch-tensorrt": "2.14"})
+    assert newer["engine_key"] != build["engine_key"]
+
+
+def test_builds_record_the_installed_tensorrt_versions(tiny_stages):
+    dims, gpu = te.stage_dims(tiny_stages), {"gpu_name": "NVIDIA H100", "compute_capability": "9.0"}
+    build = te.describe_tensorrt_build("ab" * 32, dims, 599, "fp32", te.model_profiles(tiny_stages, (1, 2), 2), gpu)
+    assert build["versions"] == library_versions("tensorrt")
+    assert set(build["versions"]) == {"fastclipseg", "torch", "tensorrt", "torch-tensorrt", "nvidia-modelopt"}
 
 
 # -- calibration images ----------------------------------------------------------------------------
@@ -337,6 +347,25 @@ def test_engine_pads_and_splits_calls(tiny_stages, exported):
         assert [call[1:] for call in calls] == [(8, 8), (4, 4)] and all(call[0] == 3 for call in calls)
 
 
+def test_engine_decodes_more_images_than_its_largest_bucket(tiny_stages, exported):
+    """As a segmenter with batch_size above the largest bucket calls it: the images are split into
+    runs of the largest bucket, each decoded with its own pairs, in any order of pairs."""
+    profile, programs = exported
+    engine = te.TensorRTEngine.__new__(te.TensorRTEngine)
+    engine.device, engine.precision, engine.profile = torch.device("cpu"), "fp32", profile
+    engine.buckets, engine.pair_buckets = tuple(profile["buckets"]), tuple(profile["pair_buckets"])
+    engine.vision, engine.decoder = programs["vision"].module(), programs["decoder"].module()
+    pixels = torch.randn(9, 3, TINY_IMAGE_SIZE, TINY_IMAGE_SIZE)  # buckets (1, 2, 4): 4 + 4 + 1
+    index = torch.tensor([8, 0, 5, 1, 4, 7, 2, 3, 6, 0, 8, 4])
+    embeddings = torch.randn(index.shape[0], 24)
+    with torch.no_grad():
+        activations = engine.encode_images(pixels)
+        logits = engine.decode(activations, embeddings, index)
+        torch.testing.assert_close(logits, tiny_stages.decoder(activations, embeddings, index), rtol=1e-5, atol=1e-5)
+        with pytest.raises(ValueError, match=r"image numbers in \[0, 9\)"):
+            engine.decode(activations, embeddings[:2], torch.tensor([0, 9]))
+
+
 # -- the real thing (GPU machines with torch-tensorrt) ---------------------------------------------
 
 
@@ -368,7 +397,7 @@ def test_fp16_engine_matches_the_fp32_torch_engine(cuda_stages, tmp_path):
     engine = te.cached_tensorrt_engine(cuda_stages, "fp16", device, tmp_path, buckets=(1, 2, 4, 8), max_prompts=2)
     assert engine.name == "tensorrt" and engine.precision == "fp16"
     error, scale = _parity(engine, TorchEngine(cuda_stages, device, "fp32"))
-    assert error <= te.FP16_TOLERANCE * scale, f"max |difference| {error:.3g} > {te.FP16_TOLERANCE} x {scale:.3g}"
+    assert error <= FP16_TOLERANCE * scale, f"max |difference| {error:.3g} > {FP16_TOLERANCE} x {scale:.3g}"
 
 
 @needs_tensorrt
@@ -413,8 +442,10 @@ def test_tensorrt_backend_reports_what_it_needs(tiny_model_dir):
     with pytest.raises(ValueError, match="CUDA devices only"):
         FastSegmenter.from_pretrained(tiny_model_dir, backend="tensorrt", precision="fp16")
     if not torch.cuda.is_available():
-        with pytest.raises(ValueError, match="sees none"):
+        with pytest.raises(ValueError, match="sees no CUDA device"):
             FastSegmenter.from_pretrained(tiny_model_dir, device="cuda", backend="tensorrt", precision="fp16")
+    with pytest.raises(ValueError, match="invalid device 'cuda:x'"):  # parsed before TensorRT is looked for
+        FastSegmenter.from_pretrained(tiny_model_dir, device="cuda:x", backend="tensorrt", precision="fp16")
 
 
 def test_tensorrt_int8_without_calibration_images_is_refused(tiny_stages, monkeypatch):

@@ -109,7 +109,8 @@ class FastSegmenter:
         conditional space (e.g. a multilingual model distilled to CLIP's text space) used instead
         of the CLIP text tower; its results are cached like the tower's.
         `device_processing`: resize + normalise and upsample + threshold on the network's device
-        (`fastclipseg.gpu.processing`) instead of the native CPU kernels; None: on for CUDA.
+        (`fastclipseg.gpu.processing`) instead of the native CPU kernels; None: on for CUDA when
+        the processor resizes bilinearly (CLIPSeg's does; another filter keeps the host path).
         `calibration`: a folder of images like yours, for backend "tensorrt" in precision "int8".
         """
         from transformers import CLIPSegForImageSegmentation
@@ -169,14 +170,15 @@ class FastSegmenter:
                                                  key=lambda prompt: prompt.key)
         self._image_prompt_encoder: ImagePromptEncoder | None = None  # built on first use
         self._image_prompt_encoder_lock = threading.Lock()
-        if device_processing is None:
-            device_processing = engine.device.type == "cuda"
-        if not isinstance(device_processing, bool):
+        if device_processing is not None and not isinstance(device_processing, bool):
             raise TypeError(f"device_processing must be True, False or None (on for CUDA), got {device_processing!r}")
+        from .gpu.processing import DeviceProcessing
+
+        if device_processing is None:
+            # The device resizes bilinearly only: a processor with another filter keeps the host path.
+            device_processing = engine.device.type == "cuda" and DeviceProcessing.supports(self.preprocess_config)
         self.device_processing: DeviceProcessing | None = None
         if device_processing:
-            from .gpu.processing import DeviceProcessing
-
             self.device_processing = DeviceProcessing(self.preprocess_config, engine.device)
         warm = getattr(engine, "warm", None)
         if warm is not None:

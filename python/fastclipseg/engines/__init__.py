@@ -101,11 +101,11 @@ def create_engine(
     """
     if backend not in BACKEND_CHOICES:
         raise ValueError(f"unknown backend {backend!r}: available backends are {', '.join(BACKEND_CHOICES)}")
+    device = parse_device(device)
     if backend == "tensorrt":
         from .tensorrt_engine import require_tensorrt
 
-        require_tensorrt(device)  # names the device problem or the missing package first
-    device = parse_device(device)
+        require_tensorrt(device)  # names a non-CUDA device or the missing package before the precision checks
     backend = resolve_backend(backend, device, precision)
     if not available_precisions(backend, device):
         raise ValueError(f"backend {backend!r} does not run on {device.type} in this version; use backend='torch' there")

@@ -25,7 +25,11 @@ FORMAT = "fastclipseg-export"
 FORMAT_VERSION = 1
 STAGES = ("vision", "prompt", "decoder")
 # The libraries whose versions decide what a backend's files contain.
-BACKEND_LIBRARIES = {"torchscript": ("torch",), "onnxruntime": ("torch", "onnx", "onnxruntime")}
+BACKEND_LIBRARIES = {
+    "torchscript": ("torch",),
+    "onnxruntime": ("torch", "onnx", "onnxruntime"),
+    "tensorrt": ("torch", "tensorrt", "torch-tensorrt", "nvidia-modelopt"),
+}
 
 
 class ArtifactError(ValueError):
@@ -40,6 +44,7 @@ def _version(package: str) -> str | None:
 
 
 def library_versions(backend: str) -> dict[str, str | None]:
+    """fastclipseg's version and those of `BACKEND_LIBRARIES[backend]` (None where not installed)."""
     from .. import __version__
 
     versions: dict[str, str | None] = {"fastclipseg": __version__}

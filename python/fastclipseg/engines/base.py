@@ -10,8 +10,8 @@ import torch
 class Engine(Protocol):
     """Runs the three stages (see `fastclipseg.model.stages`) on one device and precision."""
 
-    name: str  # the backend: "torch", "torchscript", "onnxruntime"
-    precision: str  # "fp32", "bf16", "int8"
+    name: str  # the backend: "torch", "torchscript", "onnxruntime", "cudagraphs", "tensorrt"
+    precision: str  # "fp32", "bf16", "fp16", "int8"
     device: torch.device
 
     def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
@@ -28,7 +28,8 @@ class Engine(Protocol):
 
 
 class ModuleEngine:
-    """An engine whose stages are callable torch modules on one device (eager or TorchScript)."""
+    """An engine whose stages are callable torch modules on one device (eager, TorchScript, CUDA
+    graphs or loaded TensorRT programs; the last two override `encode_images` and `decode`)."""
 
     name: str
     precision: str

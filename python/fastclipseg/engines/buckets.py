@@ -9,6 +9,7 @@ that holds it:
     split_into_buckets(37, (1, 2, 4, 8, 16, 32)) == [(32, 32), (5, 8)]
 
 `pad_batch` pads a chunk by repeating its last item, and `unpad` drops the padded rows again.
+`pair_buckets` gives the padded sizes of decoder calls, whose (image, prompt) pairs vary more.
 Every stage computes each batch item independently of the others (attention runs within an
 image, the decoder gathers per pair), so padded rows never change the real rows' results.
 """
@@ -62,6 +63,18 @@ def bucket_for(n: int, buckets: Sequence[int] = DEFAULT_BUCKETS) -> int:
     )
 
 
+def pair_buckets(max_pairs: int) -> tuple[int, ...]:
+    """Powers of two below `max_pairs`, then `max_pairs`: the padded sizes of decoder calls."""
+    if max_pairs < 1:
+        raise ValueError(f"max_pairs must be at least 1, got {max_pairs}")
+    sizes = [1]
+    while sizes[-1] * 2 < max_pairs:
+        sizes.append(sizes[-1] * 2)
+    if sizes[-1] != max_pairs:
+        sizes.append(max_pairs)
+    return tuple(sizes)
+
+
 def split_into_buckets(n: int, buckets: Sequence[int] = DEFAULT_BUCKETS) -> list[tuple[int, int]]:
     """`(chunk, bucket)` pairs whose chunks add up to `n`, in order.
 
@@ -80,8 +93,8 @@ def split_into_buckets(n: int, buckets: Sequence[int] = DEFAULT_BUCKETS) -> list
     return chunks
 
 
-def pad_batch(tensor: torch.Tensor, bucket: int) -> tuple[torch.Tensor, int]:
-    """`tensor` with its first dimension padded up to `bucket` rows, and its real row count `n`.
+def pad_batch(tensor: torch.Tensor, bucket: int, dim: int = 0) -> tuple[torch.Tensor, int]:
+    """`tensor` with dimension `dim` padded up to `bucket` rows, and its real row count `n`.
 
     The padding repeats the last real item rather than writing zeros: a repeated real input
     keeps every activation inside the range calibration saw, so INT8 scales do not clip and
@@ -92,7 +105,7 @@ def pad_batch(tensor: torch.Tensor, bucket: int) -> tuple[torch.Tensor, int]:
     """
     if tensor.dim() == 0:
         raise ValueError("pad_batch needs a tensor with a batch dimension, got a scalar")
-    n = int(tensor.shape[0])
+    n = int(tensor.shape[dim])
     if n == 0:
         raise ValueError("cannot pad an empty batch: there is no item to repeat")
     if isinstance(bucket, bool) or not isinstance(bucket, int):
@@ -101,8 +114,10 @@ def pad_batch(tensor: torch.Tensor, bucket: int) -> tuple[torch.Tensor, int]:
         raise ValueError(f"a batch of {n} does not fit a bucket of {bucket}: split it first")
     if bucket == n:
         return tensor, n
-    filler = tensor[-1:].expand(bucket - n, *tensor.shape[1:])
-    return torch.cat([tensor, filler], dim=0), n
+    shape = list(tensor.shape)
+    shape[dim] = bucket - n
+    filler = tensor.narrow(dim, n - 1, 1).expand(shape)
+    return torch.cat([tensor, filler], dim=dim), n
 
 
 def unpad(output: torch.Tensor, n: int, dim: int = 0) -> torch.Tensor:

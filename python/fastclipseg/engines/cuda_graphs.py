@@ -15,7 +15,8 @@ graph per batch-size bucket (`engines.buckets`):
 A call copies its inputs into the graph's static input buffers, padding a partial batch by
 repeating its last item (as `buckets.pad_batch` does, and for the same reasons), replays, and
 clones the real rows out of the static output, which the next replay overwrites. A lock makes
-copy-in, replay and copy-out one step, so threads may share the engine.
+copy-in, replay and copy-out one step, so threads may share the engine. All of an engine's graphs
+share one memory pool (see `CudaGraphEngine.__init__`).
 
 The precisions are those of the eager engine (`precision.prepare_stages`): fp32, bf16, fp16.
 `capture=False` keeps every buffer and padding step but calls the stage eagerly instead of
@@ -30,8 +31,13 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .base import ModuleEngine
-from .buckets import DEFAULT_BUCKETS, bucket_for, check_buckets, split_into_buckets
+from .buckets import (
+    DEFAULT_BUCKETS,
+    bucket_for,
+    check_buckets,
+    pair_buckets,
+    split_into_buckets,
+)
 from .torch_engine import TorchEngine
 
 if TYPE_CHECKING:  # the stages import transformers, which loading an export does without
@@ -39,7 +45,7 @@ if TYPE_CHECKING:  # the stages import transformers, which loading an export doe
 
 BACKEND = "cudagraphs"
 #: Decoder calls are padded to these pair counts; more pairs than the largest run eagerly.
-PAIR_BUCKETS: tuple[int, ...] = tuple(2**i for i in range(11))  # 1 ... 1024
+PAIR_BUCKETS: tuple[int, ...] = pair_buckets(1024)  # 1, 2, 4 ... 1024
 MAX_DECODER_GRAPHS = 16
 #: Eager runs on a side stream before capture: cuBLAS handles, kernel choices and the caching
 #: allocator settle there, so the capture records steady-state kernels only.
@@ -51,11 +57,13 @@ class StaticGraph:
 
     `example_inputs` fix the shapes and dtypes; `batch_dims[i]` is the batch dimension of input
     i (None: copied whole). `capture=False` calls `function` on the same buffers instead of
-    replaying (the CPU stand-in), writing into the same kind of reused output buffer.
+    replaying (the CPU stand-in), writing into the same kind of reused output buffer. `pool`: the
+    memory pool to capture into (`torch.cuda.graph_pool_handle()`; None: a private one).
     """
 
     def __init__(self, function: Callable[..., torch.Tensor], example_inputs: Sequence[torch.Tensor],
-                 batch_dims: Sequence[int | None], *, capture: bool) -> None:
+                 batch_dims: Sequence[int | None], *, capture: bool,
+                 pool: torch.cuda._POOL_HANDLE | None = None) -> None:
         self.function = function
         self.batch_dims = tuple(batch_dims)
         self.capture = capture
@@ -72,7 +80,7 @@ class StaticGraph:
         self.graph = torch.cuda.CUDAGraph()
         # "thread_local": a decoder graph may be captured while a stream's upload thread is
         # allocating and copying on its own stream; only this thread's calls must be capture-safe.
-        with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
+        with torch.cuda.graph(self.graph, pool=pool, capture_error_mode="thread_local"):
             self.output = function(*self.inputs)
 
     def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
@@ -94,20 +102,24 @@ class StaticGraph:
         return self.output
 
 
-class CudaGraphEngine(ModuleEngine):
+class CudaGraphEngine(TorchEngine):
     """The eager stages in `precision` on `device`, with vision and decoder replayed as CUDA graphs."""
 
     name = BACKEND
 
     def __init__(self, stages: Stages, device: torch.device, precision: str = "fp16", *,
                  buckets: Sequence[int] = DEFAULT_BUCKETS, capture: bool | None = None) -> None:
-        self.device = torch.device(device)
-        self.capture = self.device.type == "cuda" if capture is None else bool(capture)
-        if self.capture and self.device.type != "cuda":
-            raise ValueError(f"CUDA graphs need a CUDA device, not {self.device.type!r}")
-        eager = TorchEngine(stages, self.device, precision)
-        self.precision = precision
-        self.vision, self.prompt, self.decoder = eager.vision, eager.prompt, eager.decoder
+        device = torch.device(device)
+        self.capture = device.type == "cuda" if capture is None else bool(capture)
+        if self.capture and device.type != "cuda":
+            raise ValueError(f"CUDA graphs need a CUDA device, not {device.type!r}")
+        super().__init__(stages, device, precision)
+        # One memory pool for all of this engine's graphs rather than one each. A later capture may
+        # reuse an earlier graph's intermediates for its static output (the only pool memory that
+        # stays live), so replaying the earlier graph overwrites it. That is safe here: replays are
+        # serialised by `_lock`, each output is cloned right after its replay, and the calls run
+        # in stream order (one stream, as the shared static inputs already require).
+        self._pool = torch.cuda.graph_pool_handle() if self.capture else None
         self.buckets = check_buckets(buckets)
         self.image_size = int(stages.vision.image_size)
         self.vision_graphs: dict[int, StaticGraph] = {}
@@ -127,7 +139,7 @@ class CudaGraphEngine(ModuleEngine):
         graph = self.vision_graphs.get(bucket)
         if graph is None:
             example = torch.zeros(bucket, 3, self.image_size, self.image_size, device=self.device)
-            graph = StaticGraph(self.vision, [example], [0], capture=self.capture)
+            graph = StaticGraph(self.vision, [example], [0], capture=self.capture, pool=self._pool)
             self.vision_graphs[bucket] = graph
         return graph
 
@@ -153,7 +165,7 @@ class CudaGraphEngine(ModuleEngine):
                 embeddings.new_zeros(pair_bucket, embeddings.shape[1]),
                 torch.zeros(pair_bucket, dtype=torch.long, device=self.device),
             ]
-            graph = StaticGraph(self.decoder, examples, [1, 0, 0], capture=self.capture)
+            graph = StaticGraph(self.decoder, examples, [1, 0, 0], capture=self.capture, pool=self._pool)
             self.decoder_graphs[key] = graph
         return graph
 

@@ -40,11 +40,11 @@ stage export) runs on any machine.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import hashlib
 import importlib
-import importlib.metadata
 import importlib.util
 import inspect
 import json
@@ -75,10 +75,11 @@ from .buckets import (
     bucket_for,
     check_buckets,
     pad_batch,
+    pair_buckets,
     split_into_buckets,
     unpad,
 )
-from .precision import Float32Logits
+from .precision import prepare_stages
 
 if TYPE_CHECKING:  # the stages import transformers, which loading a cache entry does without
     from ..model.stages import PromptStage, Stages
@@ -92,9 +93,6 @@ INSTALL_HINT = "pip install 'fastclipseg[tensorrt]'"
 REQUIRED = {"torch_tensorrt": "torch-tensorrt", "tensorrt": "tensorrt"}
 MODELOPT = ("modelopt", "nvidia-modelopt")
 FILES = {"vision": "vision.ep", "prompt": "prompt.ep", "decoder": "decoder.ep"}
-# Stated parity bound of the fp16 engine against the fp32 torch engine (max |difference| relative
-# to max |reference logit|); fp16 keeps ~3 significant digits through a dozen layers.
-FP16_TOLERANCE = 2e-2
 DEFAULT_CALIBRATION_COUNT = 64
 
 _find_spec = importlib.util.find_spec  # a module attribute, so tests can pretend a package is missing
@@ -160,26 +158,6 @@ def require_modelopt():
     return importlib.import_module("modelopt.torch.quantization")
 
 
-def _version(package: str) -> str | None:
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
-def tensorrt_versions() -> dict[str, str | None]:
-    """Library versions that decide what a compiled engine contains (None where not installed)."""
-    from .. import __version__
-
-    return {
-        "fastclipseg": __version__,
-        "torch": torch.__version__,
-        "tensorrt": _version("tensorrt"),
-        "torch_tensorrt": _version("torch-tensorrt") or _version("torch_tensorrt"),
-        "nvidia-modelopt": _version("nvidia-modelopt"),
-    }
-
-
 def gpu_facts(device: torch.device) -> dict[str, str]:
     """The GPU's name and compute capability: a TensorRT engine runs only on the GPU it was built for."""
     index = device.index if device.index is not None else torch.cuda.current_device()
@@ -201,10 +179,6 @@ class StageDims:
     projection_dim: int  # conditional embedding size, P
     max_tokens: int
 
-    @property
-    def tokens(self) -> int:
-        return (self.image_size // self.patch_size) ** 2 + 1
-
 
 def stage_dims(stages: Stages) -> StageDims:
     vision, prompt = stages.vision, stages.prompt
@@ -216,18 +190,6 @@ def stage_dims(stages: Stages) -> StageDims:
         projection_dim=int(prompt.text_projection.out_features),
         max_tokens=int(prompt.max_tokens),
     )
-
-
-def pair_buckets(max_pairs: int) -> tuple[int, ...]:
-    """Powers of two below `max_pairs`, then `max_pairs`: the padded sizes of decoder calls."""
-    if max_pairs < 1:
-        raise ValueError(f"max_pairs must be at least 1, got {max_pairs}")
-    sizes = [1]
-    while sizes[-1] * 2 < max_pairs:
-        sizes.append(sizes[-1] * 2)
-    if sizes[-1] != max_pairs:
-        sizes.append(max_pairs)
-    return tuple(sizes)
 
 
 def _snap(value: int, buckets: tuple[int, ...]) -> int:
@@ -346,12 +308,14 @@ def describe_tensorrt_build(
 ) -> dict:
     """The manifest fields of a TensorRT build (artifacts.describe_build's, plus the GPU, profile and calibration).
 
-    An entry is loaded only if every one of these matches (`artifacts.mismatches`).
+    An entry is loaded only if every one of these matches (`artifacts.mismatches`). `versions`:
+    the library versions to record (default: the installed ones, `artifacts.library_versions`).
     """
-    versions = tensorrt_versions() if versions is None else versions
     build = describe_build(BACKEND, precision, torch.device("cuda"), weights, dims.image_size, dims.max_tokens,
                            eos_token_id)
-    build["versions"] = versions  # artifacts.library_versions does not know the tensorrt packages
+    if versions is not None:
+        build["versions"] = versions
+    versions = build["versions"]
     build.update(
         gpu_name=gpu["gpu_name"],
         compute_capability=gpu["compute_capability"],
@@ -360,8 +324,8 @@ def describe_tensorrt_build(
     )
     build["engine_key"] = engine_cache_key(
         weights, gpu["gpu_name"], gpu["compute_capability"], str(versions.get("tensorrt")),
-        str(versions.get("torch_tensorrt")), precision, profile, calibration_sha256,
-        extra={key: value for key, value in versions.items() if key not in ("tensorrt", "torch_tensorrt")},
+        str(versions.get("torch-tensorrt")), precision, profile, calibration_sha256,
+        extra={key: value for key, value in versions.items() if key not in ("tensorrt", "torch-tensorrt")},
     )
     return build
 
@@ -438,14 +402,16 @@ _DTYPES = {"float32": torch.float32, "float16": torch.float16, "int64": torch.in
 
 
 def prepare_tensorrt_stages(stages: Stages, precision: str) -> dict[str, nn.Module]:
-    """The modules each precision compiles (see the table at the top); copies, the model is untouched."""
+    """The modules each precision compiles (see the table at the top); copies, the model is untouched.
+
+    fp32 and fp16 are `precision.prepare_stages`'s modules; int8 starts from the fp32 ones, which
+    ModelOpt then quantises (not `prepare_stages`' dynamic int8, which TensorRT does not take).
+    """
     if precision not in TENSORRT_PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}: backend 'tensorrt' runs {', '.join(TENSORRT_PRECISIONS)}")
-    vision = copy.deepcopy(stages.vision).eval()
-    decoder = copy.deepcopy(stages.decoder).eval()
-    if precision == "fp16":
-        vision, decoder = vision.half(), decoder.half()
-    return {"vision": vision, "prompt": copy.deepcopy(stages.prompt).eval(), "decoder": Float32Logits(decoder)}
+    # A copy first: compiling moves the modules to the GPU and ModelOpt quantises them in place.
+    prepared = prepare_stages(copy.deepcopy(stages).eval(), "fp32" if precision == "int8" else precision)
+    return {name: module.eval() for name, module in prepared._asdict().items()}
 
 
 def _example_size(spec_min: int, spec_max: int) -> int:
@@ -548,17 +514,16 @@ def compile_stages(
     for stage in ("vision", "decoder"):
         module = modules[stage]
         quantized = stage == "vision" and precision == "int8"
+        export_mode = contextlib.nullcontext()
         if quantized:
             module = _calibrate_int8(module, calibration.pixels(preprocess), device, calibration_batch)  # type: ignore[union-attr]
-        args, dynamic = export_inputs(profile, stage, device)
-        with torch.no_grad():
-            if quantized:
-                from modelopt.torch.quantization.utils import export_torch_mode  # type: ignore[import-not-found]
+            from modelopt.torch.quantization.utils import export_torch_mode  # type: ignore[import-not-found]
 
-                with export_torch_mode():  # as "Deploy Quantized Models using Torch-TensorRT" does
-                    program = torch.export.export(module, args, dynamic_shapes=dynamic, strict=False)
-            else:
-                program = torch.export.export(module, args, dynamic_shapes=dynamic, strict=False)
+            export_mode = export_torch_mode()  # as "Deploy Quantized Models using Torch-TensorRT" does
+        with export_mode:
+            program = export_stage(module, profile, stage, device)
+        args, dynamic = export_inputs(profile, stage, device)  # the shapes torch_tensorrt.save records
+        with torch.no_grad():
             compiled = torch_tensorrt.dynamo.compile(
                 program,
                 inputs=_trt_inputs(torch_tensorrt, profile[stage]),
@@ -577,7 +542,11 @@ def compile_stages(
 
 
 class TensorRTEngine(ModuleEngine):
-    """The Engine of a TensorRT build: files loaded with `torch.export.load`, calls padded to buckets."""
+    """The Engine of a TensorRT build: files loaded with `torch.export.load`, calls padded to buckets.
+
+    Calls of any size run: more images than the largest bucket are split into chunks (decode
+    splits the pairs with their images), as the profile's shapes stop at that bucket.
+    """
 
     name = BACKEND
 
@@ -600,25 +569,44 @@ class TensorRTEngine(ModuleEngine):
             padded, n = pad_batch(pixel_values[start:start + chunk], bucket)
             outputs.append(unpad(self.vision(padded), n, dim=1))
             start += chunk
-        return torch.cat(outputs, dim=1)
+        return outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=1)
 
     @torch.inference_mode()
     def decode(self, activations: torch.Tensor, embeddings: torch.Tensor, image_index: torch.Tensor) -> torch.Tensor:
-        images = int(activations.shape[1])
-        if images > self.buckets[-1]:
-            raise ValueError(f"decode got {images} images, more than the largest bucket ({self.buckets[-1]})")
         dtype = _DTYPES[self.profile["decoder"]["activations"]["dtype"]]
-        activations, _ = pad_batch(activations.to(self.device, dtype).transpose(0, 1), bucket_for(images, self.buckets))
-        activations = activations.transpose(0, 1).contiguous()
+        activations = activations.to(self.device, dtype)
         embeddings = embeddings.to(self.device, torch.float32)
         image_index = image_index.to(self.device, torch.int64)
+        images, largest = int(activations.shape[1]), self.buckets[-1]
+        if images <= largest or image_index.shape[0] == 0:
+            return self._decode(activations, embeddings, image_index)
+        # More images than the profile holds: each run of `largest` images with the pairs on them.
+        logits, found = None, 0
+        for low in range(0, images, largest):
+            high = min(low + largest, images)
+            pairs = ((image_index >= low) & (image_index < high)).nonzero().squeeze(1)
+            if pairs.numel() == 0:
+                continue
+            part = self._decode(activations[:, low:high], embeddings[pairs], image_index[pairs] - low)
+            if logits is None:
+                logits = part.new_empty((image_index.shape[0], *part.shape[1:]))
+            logits[pairs] = part
+            found += pairs.numel()
+        if logits is None or found != image_index.shape[0]:
+            raise ValueError(f"image_index must hold image numbers in [0, {images})")
+        return logits
+
+    def _decode(self, activations: torch.Tensor, embeddings: torch.Tensor, image_index: torch.Tensor) -> torch.Tensor:
+        """`decode` of at most the largest bucket of images, on the device in the profile's dtypes."""
+        # Contiguous already, unless an unpadded slice of a call with more images.
+        activations = pad_batch(activations, bucket_for(int(activations.shape[1]), self.buckets), dim=1)[0].contiguous()
         outputs, start = [], 0
         for chunk, bucket in split_into_buckets(int(image_index.shape[0]), self.pair_buckets):
             emb, n = pad_batch(embeddings[start:start + chunk], bucket)
             index, _ = pad_batch(image_index[start:start + chunk], bucket)
             outputs.append(unpad(self.decoder(activations, emb, index), n))
             start += chunk
-        return torch.cat(outputs, dim=0)
+        return outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=0)
 
 
 def _entry(cache_dir: Path, build: dict) -> Path:

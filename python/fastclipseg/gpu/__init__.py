@@ -10,7 +10,7 @@ and are tested on the CPU against the native kernels:
   fixed-point coefficients.
 - `postprocess`: upsample + threshold on the device and bit-packed masks
   (``K x H x ceil(W / 8)`` bytes) for the host, where ``fastclipseg.rle.encode_packed`` builds
-  the COCO RLE; probabilities when asked.
+  the COCO RLE.
 - `upload`: `FrameUploader`, uint8 frames to the device through pinned memory on a copy stream.
 - `processing`: `DeviceProcessing`, what `FastSegmenter(device="cuda")` runs around the network
   (on by default there; `device_processing=True` runs it on any device).

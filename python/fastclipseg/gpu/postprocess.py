@@ -2,8 +2,8 @@
 
 On a GPU this keeps the full-size work on the device: the `(K, h, w)` logits are upsampled to the
 image's size and thresholded there, and only bit-packed masks (`K x H x ceil(W / 8)` bytes, an
-eighth of a bool array) or, when asked, probabilities come back to the host, where
-`fastclipseg.rle.encode_packed` builds the COCO RLE from the packed bits.
+eighth of a bool array) come back to the host, where `fastclipseg.rle.encode_packed` builds the
+COCO RLE from the packed bits (`processing.DeviceProcessing.summarize` puts these together).
 
 The threshold is the same float as the native kernel's (`logit > threshold_logit(t)`), and the
 upsampling is `torch.nn.functional.interpolate(..., "bilinear", align_corners=False)`, so on the
@@ -19,9 +19,6 @@ import torch.nn.functional as F
 
 from .. import _core
 from ..results import check_threshold
-
-# Bit j of each packed byte is column 8 * byte + j ("little" bit order, as np.packbits(bitorder="little")).
-_BIT_WEIGHTS = torch.tensor([1, 2, 4, 8, 16, 32, 64, 128], dtype=torch.uint8)
 
 
 def threshold_logit(threshold: float) -> float:
@@ -51,20 +48,8 @@ def pack_masks(masks: torch.Tensor) -> torch.Tensor:
     if padded != width:
         masks = F.pad(masks, (0, padded - width))
     groups = masks.reshape(count, height, padded // 8, 8).to(torch.uint8)
-    return (groups * _BIT_WEIGHTS.to(masks.device)).sum(dim=-1, dtype=torch.uint8)
+    # Bit j of each byte is column 8 * byte + j (np.packbits' "little" order). Made on the device:
+    # a host tensor would be copied there on every call.
+    weights = 1 << torch.arange(8, dtype=torch.uint8, device=masks.device)
+    return (groups * weights).sum(dim=-1, dtype=torch.uint8)
 
-
-def packed_masks(logits: torch.Tensor, size: tuple[int, int], threshold: float = 0.5) -> torch.Tensor:
-    """Upsample, threshold and pack on the logits' device: what the GPU path copies to the host."""
-    return pack_masks(upsample_logits(logits, size) > threshold_logit(threshold))
-
-
-def probabilities(logits: torch.Tensor, size: tuple[int, int], dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """`(K, H, W)` sigmoid of the upsampled logits on the logits' device, as float32 or (for
-    `torch.uint8`) `round(255 p)`, like the native kernel's `probs` outputs."""
-    p = torch.sigmoid(upsample_logits(logits, size))
-    if dtype == torch.uint8:
-        return torch.round(torch.nan_to_num(p, nan=0.0) * 255).to(torch.uint8)
-    if dtype != torch.float32:
-        raise ValueError(f"dtype must be torch.float32 or torch.uint8, got {dtype}")
-    return p

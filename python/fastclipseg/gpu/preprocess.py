@@ -32,6 +32,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
+from .. import _core
 from ..ops.preprocess import _HORIZONTAL_FIRST, _PILLOW_12, _PILLOW_13, _pass_order
 from ..preprocess import PreprocessConfig, _value_table
 
@@ -49,8 +50,8 @@ PRECISION_BITS = 32 - 8 - 2
 _HALF = float(1 << (PRECISION_BITS - 1))
 _INV_ONE = 1.0 / float(1 << PRECISION_BITS)  # a power of two: multiplying by it is exact
 
-#: Largest input side accepted (as the native kernel's ``PREPROCESS_MAX_SIDE``) and output side.
-MAX_SIDE = 1 << 20
+#: Largest input side accepted (the native kernel's) and output side.
+MAX_SIDE = _core.PREPROCESS_MAX_SIDE
 MAX_SIZE = 1 << 15
 
 # Frames of one size are resized in chunks whose float64 copy stays under this many bytes.
@@ -300,10 +301,10 @@ class TorchPreprocessor:
                 values = self._normalise(levels, device) if normalise else levels.to(torch.uint8).permute(0, 2, 3, 1)
                 if isinstance(part, range):
                     out[part.start : part.stop] = values
-                elif len(part) == 1:
-                    out[part[0]] = values[0]
                 else:
-                    out[torch.tensor(part, device=device)] = values
+                    # Scattered frames: a copy each; an index tensor would be a blocking upload.
+                    for row, index in enumerate(part):
+                        out[index] = values[row]
         return out
 
     def _resize_levels(self, batch: torch.Tensor, h: int, w: int, device: torch.device) -> torch.Tensor:
@@ -358,7 +359,9 @@ class _Frames:
             by_size.setdefault((frame.shape[0], frame.shape[1]), []).append(i)
         for hw, indices in by_size.items():
             chosen = [items[i] for i in indices]
-            yield hw, indices, functools.partial(_stack, chosen)
+            # Ascending and unique: consecutive exactly when they span their count (written as slices).
+            rows = range(indices[0], indices[-1] + 1) if indices[-1] - indices[0] == len(indices) - 1 else indices
+            yield hw, rows, functools.partial(_stack, chosen)
 
 
 def _stack(frames: list[torch.Tensor], lo: int, hi: int) -> torch.Tensor:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from PIL import Image
 
 from .. import _core
 from ..preprocess import PreprocessConfig
@@ -55,12 +56,27 @@ class DeviceBatch:
 
 
 class DeviceProcessing:
-    """Pre- and post-processing of `FastSegmenter` on `device` (see the module docstring)."""
+    """Pre- and post-processing of `FastSegmenter` on `device` (see the module docstring).
+
+    Raises:
+        ValueError: `config.resample` is not bilinear (`supports` is False): `TorchPreprocessor`
+            replicates Pillow's bilinear filter only.
+    """
 
     def __init__(self, config: PreprocessConfig, device: torch.device | str) -> None:
+        if not self.supports(config):
+            raise ValueError(
+                f"device processing resizes with Pillow's bilinear filter only, but this processor resamples with "
+                f"{_filter_name(config.resample)}: use device_processing=False (the native/PIL path)"
+            )
         self.device = torch.device(device)
         self.preprocessor = TorchPreprocessor(config.size, config.mean, config.std, config.rescale_factor)
         self.uploader = FrameUploader(self.device)
+
+    @staticmethod
+    def supports(config: PreprocessConfig) -> bool:
+        """Whether `config` can be preprocessed on the device (its filter is Pillow's bilinear)."""
+        return config.resample == Image.Resampling.BILINEAR
 
     def prepare(self, images: Sequence[np.ndarray]) -> DeviceBatch:
         """Upload and preprocess `images` on the upload stream; `DeviceBatch.wait()` before use."""
@@ -84,8 +100,9 @@ class DeviceProcessing:
         thresholded and packed, with the score and stability of each mask, on the host.
 
         Images of one size (a video's frames) are upsampled together, in chunks of at most
-        `MAX_UPSAMPLED_ELEMENTS`; one copy to the host per chunk, and no copy of the logits when
-        a chunk's rows are consecutive (as they are in a video).
+        `MAX_UPSAMPLED_ELEMENTS`; two copies to the host per chunk (the packed bits, and the
+        scores with the stabilities), and no copy of the logits when a chunk's rows are
+        consecutive (as they are in a video).
         """
         cut = threshold_logit(threshold)
         low, high = _core.postprocess_stability_thresholds(threshold, stability_offset)
@@ -131,8 +148,16 @@ def _summarize(logits: torch.Tensor, size: tuple[int, int], cut: float, low: flo
     above_low = (upsampled > low).sum(dim=(1, 2), dtype=torch.float64)
     above_high = (upsampled > high).sum(dim=(1, 2), dtype=torch.float64)
     stability = torch.where(above_low > 0, above_high / above_low.clamp(min=1), 1.0)
-    bits = pack_masks(masks)
-    return PackedMasks(bits=bits.cpu().numpy(), score=score.cpu().numpy(), stability=stability.cpu().numpy())
+    bits = pack_masks(masks).cpu().numpy()
+    score, stability = torch.stack([score, stability]).cpu().numpy()  # one copy (and wait) for both
+    return PackedMasks(bits=bits, score=score, stability=stability)
+
+
+def _filter_name(resample: int) -> str:
+    try:
+        return Image.Resampling(resample).name
+    except ValueError:
+        return repr(resample)
 
 
 def _split(summary: PackedMasks, counts: list[int]) -> list[PackedMasks]:

@@ -38,15 +38,27 @@ class FrameUploader:
         self._next = 0
         self._lock = threading.Lock()
 
-    def upload(self, frames: Sequence[np.ndarray]) -> list[torch.Tensor]:
-        """The frames as uint8 tensors on the device, in order.
+    def upload(self, frames: Sequence[np.ndarray]) -> torch.Tensor | list[torch.Tensor]:
+        """The frames as uint8 tensors on the device, in order: one `(N, H, W, 3)` batch tensor
+        when they all have one shape (what `TorchPreprocessor` resizes without stacking), else a
+        list of `(H, W, 3)` tensors.
 
         On CUDA the copies are queued on `self.stream` and may still be running when this
         returns: use the tensors on that stream (or wait for it), as `processing` does.
+
+        Raises:
+            TypeError: a frame is not uint8 (the message names its dtype).
         """
-        arrays = [np.ascontiguousarray(frame, dtype=np.uint8) for frame in frames]
+        arrays = [np.asarray(frame) for frame in frames]
+        for index, array in enumerate(arrays):
+            if array.dtype != np.uint8:
+                raise TypeError(f"frame #{index} has dtype {array.dtype}; expected uint8")
+        one_shape = len({array.shape for array in arrays}) == 1
         if not self.pinned:
-            return [torch.from_numpy(array).to(self.device) for array in arrays]
+            if one_shape:
+                return torch.from_numpy(np.stack(arrays)).to(self.device)
+            # from_numpy takes no negative strides: copy only the frames that have them.
+            return [torch.from_numpy(np.ascontiguousarray(array)).to(self.device) for array in arrays]
         total = sum(array.nbytes for array in arrays)
         with self._lock:
             slot = self._next
@@ -60,13 +72,16 @@ class FrameUploader:
             host = buffer.numpy()
             offset = 0
             for array in arrays:
-                host[offset : offset + array.nbytes] = array.reshape(-1)
+                # Straight into pinned memory, whatever the frame's strides: no intermediate copy.
+                np.copyto(host[offset : offset + array.nbytes].reshape(array.shape), array)
                 offset += array.nbytes
             with torch.cuda.stream(self.stream):
                 flat = buffer[:total].to(self.device, non_blocking=True)
                 event = torch.cuda.Event()
                 event.record(self.stream)
             self._copied[slot] = event
+        if one_shape:
+            return flat.view(len(arrays), *arrays[0].shape)
         frames_on_device, offset = [], 0
         for array in arrays:
             frames_on_device.append(flat[offset : offset + array.nbytes].view(array.shape))
