@@ -75,6 +75,9 @@ def test_bad_arguments_fail_cleanly(tiny_model_dir, images, tmp_path):
     assert bad_threshold.returncode == 2 and "threshold" in bad_threshold.stderr and "Traceback" not in bad_threshold.stderr
     blank = run_cli("segment", str(images / "cat.png"), "-p", " ", "--model", str(tiny_model_dir), "--out", str(tmp_path))
     assert blank.returncode == 2 and "--prompt[0]" in blank.stderr
+    syntax = run_cli("segment", str(images / "cat.png"), "-p", "a cat", "-p", "(a dog AND", "--model", str(tmp_path / "nope"),
+                     "--out", str(tmp_path))
+    assert syntax.returncode == 2 and "column 11" in syntax.stderr and "Traceback" not in syntax.stderr
     no_model = run_cli("segment", str(images / "cat.png"), "-p", "a cat", "--model", str(tmp_path / "nope"), "--out", str(tmp_path))
     assert no_model.returncode == 2 and "model folder not found" in no_model.stderr
     blocker = tmp_path / "a-file"

@@ -89,12 +89,32 @@ def test_video_bad_input_and_output(tiny_model_dir, clip, tmp_path):
     not_video = tmp_path / "notes.mp4"
     not_video.write_text("plain text\n" * 20)
     result = invoke("video", not_video, "-p", "a cat", "-m", tiny_model_dir, "--out", tmp_path / "o3", "--backend", "torch")
-    assert result.exit_code == 1 and "not a readable video" in result.output
+    # Found before any work: no run folder (a rerun would otherwise need --force) and no model loaded.
+    assert result.exit_code == 2 and "not a readable video" in result.output, result.output
+    assert not (tmp_path / "o3").exists()
+
+
+def test_streams_refuse_expressions_before_any_work(clip, tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    Image.fromarray(natural_image(20, 30)).save(folder / "a.png")
+    for command, source in (("video", clip), ("batch", folder)):
+        out = tmp_path / f"{command}-out"
+        # A model that does not exist: the expression must be refused before it is looked for.
+        result = invoke(command, source, "-p", "a cat", "-p", "a dog AND NOT a collar", "-m", tmp_path / "no-model",
+                        "--out", out)
+        assert result.exit_code == 2, result.output
+        assert "'a dog AND NOT a collar' is a prompt expression" in result.output, result.output
+        assert "fastclipseg segment" in result.output
+        assert not out.exists()
 
 
 def test_existing_run_needs_resume_or_force(tiny_model_dir, clip, tmp_path):
     out = tmp_path / "out"
     base = ["video", clip, "-p", "a cat", "-m", tiny_model_dir, "--out", out, "--backend", "torch"]
+    # A run whose model failed to load wrote nothing: the same command may simply be run again.
+    failed = invoke(*[(tmp_path / "no-model" if a == tiny_model_dir else a) for a in base])
+    assert failed.exit_code == 2 and "cannot load model" in failed.output
     assert invoke(*base).exit_code == 0
     result = invoke(*base)
     assert result.exit_code == 2 and "already holds a run" in result.output

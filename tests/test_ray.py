@@ -135,6 +135,26 @@ def test_failed_batch_call_is_retried_one_image_at_a_time(segment_batch, tiny_se
     assert_same_records(out["masks"][2], expected[1])
 
 
+def test_prompts_are_checked_at_construction(segment_batch, tiny_segmenter, tiny_model_dir, images):
+    from fastclipseg.integrations.ray import SegmentVideo
+
+    # Videos take text prompts only: refused at once, not as one error row per video.
+    with pytest.raises(ValueError, match="'a cat OR a dog' is a prompt expression"):
+        segment_videos(["clip.mp4"], ["red dog", "a cat OR a dog"], "no-such-model", None)  # before any Ray work
+    pytest.importorskip("av", reason="SegmentVideo needs PyAV")
+    with pytest.raises(ValueError, match="is a prompt expression"):
+        SegmentVideo(str(tiny_model_dir), "a cat {+2}")
+    # Images take expressions; a syntax error is raised by the constructor, not in every row.
+    with pytest.raises(ValueError, match="column"):
+        SegmentBatch(str(tiny_model_dir), ["a cat", "(a dog AND"])
+    expression = copy.copy(segment_batch)
+    expression.prompts = ["a cat AND NOT red dog"]
+    out = expression({"image": np.stack(images[:1])})
+    assert out["error"].tolist() == [""]
+    expected = tiny_segmenter.segment(images[0], expression.prompts)
+    assert [r["prompt"] for r in json.loads(out["masks"][0])] == [r["prompt"] for r in expected.mask_records()]
+
+
 def test_missing_ray_says_how_to_install(monkeypatch):
     from fastclipseg.integrations import ray as integration
 
@@ -174,6 +194,19 @@ def test_segment_images_folder_to_jsonl(local_ray, tiny_model_dir, tiny_segmente
 
     with pytest.raises(FileExistsError):
         segment_images(str(folder), PROMPTS, str(tiny_model_dir), str(out))
+
+
+def test_segment_images_warns_about_skipped_files(local_ray, tiny_model_dir, images, tmp_path):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    Image.fromarray(images[0]).save(folder / "img.png")
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "data.csv").write_text("1,2\n")
+    with pytest.warns(UserWarning, match="skipped 2 files that are not images") as caught:
+        segment_images(folder, PROMPTS, str(tiny_model_dir), None)  # lazy: nothing runs
+    [warning] = [w for w in caught if "skipped" in str(w.message)]
+    assert "data.csv" in str(warning.message) and "notes.txt" in str(warning.message)
+    assert warning.filename == __file__  # it points at the call, not into the integration
 
 
 def test_segment_images_dataset_to_parquet(local_ray, tiny_model_dir, tiny_segmenter, images, tmp_path):

@@ -36,17 +36,6 @@ def _prepare_out_dir(out: Path) -> None:
         _fail(f"cannot write to output folder {out}: {error.strerror or error}")
 
 
-def _check_expressions(prompts: list[str]) -> None:
-    """Parse every prompt expression before any work, so a syntax error is reported once."""
-    from .refine import looks_like_expression
-
-    for prompt in prompts:
-        if looks_like_expression(prompt):
-            from .expressions import parse
-
-            parse(prompt)
-
-
 def _print_version(value: bool) -> None:
     if value:
         from . import __version__
@@ -111,27 +100,22 @@ def segment(
     status is then 1.
     """
     from .prompts import normalize_prompts
+    from .refine import resolve_prompts
     from .results import check_threshold
 
     try:
         prompts = normalize_prompts(prompt, "--prompt")
         threshold = check_threshold(threshold)
-        _check_expressions(prompts)
+        resolve_prompts(prompts, name="--prompt")  # parses every expression: a syntax error stops here, once
     except (TypeError, ValueError) as error:
         _fail(str(error))
     _prepare_out_dir(out)
     # Imported here so that --help and argument errors answer without loading transformers.
     from . import io as outputs
     from .imaging import load_image
-    from .segmenter import FastSegmenter
 
-    try:
-        segmenter = FastSegmenter.from_pretrained(
-            model, device=device, max_image_pixels=max_pixels, backend=backend, precision=precision,
-            cache=not no_cache, cache_dir=cache_dir, **_calibration(calibration),
-        )
-    except (OSError, ValueError, TypeError, ImportError) as error:
-        _fail(f"cannot load model {model}: {error}")
+    segmenter = _load_segmenter(model, device=device, backend=backend, precision=precision, cache_dir=cache_dir,
+                                no_cache=no_cache, max_pixels=max_pixels, calibration=calibration)
 
     failures = 0
     stems = outputs.unique_stems(images)
@@ -147,9 +131,7 @@ def segment(
         stem = stems[str(path)]
         masks = result.masks  # first: the summary below then comes from the same native pass
         record = result.to_dict()
-        for k, (entry, mask) in enumerate(zip(record["masks"], masks)):
-            entry["mask_png"] = f"{stem}_{k}_{outputs.slug(entry['prompt'])}.png"
-            outputs.write_mask_png(out / entry["mask_png"], mask)
+        outputs.write_mask_pngs(out, stem, record["masks"], masks)
         if overlay:
             record["overlay_png"] = f"{stem}_overlay.png"
             outputs.write_overlay_png(out / record["overlay_png"], rgb, masks)
@@ -181,8 +163,9 @@ def _load_segmenter(model: str, *, device: str, backend: Optional[str], precisio
 
 
 def _stream_settings(prompt: list[str], threshold: float, batch_size: Optional[int]) -> list[str]:
-    """Validated prompts; threshold and batch size checked before the model loads."""
+    """Validated prompts; threshold and batch size checked before the run folder or the model."""
     from .prompts import normalize_prompts
+    from .refine import looks_like_expression
     from .results import check_threshold
 
     try:
@@ -190,6 +173,11 @@ def _stream_settings(prompt: list[str], threshold: float, batch_size: Optional[i
         check_threshold(threshold)
     except (TypeError, ValueError) as error:
         _fail(str(error))
+    # Streams refuse expressions (segment_video / segment_stream); say so now, not after the model loads.
+    expressions = [p for p in prompts if looks_like_expression(p)]
+    if expressions:
+        _fail(f"video and batch take text prompts; {expressions[0]!r} is a prompt expression (AND, OR, NOT, "
+              "{...}): use `fastclipseg segment` for expressions")
     if batch_size is not None and batch_size < 1:
         _fail(f"--batch-size must be >= 1, got {batch_size}")
     return prompts
@@ -207,6 +195,23 @@ def _open_run(out: Path, settings: dict, resume: bool, force: bool):
         _fail(str(error))
     except OSError as error:
         _fail(f"cannot write to output folder {out}: {error.strerror or error}")
+
+
+def _execute(run, job):
+    """Run `job()` (run_video or run_batch) with `run` open; returns its summary and the signal
+    that interrupted it (None if it finished). An error that stops the whole run exits with 1."""
+    from .jobs import RunSummary
+    from .runs import Interrupted
+
+    summary, interrupted = RunSummary(), None
+    with run:
+        try:
+            summary = job()
+        except Interrupted as signal_received:
+            interrupted = signal_received
+        except (OSError, ValueError, ImportError) as error:
+            _fail(str(error), code=1)
+    return summary, interrupted
 
 
 def _finish_run(summary, run, interrupted, kind: str) -> None:
@@ -235,7 +240,7 @@ STREAM_BACKEND_OPTION = typer.Option(None, "--backend", "-b", help=BACKEND_HELP 
 @app.command()
 def video(
     source: str = typer.Argument(..., help="Video file (or URL) that FFmpeg reads: mp4, mkv, webm, avi, ..."),
-    prompt: list[str] = typer.Option(..., "--prompt", "-p", help="A text prompt; repeat for several prompts."),
+    prompt: list[str] = typer.Option(..., "--prompt", "-p", help="A text prompt (not an expression: see `segment`); repeat for several prompts."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (created if missing)."),
     model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help=MODEL_HELP),
     threshold: float = THRESHOLD_OPTION,
@@ -274,13 +279,11 @@ def video(
         check_smoothing(smooth)
     except (TypeError, ValueError) as error:
         _fail(str(error).replace("every_n", "--every").replace("smooth must", "--smooth must"))
-    if "://" not in source and not Path(source).is_file():
-        _fail(f"video file not found: {source}" if not Path(source).exists() else f"{source} is not a file")
-    try:
-        from .sources import import_av
+    from .sources import video_info
 
-        import_av()
-    except ImportError as error:
+    try:
+        info = video_info(source)  # opens it: a missing or unreadable video (or no PyAV) fails before any work
+    except (OSError, ValueError, ImportError) as error:
         _fail(str(error))
     if overlay is not None:
         if overlay.suffix.lower() not in (".mp4", ".mkv", ".mov"):
@@ -295,22 +298,14 @@ def video(
                 "every": every, "start": start, "end": end, "smooth": smooth, "backend": backend,
                 "precision": precision, "device": device}
     run = _open_run(out, settings, resume, force)
-    from .jobs import RunSummary, render_overlay_video, run_video
-    from .runs import Interrupted
+    from .jobs import render_overlay_video, run_video
 
     segmenter = _load_segmenter(model, device=device, backend=backend or "auto", precision=precision,
                                 cache_dir=cache_dir, no_cache=no_cache, max_pixels=DEFAULT_MAX_PIXELS,
                                 batch_size=batch_size, calibration=calibration)
-    interrupted = None
-    summary = RunSummary()
-    with run:
-        try:
-            summary = run_video(segmenter, source, prompts, run, threshold=threshold, batch_size=batch_size,
-                                every_n=every, start=start, end=end, smooth=smooth, png=png)
-        except Interrupted as signal_received:
-            interrupted = signal_received
-        except (OSError, ValueError, ImportError) as error:
-            _fail(str(error), code=1)
+    summary, interrupted = _execute(run, lambda: run_video(
+        segmenter, source, prompts, run, threshold=threshold, batch_size=batch_size, every_n=every, start=start,
+        end=end, smooth=smooth, png=png, info=info))
     if overlay is not None and interrupted is None:
         written = render_overlay_video(source, run.masks_path, overlay, every_n=every)
         typer.echo(f"wrote {overlay} ({written} frames)", err=True)
@@ -320,7 +315,7 @@ def video(
 @app.command()
 def batch(
     inputs: list[str] = typer.Argument(..., help="Image files, folders (searched recursively), glob patterns (quoted) or .txt files listing one path per line."),
-    prompt: list[str] = typer.Option(..., "--prompt", "-p", help="A text prompt; repeat for several prompts."),
+    prompt: list[str] = typer.Option(..., "--prompt", "-p", help="A text prompt (not an expression: see `segment`); repeat for several prompts."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (created if missing)."),
     model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help=MODEL_HELP),
     threshold: float = THRESHOLD_OPTION,
@@ -359,8 +354,7 @@ def batch(
                 "backend": backend, "precision": precision, "device": device, "max_pixels": max_pixels}
     run = _open_run(out, settings, resume, force)
     from . import io as outputs
-    from .jobs import RunSummary, run_batch
-    from .runs import Interrupted
+    from .jobs import run_batch
 
     if collected.skipped:
         outputs.atomic_write_bytes(out / "skipped.txt", "".join(f"{p}\n" for p in collected.skipped).encode("utf-8"))
@@ -368,14 +362,9 @@ def batch(
     segmenter = _load_segmenter(model, device=device, backend=backend or "auto", precision=precision,
                                 cache_dir=cache_dir, no_cache=no_cache, max_pixels=max_pixels,
                                 batch_size=batch_size, calibration=calibration)
-    interrupted = None
-    summary = RunSummary()
-    with run:
-        try:
-            summary = run_batch(segmenter, collected.images, prompts, run, threshold=threshold,
-                                batch_size=batch_size, png=png, overlay=overlay)
-        except Interrupted as signal_received:
-            interrupted = signal_received
+    summary, interrupted = _execute(run, lambda: run_batch(
+        segmenter, collected.images, prompts, run, threshold=threshold, batch_size=batch_size, png=png,
+        overlay=overlay))
     _finish_run(summary, run, interrupted, "images")
 
 

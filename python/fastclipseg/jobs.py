@@ -72,11 +72,13 @@ def _progress(total: int | None, unit: str, done: int) -> tqdm:
 
 
 def run_video(segmenter, video: str, prompts: list[str], run: RunFolder, *, threshold: float, batch_size: int | None,
-              every_n: int, start: float | None, end: float | None, smooth: float | None, png: bool) -> RunSummary:
-    """Segment `video` into `run` (masks.jsonl, errors.jsonl, PNG masks with `png`)."""
+              every_n: int, start: float | None, end: float | None, smooth: float | None, png: bool,
+              info: dict | None = None) -> RunSummary:
+    """Segment `video` into `run` (masks.jsonl, errors.jsonl, PNG masks with `png`). `info`: the
+    video's `sources.video_info`, when the caller has it already."""
     from .sources import video_info
 
-    info = video_info(video)
+    info = video_info(video) if info is None else info
     total = None
     if info["frames"]:
         total = -(-info["frames"] // every_n)  # ceil: frames in range are not known before decoding

@@ -75,8 +75,8 @@ def _line(record: dict) -> bytes:
 class RunFolder:
     """The output folder of one run; see the module docstring.
 
-    `settings` must be JSON-ready. Without `resume`, a folder that already holds a run is refused
-    unless `force` (which removes that run's files first). With `resume`, the folder's settings
+    `settings` must be JSON-ready. Without `resume`, a folder that already holds a run (a line in
+    masks.jsonl or errors.jsonl) is refused unless `force` (which removes that run's files first). With `resume`, the folder's settings
     must equal `settings`; a folder with no run yet simply starts one. `done` holds the keys
     already written; `errors` counts the lines of errors.jsonl (from earlier sessions too).
     """
@@ -89,7 +89,8 @@ class RunFolder:
         self.state_path = self.folder / STATE_NAME
         settings_path = self.folder / SETTINGS_NAME
         settings = json.loads(json.dumps(settings))  # the form it takes once saved
-        existing = settings_path.exists() or self.masks_path.exists() or self.errors_path.exists()
+        # A run that wrote nothing (its model failed to load, say) holds nothing to protect.
+        existing = any(path.exists() and path.stat().st_size > 0 for path in (self.masks_path, self.errors_path))
         if existing and not resume:
             if not force:
                 raise RunFolderError(

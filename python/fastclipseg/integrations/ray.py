@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -112,6 +113,30 @@ def _is_bytes(value: object) -> bool:
     return isinstance(value, (bytes, bytearray, memoryview))
 
 
+def _image_prompts(prompts: str | Sequence[str]) -> list[str]:
+    """Text prompts or expressions, parsed now: a syntax error raises here, not in every row."""
+    from ..prompts import normalize_prompts
+    from ..refine import resolve_prompts
+
+    checked = normalize_prompts(prompts)
+    resolve_prompts(checked)
+    return checked
+
+
+def _video_prompts(prompts: str | Sequence[str]) -> list[str]:
+    """Text prompts only: `segment_video` refuses expressions, which would make every video an
+    error row; this says so at once."""
+    from ..prompts import normalize_prompts
+    from ..refine import looks_like_expression
+
+    checked = normalize_prompts(prompts)
+    expressions = [p for p in checked if looks_like_expression(p)]
+    if expressions:
+        raise ValueError(f"videos take text prompts; {expressions[0]!r} is a prompt expression (AND, OR, NOT, "
+                         "{...}): use SegmentBatch or segment_images on frames for expressions")
+    return checked
+
+
 def _read_image(value: object, max_pixels: int) -> np.ndarray:
     """A row's image (array, path, PIL image or encoded bytes) -> H x W x 3 uint8 RGB."""
     from ..imaging import decode_image_bytes, load_image
@@ -120,7 +145,7 @@ def _read_image(value: object, max_pixels: int) -> np.ndarray:
         value = value.item()
     if value is None:
         raise ValueError("the row has no image (None)")
-    if isinstance(value, (bytes, bytearray, memoryview)):
+    if _is_bytes(value):
         return decode_image_bytes(bytes(value), max_pixels, "the row's image bytes")
     if isinstance(value, os.PathLike):
         value = os.fspath(value)
@@ -151,7 +176,8 @@ class SegmentBatch:
                        compute=ray.data.ActorPoolStrategy(size=2), num_gpus=0)
 
     `model`: a hub id or a folder every node can read (see the module notes); `prompts`: shared
-    by all images; `threshold`: the mask threshold. Images come from `image_column` (H x W x 3
+    by all images, text or expressions as in `FastSegmenter.segment` (a syntax error raises
+    `ValueError` here); `threshold`: the mask threshold. Images come from `image_column` (H x W x 3
     uint8 arrays, as `ray.data.read_images(mode="RGB")` gives) or, when `path_column` is given,
     from that column's file paths or encoded image bytes (read with `load_image`). The segmenter
     is built with `FastSegmenter.from_pretrained(model, **segmenter_options)`; without a
@@ -178,10 +204,9 @@ class SegmentBatch:
         path_column: str | None = None,
         segmenter_options: Mapping[str, Any] | None = None,
     ) -> None:
-        from ..prompts import normalize_prompts
         from ..results import check_threshold
 
-        self.prompts = normalize_prompts(prompts)
+        self.prompts = _image_prompts(prompts)
         self.threshold = check_threshold(threshold)
         self.image_column = image_column
         self.path_column = path_column
@@ -258,8 +283,10 @@ class SegmentVideo:
     `width`, plus the input row's other columns. A frame that fails to decode gives an error
     row; a video that cannot be opened, or that fails part way, gives an error row with frame -1
     (after the frames already done). Rows are yielded in chunks of `rows_per_batch`, so a long
-    video is never held in memory whole. `every_n`, `start`, `end`, `smooth` and `batch_size`
-    (frames per network call) are `segment_video`'s; the segmenter is built as in `SegmentBatch`.
+    video is never held in memory whole. `prompts` are text prompts (an expression raises
+    `ValueError` here, as `segment_video` takes none). `every_n`, `start`, `end`, `smooth` and
+    `batch_size` (frames per network call) are `segment_video`'s; the segmenter is built as in
+    `SegmentBatch`.
     """
 
     def __init__(
@@ -276,13 +303,12 @@ class SegmentVideo:
         rows_per_batch: int = 64,
         segmenter_options: Mapping[str, Any] | None = None,
     ) -> None:
-        from ..prompts import normalize_prompts
         from ..results import check_threshold
         from ..smoothing import check_smoothing
         from ..sources import import_av, check_every, check_time_range
 
         import_av()  # a missing PyAV fails the actor at once, not every video
-        self.prompts = normalize_prompts(prompts)
+        self.prompts = _video_prompts(prompts)
         self.threshold = check_threshold(threshold)
         self.video_column = video_column
         self.every_n = check_every(every_n)
@@ -417,20 +443,50 @@ def _write(dataset: ray.data.Dataset, output: str, format: str) -> dict[str, Any
 
 def _image_paths(named: Sequence[str | os.PathLike]) -> list[str]:
     """Folders, globs and .txt lists expanded on the driver (`collect_image_paths`); a file or URL
-    named directly is kept as it is, even when missing here: its row reports the error."""
+    named directly is kept as it is, even when missing here: its row reports the error. Files in
+    folders or globs that are not images (by extension) are left out with a warning."""
     import glob
 
     from ..sources import collect_image_paths
 
     paths: list[str] = []
+    skipped: list[str] = []
     for entry in named:
         text = os.fspath(entry)
         path = Path(text)
         if not _is_url(text) and (path.is_dir() or glob.has_magic(text) or (path.suffix.lower() == ".txt" and path.is_file())):
-            paths.extend(_absolute(p) for p in collect_image_paths([text]).images)
+            collected = collect_image_paths([text])
+            paths.extend(_absolute(p) for p in collected.images)
+            skipped.extend(collected.skipped)
         else:
             paths.append(_absolute(text))
+    if skipped:
+        # They get no row in the output, so say which (the CLI lists them in skipped.txt).
+        names = ", ".join(skipped[:5]) + (", ..." if len(skipped) > 5 else "")
+        warnings.warn(f"skipped {len(skipped)} files that are not images (by extension): {names}", stacklevel=5)
     return list(dict.fromkeys(paths))
+
+
+def _pipeline(callable_class: type, build, *, output: str | os.PathLike | None, format: str, batch_size: int,
+              concurrency: int | tuple[int, int] | None, num_gpus: float, num_cpus: float | None):
+    """What both pipelines share: check `format` and `output` before any work, `build(ray)` the
+    dataset and `callable_class`'s constructor kwargs, map the dataset with `callable_class` on a
+    pool of actors, then write it (or return it lazily when `output` is None)."""
+    ray = _import_ray()
+    _check_format(format)
+    target = _check_output(output) if output is not None else None
+    dataset, constructor_kwargs = build(ray)
+    result = dataset.map_batches(
+        callable_class,
+        fn_constructor_kwargs=constructor_kwargs,
+        batch_format="numpy",
+        batch_size=batch_size,
+        compute=_actor_pool(ray, concurrency),
+        **_resources(num_gpus, num_cpus),
+    )
+    if target is None:
+        return result
+    return _write(result, target, format)
 
 
 def segment_images(
@@ -453,44 +509,37 @@ def segment_images(
 
     `inputs`: a `ray.data.Dataset` whose `image_column` holds RGB arrays (or whose `path_column`
     holds paths or bytes), or image files: a path, a folder (searched recursively for files
-    Pillow opens), a glob, a `.txt` list, or a list of these. Files are read by the actors from a
-    `path` column, so an unreadable or missing file is a row with an `error`, not a failed job.
+    Pillow opens), a glob, a `.txt` list, or a list of these. Files in folders and globs whose
+    extension is not an image format are left out with a warning (their count and first names).
+    Files are read by the actors from a `path` column, so an unreadable or missing file is a row
+    with an `error`, not a failed job.
     `output`: a new or empty folder (or a URL Ray writes to) that receives JSON lines
     (`format="jsonl"`, via `write_json`) or Parquet (`format="parquet"`) files, one row per
     image: the input's columns without the pixels (`path` for files) plus `masks`, `error`,
     `height`, `width` (see `SegmentBatch`). Returns `{"rows", "failed", "output", "format"}`;
     with `output=None` nothing is written and the lazy `ray.data.Dataset` is returned.
 
-    `concurrency`: actors (`n`, or `(min, max)` to autoscale; None: 1 to as many as fit);
-    `num_gpus`: GPUs per actor (1 runs each actor's model on "cuda"); `num_cpus`: CPUs per actor;
-    `batch_size`: images per `segment_batch` call; `segmenter_options`: keyword arguments of
-    `FastSegmenter.from_pretrained` (backend, precision, device, ...). Call `ray.init(...)` first
-    to choose the cluster; otherwise Ray starts a local one.
+    `prompts`: shared by all images, text or expressions (a syntax error raises `ValueError`
+    before any work). `concurrency`: actors (`n`, or `(min, max)` to autoscale; None: 1 to as
+    many as fit); `num_gpus`: GPUs per actor (1 runs each actor's model on "cuda"); `num_cpus`:
+    CPUs per actor; `batch_size`: images per `segment_batch` call; `segmenter_options`: keyword
+    arguments of `FastSegmenter.from_pretrained` (backend, precision, device, ...). Call
+    `ray.init(...)` first to choose the cluster; otherwise Ray starts a local one.
     """
-    ray = _import_ray()
-    _check_format(format)
-    target = _check_output(output) if output is not None else None
-    if isinstance(inputs, ray.data.Dataset):
-        dataset = inputs
-    else:
+    def build(ray):
+        kwargs = {"model": model, "prompts": _image_prompts(prompts), "threshold": threshold,
+                  "image_column": image_column, "path_column": path_column,
+                  "segmenter_options": dict(segmenter_options or {})}
+        if isinstance(inputs, ray.data.Dataset):
+            return inputs, kwargs
         named = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
         paths = _image_paths(named)
         if not paths:
             raise FileNotFoundError(f"no image files in {[os.fspath(p) for p in named]}")
-        dataset = ray.data.from_items([{"path": p} for p in paths])
-        path_column = "path"
-    result = dataset.map_batches(
-        SegmentBatch,
-        fn_constructor_kwargs={"model": model, "prompts": prompts, "threshold": threshold, "image_column": image_column,
-                               "path_column": path_column, "segmenter_options": dict(segmenter_options or {})},
-        batch_format="numpy",
-        batch_size=batch_size,
-        compute=_actor_pool(ray, concurrency),
-        **_resources(num_gpus, num_cpus),
-    )
-    if target is None:
-        return result
-    return _write(result, target, format)
+        return ray.data.from_items([{"path": p} for p in paths]), {**kwargs, "path_column": "path"}
+
+    return _pipeline(SegmentBatch, build, output=output, format=format, batch_size=batch_size,
+                     concurrency=concurrency, num_gpus=num_gpus, num_cpus=num_cpus)
 
 
 def segment_videos(
@@ -515,20 +564,21 @@ def segment_videos(
     """Segment videos, one video per Ray task, on a pool of actors running `SegmentVideo`.
 
     `videos`: a path or URL, a folder (its files, sorted; a file that is not a video gives an
-    error row), a list of these, or a `ray.data.Dataset` with a `video_column`. `output`,
-    `format`, `concurrency`, `num_gpus`, `num_cpus`, `threshold` and `segmenter_options` are as
-    in `segment_images`; `every_n`, `start`, `end`, `smooth` and `batch_size` (frames per network
+    error row), a list of these, or a `ray.data.Dataset` with a `video_column`. `prompts`: text
+    prompts (an expression raises `ValueError` before any work). `output`, `format`,
+    `concurrency`, `num_gpus`, `num_cpus`, `threshold` and `segmenter_options` are as in
+    `segment_images`; `every_n`, `start`, `end`, `smooth` and `batch_size` (frames per network
     call) as in `FastSegmenter.segment_video`. Rows: one per processed frame (`video`, `frame`,
     `timestamp`, `masks`, `error`, `height`, `width`), error rows for frames that failed and one
     (frame -1) for a video that could not be opened. Returns `{"rows", "failed", "output",
     "format"}` (`failed`: error rows), or the lazy `ray.data.Dataset` with `output=None`.
     """
-    ray = _import_ray()
-    _check_format(format)
-    target = _check_output(output) if output is not None else None
-    if isinstance(videos, ray.data.Dataset):
-        dataset = videos
-    else:
+    def build(ray):
+        kwargs = {"model": model, "prompts": _video_prompts(prompts), "threshold": threshold,
+                  "video_column": video_column, "every_n": every_n, "start": start, "end": end, "smooth": smooth,
+                  "batch_size": batch_size, "segmenter_options": dict(segmenter_options or {})}
+        if isinstance(videos, ray.data.Dataset):
+            return videos, kwargs
         named = [videos] if isinstance(videos, (str, os.PathLike)) else list(videos)
         paths: list[str] = []
         for entry in named:
@@ -541,20 +591,11 @@ def segment_videos(
         if not paths:
             raise FileNotFoundError(f"no videos in {[os.fspath(v) for v in named]}")
         # One block per video, so that videos spread over the actors as separate tasks.
-        dataset = ray.data.from_items([{video_column: p} for p in paths], override_num_blocks=len(paths))
-    result = dataset.map_batches(
-        SegmentVideo,
-        fn_constructor_kwargs={"model": model, "prompts": prompts, "threshold": threshold, "video_column": video_column,
-                               "every_n": every_n, "start": start, "end": end, "smooth": smooth,
-                               "batch_size": batch_size, "segmenter_options": dict(segmenter_options or {})},
-        batch_format="numpy",
-        batch_size=1,
-        compute=_actor_pool(ray, concurrency),
-        **_resources(num_gpus, num_cpus),
-    )
-    if target is None:
-        return result
-    return _write(result, target, format)
+        return ray.data.from_items([{video_column: p} for p in paths], override_num_blocks=len(paths)), kwargs
+
+    # batch_size=1: one video per call (`batch_size` above is frames per network call).
+    return _pipeline(SegmentVideo, build, output=output, format=format, batch_size=1,
+                     concurrency=concurrency, num_gpus=num_gpus, num_cpus=num_cpus)
 
 
 __all__ = ["SegmentBatch", "SegmentVideo", "segment_images", "segment_videos"]
