@@ -161,6 +161,8 @@ def test_interrupted_and_resumed_video_equals_one_run(tiny_model_dir, long_clip,
     assert 40 <= complete < len(lines(whole / "masks.jsonl")), "the run was not interrupted part-way"
     if signal_number != signal.SIGKILL:
         assert written.endswith(b"\n") and "--resume" in stopped.stderr
+        # The summary counts what this run wrote, not 0 (issue 14).
+        assert f"\n{complete} frames written" in "\n" + stopped.stderr, stopped.stderr
     else:
         # A hard kill can cut a line short: make sure resuming copes with one.
         with (parted / "masks.jsonl").open("ab") as file:
@@ -229,3 +231,24 @@ def test_help_lists_the_stream_options():
         assert result.exit_code == 0
         for option in options:
             assert option in result.output, (command, option)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
+@pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_interrupted_batch_reports_what_it_wrote(tiny_model_dir, tmp_path, signal_number):
+    # Issue 14: after Ctrl-C the summary said "0 images written" while 13 lines had been written.
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(400):
+        Image.fromarray(natural_image(24, 32, seed=i % 7)).save(folder / f"{i:03d}.png")
+    out = tmp_path / "out"
+    args = ["batch", str(folder), "-p", "a cat", "-m", str(tiny_model_dir), "--out", str(out), "--backend", "torch",
+            "--batch-size", "1"]
+    stopped = _run_until(args, out / "masks.jsonl", 13, signal_number)
+    assert stopped.returncode == 128 + signal_number, stopped.stderr
+    assert "Traceback" not in stopped.stderr
+    written = len(lines(out / "masks.jsonl"))
+    assert 13 <= written < 400, "the run was not interrupted part-way"
+    summary = [line for line in stopped.stderr.splitlines() if " images written" in line]
+    assert len(summary) == 1 and summary[0].startswith(f"{written} images written"), stopped.stderr
+    assert f"interrupted ({signal.Signals(signal_number).name}): {written} lines" in stopped.stderr

@@ -8,7 +8,7 @@ from transformers import CLIPSegForImageSegmentation
 
 from fastclipseg import FastSegmenter
 from fastclipseg.model.stages import Stages
-from parity import assert_relative_close
+from parity import assert_relative_close, clipseg_tolerance
 from tiny_models import TINY_IMAGE_SIZE, tiny_config, tiny_model
 
 
@@ -60,7 +60,7 @@ def test_logits_match_transformers(segmenters, config_name, case):
     pixel_values = torch.randn(len(prompts_per_image), 3, TINY_IMAGE_SIZE, TINY_IMAGE_SIZE)
     ours = torch.cat(segmenter.predict_logits(pixel_values, prompts_per_image))
     expected = reference_logits(model, processor.tokenizer, pixel_values, prompts_per_image)
-    assert_relative_close(ours, expected)
+    assert_relative_close(ours, expected, clipseg_tolerance(model.config, TINY_IMAGE_SIZE))
     # The prompts change the answer (so the comparison above is not of constants).
     assert ours.std(dim=0).mean() > 1e-3
 
@@ -76,7 +76,23 @@ def test_chunked_batches_match_one_batch(segmenters):
         chunked = torch.cat(segmenter.predict_logits(pixel_values, prompts))
     finally:
         segmenter.batch_size = 8
-    torch.testing.assert_close(chunked, whole, rtol=1e-5, atol=1e-5)
+    # Each image runs through network calls of its own on the CPU: identical, not close, on any CPU.
+    assert torch.equal(chunked, whole)
+
+
+def test_an_images_logits_do_not_depend_on_its_batch(segmenters):
+    # On an AMD EPYC a linear layer over 10 rows rounds differently from the same layer over 2, so
+    # an image batched with others used to differ from itself alone by ~1e-5 (scores, and mask
+    # pixels on the threshold, then changed when a resumed run shifted the batch boundaries).
+    built, _ = segmenters
+    _, segmenter = built["real-like"]
+    torch.manual_seed(3)
+    pixel_values = torch.randn(6, 3, TINY_IMAGE_SIZE, TINY_IMAGE_SIZE)
+    prompts = [["a cat", "dog"], ["dog"], ["a cat", "red dog", "a"], ["a cat", "dog"], ["a"], ["dog", "a cat"]]
+    together = segmenter.predict_logits(pixel_values, prompts)
+    for i in range(6):
+        alone = segmenter.predict_logits(pixel_values[i : i + 1], prompts[i : i + 1])[0]
+        assert torch.equal(alone, together[i]), f"image {i}"
 
 
 def test_vision_stage_stops_at_deepest_extracted_layer(tiny_reference):
@@ -95,8 +111,9 @@ def test_vision_stage_stops_at_deepest_extracted_layer(tiny_reference):
         reference = model.clip.vision_model(pixel_values, output_hidden_states=True).hidden_states
     assert before.shape == (2, 1, 17, 32)
     torch.testing.assert_close(before, after, rtol=0, atol=0)
-    assert_relative_close(before[0], reference[1])
-    assert_relative_close(before[1], reference[3])
+    tolerance = clipseg_tolerance(model.config, TINY_IMAGE_SIZE)
+    assert_relative_close(before[0], reference[1], tolerance)
+    assert_relative_close(before[1], reference[3], tolerance)
 
 
 def test_conditional_layer_outside_decoder_is_rejected(tiny_reference):
@@ -143,5 +160,6 @@ def test_prompt_independent_decoder_work_runs_once_per_image(segmenters):
     finally:
         for hook in hooks:
             hook.remove()
-    # Three reduce projections, each applied once to the batch of 2 images, not to the 6 pairs.
-    assert calls == [2, 2, 2]
+    # Three reduce projections, each applied once per image (each image has its own decoder call on
+    # the CPU), not once per pair: 2 images, not the 6 pairs.
+    assert calls == [1, 1, 1, 1, 1, 1]

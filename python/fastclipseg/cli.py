@@ -2,17 +2,51 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
 from tqdm import tqdm
+from typer.core import TyperGroup
+
+try:  # typer >= 0.2x carries its own copy of click; older releases use click itself
+    from typer._click import exceptions as _click_errors
+except ImportError:
+    from click import exceptions as _click_errors
 
 from .imaging import DEFAULT_MAX_PIXELS
 from .model import DEFAULT_MODEL
 
+
+class _OneLineErrors(TyperGroup):
+    """Usage errors (a bad option value, a missing argument) as one `error: ...` line with exit
+    status 2, like every other failure of this command line, instead of click's framed panel."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args=args, prog_name=prog_name, complete_var=complete_var, standalone_mode=False, **extra)
+        try:
+            code = super().main(args=args, prog_name=prog_name, complete_var=complete_var, standalone_mode=False,
+                                **extra)
+        except _click_errors.ClickException as error:
+            if type(error).__name__ == "NoArgsIsHelpError":  # click >= 8.2: the help text, as click prints it
+                error.show()
+                sys.exit(error.exit_code)
+            context = getattr(error, "ctx", None)
+            hint = f" (see {context.command_path} --help)" if isinstance(error, _click_errors.UsageError) and context else ""
+            message = " ".join(error.format_message().split())  # one line, however click wrapped it
+            typer.echo(f"error: {message}{hint}", err=True)
+            sys.exit(error.exit_code)
+        except typer.Abort:
+            typer.echo("aborted", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
 app = typer.Typer(
+    cls=_OneLineErrors,
     help="Fast text-prompted image segmentation with CLIPSeg.",
     no_args_is_help=True,
     add_completion=False,
@@ -44,17 +78,24 @@ def _print_version(value: bool) -> None:
         raise typer.Exit()
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever `sys.stderr` is when a record is emitted, not the stream of the first
+    call (a replaced stderr, e.g. a test runner's, would otherwise be written after it closed)."""
+
+    def emit(self, record) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
+
+
 @app.callback()
 def _options(
     version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
 ) -> None:
     """Fast text-prompted image segmentation with CLIPSeg."""
     # The library logs what takes time (compiling a backend, loading it from the cache) at INFO.
-    import logging
-
     logger = logging.getLogger("fastclipseg")
     if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
@@ -109,6 +150,8 @@ def segment(
         resolve_prompts(prompts, name="--prompt")  # parses every expression: a syntax error stops here, once
     except (TypeError, ValueError) as error:
         _fail(str(error))
+    _check_max_pixels(max_pixels)
+    _check_engine_options(device, backend, precision)
     _prepare_out_dir(out)
     # Imported here so that --help and argument errors answer without loading transformers.
     from . import io as outputs
@@ -131,17 +174,42 @@ def segment(
         stem = stems[str(path)]
         masks = result.masks  # first: the summary below then comes from the same native pass
         record = result.to_dict()
-        outputs.write_mask_pngs(out, stem, record["masks"], masks)
-        if overlay:
-            record["overlay_png"] = f"{stem}_overlay.png"
-            outputs.write_overlay_png(out / record["overlay_png"], rgb, masks)
-        outputs.write_json(out / f"{stem}.json", record)
+        try:
+            outputs.write_mask_pngs(out, stem, record["masks"], masks)
+            if overlay:
+                record["overlay_png"] = f"{stem}_overlay.png"
+                outputs.write_overlay_png(out / record["overlay_png"], rgb, masks)
+            outputs.write_json(out / f"{stem}.json", record)
+        except OSError as error:
+            # E.g. a name too long for the file system: this image's outputs, not the run, fail.
+            failures += 1
+            tqdm.write(f"error: {path}: cannot write its outputs to {out} ({error.strerror or error})", file=sys.stderr)
+            continue
         height, width = result.image_size
         parts = [f"{e['prompt']!r} score {e['score']:.2f} area {100 * e['area'] / (height * width):.1f}%" for e in record["masks"]]
         tqdm.write(f"{path}: {width}x{height}, " + "; ".join(parts))
     if failures:
         typer.echo(f"{failures} of {len(images)} images failed", err=True)
         raise typer.Exit(1)
+
+
+def _check_engine_options(device: str, backend: Optional[str], precision: Optional[str]) -> None:
+    """Names the engine does not know, refused before the model loads (combinations are checked as it loads)."""
+    from .engines import BACKEND_CHOICES, PRECISIONS, parse_device
+
+    if backend is not None and backend not in BACKEND_CHOICES:
+        _fail(f"unknown --backend {backend!r}: choose from {', '.join(BACKEND_CHOICES)}")
+    if precision is not None and precision not in PRECISIONS:
+        _fail(f"unknown --precision {precision!r}: choose from {', '.join(PRECISIONS)}")
+    try:
+        parse_device(device)
+    except ValueError as error:
+        _fail(f"--device: {error}")
+
+
+def _check_max_pixels(max_pixels: int) -> None:
+    if max_pixels < 1:
+        _fail(f"--max-pixels must be >= 1, got {max_pixels}")
 
 
 def _calibration(folder: Optional[Path]) -> dict:
@@ -198,15 +266,17 @@ def _open_run(out: Path, settings: dict, resume: bool, force: bool):
 
 
 def _execute(run, job):
-    """Run `job()` (run_video or run_batch) with `run` open; returns its summary and the signal
-    that interrupted it (None if it finished). An error that stops the whole run exits with 1."""
+    """Run `job(summary)` (run_video or run_batch) with `run` open; returns the summary and the
+    signal that interrupted it (None if it finished). The summary is made here and filled by the
+    job as it goes, so an interrupted run still reports what it wrote. An error that stops the
+    whole run exits with 1."""
     from .jobs import RunSummary
     from .runs import Interrupted
 
     summary, interrupted = RunSummary(), None
     with run:
         try:
-            summary = job()
+            job(summary)
         except Interrupted as signal_received:
             interrupted = signal_received
         except (OSError, ValueError, ImportError) as error:
@@ -214,8 +284,8 @@ def _execute(run, job):
     return summary, interrupted
 
 
-def _finish_run(summary, run, interrupted, kind: str) -> None:
-    """Report what a video or batch run did and exit with its status."""
+def _finish_run(summary, run, interrupted, kind: str, exit_now: bool = True) -> None:
+    """Report what a video or batch run did and exit with its status (`exit_now=False`: report only)."""
     from .runs import exit_code
 
     breakdown = ", ".join(f"{k} {v:.2f}s" for k, v in summary.breakdown().items()
@@ -224,6 +294,8 @@ def _finish_run(summary, run, interrupted, kind: str) -> None:
     wall = summary.times.wall if summary.times is not None else 0.0
     rate = f" ({frames / wall:.1f}/s)" if wall > 0 and frames else ""
     typer.echo(f"{frames} {kind} written{rate}, {summary.failed} failed this run; time: {breakdown}", err=True)
+    if not exit_now:
+        return
     if interrupted is not None:
         typer.echo(f"interrupted ({interrupted}): {run.written} lines in {run.masks_path}; "
                    "run the same command with --resume to continue", err=True)
@@ -273,6 +345,7 @@ def video(
     from .sources import check_every, check_time_range
 
     prompts = _stream_settings(prompt, threshold, batch_size)
+    _check_engine_options(device, backend, precision)
     try:
         check_every(every)
         check_time_range(start, end)
@@ -303,11 +376,16 @@ def video(
     segmenter = _load_segmenter(model, device=device, backend=backend or "auto", precision=precision,
                                 cache_dir=cache_dir, no_cache=no_cache, max_pixels=DEFAULT_MAX_PIXELS,
                                 batch_size=batch_size, calibration=calibration)
-    summary, interrupted = _execute(run, lambda: run_video(
+    summary, interrupted = _execute(run, lambda summary: run_video(
         segmenter, source, prompts, run, threshold=threshold, batch_size=batch_size, every_n=every, start=start,
-        end=end, smooth=smooth, png=png, info=info))
+        end=end, smooth=smooth, png=png, info=info, summary=summary))
     if overlay is not None and interrupted is None:
-        written = render_overlay_video(source, run.masks_path, overlay, every_n=every)
+        try:
+            written = render_overlay_video(source, run.masks_path, overlay, every_n=every)
+        except (OSError, ValueError, ImportError) as error:
+            # masks.jsonl is complete; only the drawing failed (e.g. the disk filled up).
+            _finish_run(summary, run, interrupted, "frames", exit_now=False)
+            _fail(f"cannot write the overlay video {overlay}: {error}", code=1)
         typer.echo(f"wrote {overlay} ({written} frames)", err=True)
     _finish_run(summary, run, interrupted, "frames")
 
@@ -344,6 +422,8 @@ def batch(
     from .sources import collect_image_paths
 
     prompts = _stream_settings(prompt, threshold, batch_size)
+    _check_max_pixels(max_pixels)
+    _check_engine_options(device, backend, precision)
     try:
         collected = collect_image_paths(inputs)
     except (OSError, ValueError) as error:
@@ -362,9 +442,9 @@ def batch(
     segmenter = _load_segmenter(model, device=device, backend=backend or "auto", precision=precision,
                                 cache_dir=cache_dir, no_cache=no_cache, max_pixels=max_pixels,
                                 batch_size=batch_size, calibration=calibration)
-    summary, interrupted = _execute(run, lambda: run_batch(
+    summary, interrupted = _execute(run, lambda summary: run_batch(
         segmenter, collected.images, prompts, run, threshold=threshold, batch_size=batch_size, png=png,
-        overlay=overlay))
+        overlay=overlay, summary=summary))
     _finish_run(summary, run, interrupted, "images")
 
 
@@ -376,14 +456,19 @@ def convert(
     vocab: Optional[Path] = typer.Option(None, "--vocab", help="CLIP BPE vocabulary (bpe_simple_vocab_16e6.txt.gz) for the tokenizer files."),
     allow_random_clip: bool = typer.Option(False, "--allow-random-clip", help="With a decoder-only checkpoint and no --clip: write random CLIP weights (for benchmarks and tests only)."),
     allow_torchscript: bool = typer.Option(False, "--allow-torchscript", help="Allow a TorchScript archive (e.g. OpenAI's ViT-B-16.pt) for --clip; it runs code, load only trusted files."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing --out folder."),
 ) -> None:
     """Convert an original CLIPSeg checkpoint into a model folder that --model and from_pretrained load."""
+    if out.exists() and not out.is_dir():
+        _fail(f"--out {out} is a file, not a folder: choose another path")
+    if out.exists() and not force:
+        _fail(f"output folder already exists: {out} (pass --force to replace it)")
     from .model.convert import convert_original_checkpoint
 
     try:
         written = convert_original_checkpoint(
             checkpoint, out, clip_path=clip, vocab_path=vocab,
-            allow_random_clip=allow_random_clip, allow_torchscript=allow_torchscript,
+            allow_random_clip=allow_random_clip, allow_torchscript=allow_torchscript, overwrite=force,
         )
     except (OSError, ValueError, TypeError) as error:
         _fail(str(error))
@@ -404,10 +489,20 @@ def export(
     `fastclipseg segment --model OUT` and `FastSegmenter.from_pretrained(OUT)` then load it without
     the transformers model. TorchScript and ONNX files are code-like: load only exports you trust.
     """
+    # Checked before the model loads, and worded for this command line (the Python API's message
+    # names its own overwrite=True).
+    if out.exists() and not out.is_dir():
+        _fail(f"--out {out} is a file, not a folder: choose another folder for the export")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        _fail(f"{out} exists and is not empty: choose another folder, or pass --force to replace it")
+    _check_engine_options("cpu", backend, precision)
     from .segmenter import FastSegmenter
 
     try:
         segmenter = FastSegmenter.from_pretrained(model, cache_dir=cache_dir)
+    except (OSError, ValueError, TypeError, ImportError) as error:
+        _fail(f"cannot load model {model}: {error}")
+    try:
         folder = segmenter.export(out, backend=backend, precision=precision, overwrite=force)
     except (OSError, ValueError, TypeError, ImportError) as error:
         _fail(str(error))
@@ -471,19 +566,24 @@ def cache(
     from .engines.compiled import clear_cache, default_cache_dir
 
     folder = cache_dir or default_cache_dir()
-    if clear:
-        typer.echo(f"removed {clear_cache(folder)} cached builds from {folder}")
-        return
-    entries = sorted(p for p in (folder / "engines").glob("*") if p.is_dir() and not p.name.startswith(".")) \
-        if (folder / "engines").is_dir() else []
-    typer.echo(f"{folder}: {len(entries)} cached builds")
-    for entry in entries:
-        size = sum(f.stat().st_size for f in entry.iterdir() if f.is_file()) / 1e6
-        try:
-            manifest = read_manifest(entry)
-            typer.echo(f"  {entry.name}  {manifest['backend']} {manifest['precision']}  {size:.0f} MB  {manifest.get('created_utc', '')}")
-        except ArtifactError as error:
-            typer.echo(f"  {entry.name}  unreadable ({error}); it is rebuilt on next use")
+    if folder.exists() and not folder.is_dir():
+        _fail(f"--cache-dir {folder} is a file, not a cache folder")
+    try:
+        if clear:
+            typer.echo(f"removed {clear_cache(folder)} cached builds from {folder}")
+            return
+        entries = sorted(p for p in (folder / "engines").glob("*") if p.is_dir() and not p.name.startswith(".")) \
+            if (folder / "engines").is_dir() else []
+        typer.echo(f"{folder}: {len(entries)} cached builds")
+        for entry in entries:
+            size = sum(f.stat().st_size for f in entry.iterdir() if f.is_file()) / 1e6
+            try:
+                manifest = read_manifest(entry)
+                typer.echo(f"  {entry.name}  {manifest['backend']} {manifest['precision']}  {size:.0f} MB  {manifest.get('created_utc', '')}")
+            except ArtifactError as error:
+                typer.echo(f"  {entry.name}  unreadable ({error}); it is rebuilt on next use")
+    except OSError as error:
+        _fail(f"cannot read the cache folder {folder}: {error.strerror or error}")
 
 
 def main() -> None:

@@ -41,7 +41,18 @@ class RunSummary:
 
 def _consume(stream: FrameStream, run: RunFolder, handle: Callable[[FrameResult], dict], progress: tqdm,
              summary: RunSummary, save_state: bool) -> None:
-    """Write each result of `stream` to `run`, stopping cleanly between items on a signal."""
+    """Write each result of `stream` to `run`, stopping cleanly between items on a signal.
+
+    `summary` is counted as items are written, so it stays true when `Interrupted` (or an error)
+    leaves this function early; its stage times are filled in either way."""
+    try:
+        _consume_items(stream, run, handle, progress, summary, save_state)
+    finally:
+        summary.times = stream.times
+
+
+def _consume_items(stream: FrameStream, run: RunFolder, handle: Callable[[FrameResult], dict], progress: tqdm,
+                   summary: RunSummary, save_state: bool) -> None:
     with stop_between_items() as check, stream:
         for item in stream:
             if isinstance(item, FrameError):
@@ -60,7 +71,6 @@ def _consume(stream: FrameStream, run: RunFolder, handle: Callable[[FrameResult]
                 summary.written += 1
             progress.update(1)
             check()
-    summary.times = stream.times
 
 
 def _progress(total: int | None, unit: str, done: int) -> tqdm:
@@ -73,16 +83,17 @@ def _progress(total: int | None, unit: str, done: int) -> tqdm:
 
 def run_video(segmenter, video: str, prompts: list[str], run: RunFolder, *, threshold: float, batch_size: int | None,
               every_n: int, start: float | None, end: float | None, smooth: float | None, png: bool,
-              info: dict | None = None) -> RunSummary:
+              info: dict | None = None, summary: RunSummary | None = None) -> RunSummary:
     """Segment `video` into `run` (masks.jsonl, errors.jsonl, PNG masks with `png`). `info`: the
-    video's `sources.video_info`, when the caller has it already."""
+    video's `sources.video_info`, when the caller has it already. `summary`: filled as frames are
+    written (pass one to keep the counts when the run is interrupted); a new one by default."""
     from .sources import video_info
 
     info = video_info(video) if info is None else info
     total = None
     if info["frames"]:
         total = -(-info["frames"] // every_n)  # ceil: frames in range are not known before decoding
-    summary = RunSummary()
+    summary = RunSummary() if summary is None else summary
     png_folder = run.folder / "png"
     if png:
         png_folder.mkdir(exist_ok=True)
@@ -158,29 +169,25 @@ def render_overlay_video(video: str, masks_jsonl: Path, out: Path, *, every_n: i
 
 
 def _numbered_frames(container, stream) -> Iterator[tuple[int, object]]:
-    """`(frame number, frame)` in decoding order, numbered as `sources.video_items` numbers them:
-    every decoded frame counts, a packet that fails to decode is passed over."""
-    import av
+    """`(frame number, frame)` in decoding order, numbered as `sources.video_items` numbers them
+    (both decode with `sources.decode_video`); failures were reported by the run, so passed over."""
+    from .sources import decode_video
 
-    index = 0
-    for packet in container.demux(stream):
-        try:
-            frames = packet.decode()
-        except av.error.FFmpegError:
-            continue
-        for frame in frames:
-            yield index, frame
-            index += 1
+    for step in decode_video(container, stream, ""):
+        if step.frame is not None:
+            yield step.index, step.frame
 
 
 # -- collections of images ------------------------------------------------------------------------
 
 
 def run_batch(segmenter, images: list[str], prompts: list[str], run: RunFolder, *, threshold: float,
-              batch_size: int | None, png: bool, overlay: bool) -> RunSummary:
-    """Segment image files into `run` (masks.jsonl, errors.jsonl, PNG masks / overlays when asked)."""
+              batch_size: int | None, png: bool, overlay: bool, summary: RunSummary | None = None) -> RunSummary:
+    """Segment image files into `run` (masks.jsonl, errors.jsonl, PNG masks / overlays when asked).
+    `summary`: filled as images are written (pass one to keep the counts when the run is
+    interrupted); a new one by default."""
     stems = unique_stems(images)
-    summary = RunSummary()
+    summary = RunSummary() if summary is None else summary
     already_done = sum(1 for p in images if p in run.done)
     png_folder = run.folder / "png"
     if png or overlay:

@@ -24,12 +24,14 @@ from .engines import (
     parse_device,
     resolve_backend,
 )
-from .engines.artifacts import MANIFEST_NAME, read_manifest
+from .engines.artifacts import MANIFEST_NAME, ArtifactError, read_manifest
 from .engines.compiled import load_export, write_export
+from .engines.per_image import PerImageEngine
 from .engines.precision import check_precision
-from .export_processor import ExportProcessor
+from .export_processor import PROCESSOR_FILES, ExportProcessor
 from .imaging import DEFAULT_MAX_PIXELS, describe, load_image
 from .model import DEFAULT_MODEL
+from .model.files import ModelLoadError
 from .preprocess import PreprocessConfig, preprocess_images
 from .prompts import EmbeddingCache, PromptTokenizer, clip_cache_key, normalize_prompts, whitespace_cache_key
 from .results import PackedMasks, SegmentationResult, check_threshold
@@ -152,7 +154,9 @@ class FastSegmenter:
                 raise ValueError(f"kernel_threads must be >= 1 (or None for all cores), got {kernel_threads}")
         self.processor = processor
         self.preprocess_config = PreprocessConfig.from_image_processor(processor.image_processor)
-        self.engine: Engine = engine
+        # On the CPU each image gets network calls of its own: its results never depend on which
+        # images share its batch (engines/per_image.py says why).
+        self.engine: Engine = PerImageEngine(engine) if engine.device.type == "cpu" else engine
         self.max_image_pixels = int(max_image_pixels)
         self.batch_size = int(batch_size)
         self.kernel_threads = kernel_threads
@@ -260,10 +264,19 @@ class FastSegmenter:
                     f"{directory} is a {manifest['backend']} {manifest['precision']} export; it cannot run as "
                     f"{name} {asked!r} (export the model again with {name}={asked!r})"
                 )
+        if options.get("calibration") is not None:
+            raise ValueError(f"{directory} is an export: its stages are compiled already and take no calibration "
+                             "images (calibrate when building a tensorrt int8 engine from the model)")
+        options.pop("calibration", None)
+        # The processor's files are read only after load_export has checked them against the manifest.
         engine, manifest = load_export(directory, parse_device(device), threads=threads,
-                                       providers=list(providers) if providers else None)
+                                       providers=list(providers) if providers else None,
+                                       reads=PROCESSOR_FILES if processor is None else ())
         if processor is None:
-            processor = ExportProcessor(directory)
+            try:
+                processor = ExportProcessor(directory)
+            except (ModelLoadError, FileNotFoundError) as error:
+                raise ArtifactError(str(error)) from error
         _check_processor(processor)
         segmenter = cls.__new__(cls)
         segmenter.model = None
@@ -290,7 +303,9 @@ class FastSegmenter:
             raise ValueError(f"backend {backend!r} has no compiled form to export: use one of {', '.join(COMPILED_BACKENDS)}")
         check_precision(precision, device, available_precisions(resolved, device), resolved)
         directory = Path(directory).expanduser()
-        if directory.exists() and (not directory.is_dir() or any(directory.iterdir())) and not overwrite:
+        if directory.exists() and not directory.is_dir():  # never replaced, even with overwrite=True
+            raise FileExistsError(f"{directory} is a file, not a folder: choose another folder for the export")
+        if directory.exists() and any(directory.iterdir()) and not overwrite:
             raise FileExistsError(f"{directory} exists and is not empty: choose another folder or pass overwrite=True")
         write_export(resolved, self.stages, precision, device, directory, processor=self.processor, cache_dir=self.cache_dir)
         return directory

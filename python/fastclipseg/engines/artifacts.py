@@ -2,8 +2,10 @@
 
 An export (`FastSegmenter.export`) and a cache entry are the same thing: a folder with one file
 per stage and `fastclipseg-export.json`, which records what the files were built from (weights
-hash, backend, precision, shapes, library versions) and each file's sha256. The folder is built
-under a temporary name and renamed into place, so a crash never leaves a half-written export.
+hash, backend, precision, shapes, library versions) and the sha256 of every other file in the
+folder (the stages, and an export's tokenizer and processor files), plus a sha256 of its own
+contents. Loading checks all of them, so no byte that decides a result goes unchecked. The folder
+is built under a temporary name and renamed into place, so a crash never leaves a half-written export.
 """
 
 from __future__ import annotations
@@ -15,14 +17,20 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 import torch
 
+from ..model.files import ModelLoadError, read_json
+
 MANIFEST_NAME = "fastclipseg-export.json"
 FORMAT = "fastclipseg-export"
-FORMAT_VERSION = 1
+# 2: every file in the folder is hashed ("other_files") and the manifest itself ("manifest_sha256");
+# version 1 hashed the stage files only.
+FORMAT_VERSION = 2
+DIGEST_KEY = "manifest_sha256"
+REEXPORT = "export the model again (fastclipseg export MODEL --out FOLDER, or FastSegmenter.export)"
 STAGES = ("vision", "prompt", "decoder")
 # The libraries whose versions decide what a backend's files contain.
 BACKEND_LIBRARIES = {
@@ -32,7 +40,7 @@ BACKEND_LIBRARIES = {
 }
 
 
-class ArtifactError(ValueError):
+class ArtifactError(ModelLoadError):
     """An export or cache folder that cannot be loaded: missing, corrupt, or built for something else."""
 
 
@@ -92,53 +100,102 @@ def describe_build(
     }
 
 
+def _file_entry(path: Path) -> dict:
+    return {"sha256": file_sha256(path), "bytes": path.stat().st_size}
+
+
+def manifest_digest(manifest: dict) -> str:
+    """The sha256 of the manifest's contents (all but this digest), independent of key order and layout."""
+    body = {key: value for key, value in manifest.items() if key != DIGEST_KEY}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
 def write_manifest(directory: Path, build: dict, files: dict[str, Path], shapes: dict) -> dict:
+    """Write the manifest of `directory`: `build`, `shapes`, the stage `files` and every other file
+    already in the folder (an export's tokenizer and processor files), each with its sha256."""
     manifest = dict(build)
     manifest["shapes"] = shapes
-    manifest["files"] = {
-        stage: {"path": path.name, "sha256": file_sha256(path), "bytes": path.stat().st_size} for stage, path in files.items()
+    manifest["files"] = {stage: {"path": path.name, **_file_entry(path)} for stage, path in files.items()}
+    stage_names = {path.name for path in files.values()}
+    manifest["other_files"] = {
+        path.name: _file_entry(path) for path in sorted(directory.iterdir())
+        if path.is_file() and path.name != MANIFEST_NAME and path.name not in stage_names
     }
     manifest["created_utc"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    manifest[DIGEST_KEY] = manifest_digest(manifest)
     (directory / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
 
 
+def _plain_name(name: object) -> bool:
+    """A file name inside the folder: no path may lead out of it."""
+    return isinstance(name, str) and bool(name) and Path(name).name == name and name not in (".", "..")
+
+
 def read_manifest(directory: Path) -> dict:
+    """The parsed manifest of `directory`, its structure checked (not yet its digest or files)."""
     path = directory / MANIFEST_NAME
     if not path.is_file():
         raise ArtifactError(f"{directory} is not a fastclipseg export: {MANIFEST_NAME} is missing")
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ArtifactError(f"{path} is unreadable: {error}") from error
+    manifest = read_json(path, REEXPORT, error=ArtifactError)
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise ArtifactError(f"{path} is not a fastclipseg export manifest")
-    if manifest.get("format_version") != FORMAT_VERSION:
+    version = manifest.get("format_version")
+    if version == 1:
         raise ArtifactError(
-            f"{path} has format version {manifest.get('format_version')!r}; this fastclipseg reads version "
-            f"{FORMAT_VERSION}: export the model again with this version"
+            f"{path} was written by an older fastclipseg (export format 1), which recorded the hashes of the stage "
+            "files only, so its tokenizer and processor files cannot be checked; this fastclipseg loads only "
+            f"exports whose every file can be checked: {REEXPORT}")
+    if version != FORMAT_VERSION:
+        raise ArtifactError(
+            f"{path} has format version {version!r}; this fastclipseg reads version {FORMAT_VERSION}: {REEXPORT} "
+            "with this version"
         )
     files = manifest.get("files")
     if not isinstance(files, dict) or set(files) != set(STAGES):
         raise ArtifactError(f"{path} must list one file for each of the stages {', '.join(STAGES)}")
+    for stage in STAGES:
+        entry = files[stage]
+        name = entry.get("path") if isinstance(entry, dict) else None
+        if not _plain_name(name):
+            raise ArtifactError(f"{path}: invalid file name {name!r} for stage {stage!r}")
+    others = manifest.get("other_files")
+    if not isinstance(others, dict) or not all(_plain_name(name) and isinstance(entry, dict)
+                                               for name, entry in others.items()):
+        raise ArtifactError(f"{path} must list the folder's other files (other_files, plain names): {REEXPORT}")
+    if not isinstance(manifest.get(DIGEST_KEY), str):
+        raise ArtifactError(f"{path} has no {DIGEST_KEY}: {REEXPORT}")
+    for key, kind in (("backend", str), ("precision", str), ("device", str), ("max_prompt_tokens", int)):
+        if not isinstance(manifest.get(key), kind) or isinstance(manifest.get(key), bool):
+            raise ArtifactError(f"{path}: {key} must be a {kind.__name__}, got {manifest.get(key)!r}: {REEXPORT}")
     return manifest
 
 
-def verified_files(directory: Path, manifest: dict) -> dict[str, Path]:
-    """The stage files, each checked against the size and sha256 in the manifest."""
+def _check_file(path: Path, entry: dict, what: str) -> None:
+    if not path.is_file():
+        raise ArtifactError(f"{path} ({what}) is missing: {REEXPORT}")
+    if path.stat().st_size != entry.get("bytes") or file_sha256(path) != entry.get("sha256"):
+        raise ArtifactError(f"{path} ({what}) is corrupt: its contents do not match the manifest's sha256; {REEXPORT}")
+
+
+def verified_files(directory: Path, manifest: dict, reads: Collection[str] = ()) -> dict[str, Path]:
+    """The stage files, after checking the manifest's own digest, then every file it lists (size
+    and sha256). `reads`: other files the caller will read; each one present must be listed, so
+    that no file is read unchecked. ArtifactError naming the file otherwise."""
+    if manifest_digest(manifest) != manifest.get(DIGEST_KEY):
+        raise ArtifactError(f"{directory / MANIFEST_NAME} is corrupt or was edited: its contents do not match its "
+                            f"{DIGEST_KEY}; {REEXPORT}")
     paths = {}
     for stage in STAGES:
-        entry = manifest["files"][stage]
-        # The manifest names files inside the folder only: no path may lead out of it.
-        name = str(entry.get("path", ""))
-        path = directory / name
-        if not name or Path(name).name != name:
-            raise ArtifactError(f"{directory / MANIFEST_NAME}: invalid file name {name!r} for stage {stage!r}")
-        if not path.is_file():
-            raise ArtifactError(f"{path} (the {stage} stage) is missing")
-        if path.stat().st_size != entry.get("bytes") or file_sha256(path) != entry.get("sha256"):
-            raise ArtifactError(f"{path} (the {stage} stage) is corrupt: its contents do not match the manifest's sha256")
+        path = directory / manifest["files"][stage]["path"]
+        _check_file(path, manifest["files"][stage], f"the {stage} stage")
         paths[stage] = path
+    for name, entry in manifest["other_files"].items():
+        _check_file(directory / name, entry, "listed in the manifest")
+    unlisted = [name for name in reads if name not in manifest["other_files"] and (directory / name).exists()]
+    if unlisted:
+        raise ArtifactError(f"{directory / unlisted[0]} is not in the manifest (added after the export was written?), "
+                            f"so it cannot be checked: remove it, or {REEXPORT}")
     return paths
 
 

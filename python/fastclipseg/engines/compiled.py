@@ -10,6 +10,7 @@ import shutil
 import tempfile
 import time
 import warnings
+from collections.abc import Collection
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,9 +28,10 @@ from .artifacts import (
     weights_sha256,
     write_manifest,
 )
+from ..model.files import first_line
 from .base import Engine
 from .example_inputs import example_inputs
-from .precision import prepare_stages
+from .precision import PRECISIONS, prepare_stages
 
 if TYPE_CHECKING:  # the stages import transformers, which loading an export does without
     from ..model.stages import Stages
@@ -129,8 +131,10 @@ def write_export(
         if cache_dir is not None and _entry(cache_dir, build).is_dir():
             try:
                 cached, cached_manifest = _cached_entry(_entry(cache_dir, build), build)
+                shapes = cached_manifest.get("shapes")
+                if not isinstance(shapes, dict):
+                    raise ArtifactError("the cached manifest has no shapes")
                 files = {stage: Path(shutil.copy2(path, staging / path.name)) for stage, path in cached.items()}
-                shapes = cached_manifest["shapes"]
             except ArtifactError:
                 files = None  # compile afresh below
         if files is None:
@@ -143,15 +147,21 @@ def write_export(
     return manifest
 
 
-def load_export(directory: Path, device: torch.device, threads=None, providers=None) -> tuple[Engine, dict]:
-    """The engine of an export folder, after checking every file against its manifest."""
+def load_export(
+    directory: Path, device: torch.device, threads=None, providers=None, reads: Collection[str] = ()
+) -> tuple[Engine, dict]:
+    """The engine of an export folder, after checking the manifest and every file it lists against
+    their sha256. `reads`: the other files the caller will read (the processor's); each one present
+    must be listed in the manifest."""
     manifest = read_manifest(directory)
-    backend, precision = manifest.get("backend"), manifest.get("precision")
+    files = verified_files(directory, manifest, reads)  # first: the fields below are trusted only once checked
+    backend, precision = manifest["backend"], manifest["precision"]
     if backend not in COMPILED_BACKENDS:
         raise ArtifactError(f"{directory}: unknown backend {backend!r} in the manifest")
-    if manifest.get("device") != device.type:
-        raise ArtifactError(f"{directory} was compiled for {manifest.get('device')!r}, not {device.type!r}")
-    files = verified_files(directory, manifest)
+    if precision not in PRECISIONS:
+        raise ArtifactError(f"{directory}: unknown precision {precision!r} in the manifest")
+    if manifest["device"] != device.type:
+        raise ArtifactError(f"{directory} was compiled for {manifest['device']!r}, not {device.type!r}")
     current = library_versions(backend)
     if manifest.get("versions") != current:
         warnings.warn(
@@ -159,7 +169,12 @@ def load_export(directory: Path, device: torch.device, threads=None, providers=N
             "loading it anyway (export again if it misbehaves)",
             stacklevel=3,
         )
-    return _load(backend, files, device, precision, threads, providers), manifest
+    try:
+        return _load(backend, files, device, precision, threads, providers), manifest
+    except (RuntimeError, OSError) as error:
+        # The files match their hashes, so the runtime itself refused them (e.g. another version's format).
+        raise ArtifactError(f"{directory}: {backend} could not load the stage files ({first_line(error)}); export "
+                            "the model again with this installation") from error
 
 
 def cached_engine(

@@ -417,7 +417,7 @@ def _validate_config(config: CLIPSegConfig, facts: list[_Fact]) -> None:
         if actual != fact.value:
             mismatches.append(f"config {fact.field} = {actual}, but {fact.source} implies {fact.value}")
     if mismatches:
-        raise ValueError("config does not match the checkpoint:\n  " + "\n  ".join(mismatches))
+        raise ValueError("config does not match the checkpoint: " + "; ".join(mismatches))
     _check_heads(config)
 
 
@@ -476,7 +476,7 @@ def convert_state_dict(
     map_all(sources.decoder, DECODER_RULES, {})
     map_all(sources.clip, CLIP_RULES, sources.clip_names)
     if unknown:
-        raise ValueError(_unknown_keys_message(unknown, clip_given=bool(sources.clip)))
+        raise ValueError(_unknown_keys_message(unknown, clip_given=bool(sources.clip), none_known=not report.mapped))
 
     facts = _decoder_facts(sources.decoder) + _clip_facts(sources.clip, sources.clip_names)
     if config is None:
@@ -488,10 +488,13 @@ def convert_state_dict(
     return hf, report
 
 
-def _unknown_keys_message(unknown: list[str], clip_given: bool) -> str:
+def _unknown_keys_message(unknown: list[str], clip_given: bool, none_known: bool = False) -> str:
     names = sorted(unknown)
     shown = ", ".join(names[:20]) + (f", ... ({len(names) - 20} more)" if len(names) > 20 else "")
     message = f"{len(names)} checkpoint key(s) have no place in the transformers CLIPSeg layout: {shown}"
+    if none_known:
+        message += (" (no key at all is a CLIPSeg key: this is not an original CLIPSeg checkpoint such as "
+                    "rd64-uni.pth, rd64-uni-refined.pth or clip_plus_rd64-uni.pth)")
     looks_like_clip = any(rule.pattern.fullmatch(key) for key in unknown for rule in CLIP_RULES)
     if looks_like_clip and not clip_given:
         message += " (these look like OpenAI CLIP keys: pass that state dict as clip_sd / clip_path)"
@@ -512,9 +515,9 @@ def _check_against_model(hf: StateDict, config: CLIPSegConfig, report: Conversio
     if no_place:
         problems.append(f"keys the configured model has no place for: {no_place}")
     if wrong:
-        problems.append("shape mismatches:\n  " + "\n  ".join(wrong))
+        problems.append("shape mismatches: " + "; ".join(wrong))
     if problems:
-        raise ValueError("converted checkpoint does not fit the config: " + "\n".join(problems))
+        raise ValueError("converted checkpoint does not fit the config: " + "; ".join(problems))
     return sorted(k for k in expected if k not in hf)
 
 
@@ -531,28 +534,89 @@ def _is_torchscript_archive(path: Path) -> bool:
         return any(name == "constants.pkl" or name.endswith("/constants.pkl") for name in archive.namelist())
 
 
+# What torch.save writes: a zip archive holding <name>/data.pkl (torch >= 1.6), or before that a
+# bare pickle, which starts with the pickle protocol opcode.
+_PICKLE_START = b"\x80"
+_ZIP_START = b"PK\x03\x04"
+_CHECKPOINT_KINDS = "a torch.save file of a state dict (e.g. rd64-uni-refined.pth, or OpenAI CLIP weights)"
+
+
+def _not_a_checkpoint(path: Path, why: str) -> ValueError:
+    return ValueError(f"{path} is not a PyTorch checkpoint ({why}); pass {_CHECKPOINT_KINDS}")
+
+
+def _check_checkpoint_framing(path: Path) -> None:
+    """Tell a file that is no checkpoint at all apart from one torch should read (its errors for
+    the former name no file and advise `weights_only=False`, which is wrong and unsafe here)."""
+    with open(path, "rb") as file:
+        start = file.read(4)
+    if not start:
+        raise _not_a_checkpoint(path, "the file is empty")
+    if start.startswith(_ZIP_START):
+        if not zipfile.is_zipfile(path):
+            raise ValueError(f"{path} is a damaged or truncated zip archive (no central directory), so not a readable "
+                             "PyTorch checkpoint: copy or download it again")
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+        if not any(name == "data.pkl" or name.endswith("/data.pkl") for name in names):
+            raise _not_a_checkpoint(path, "a zip archive without the data.pkl that torch.save writes")
+    elif not start.startswith(_PICKLE_START):
+        raise _not_a_checkpoint(path, "neither a torch.save zip archive nor a pickle")
+
+
+def _load_error(path: Path, error: Exception) -> ValueError:
+    """A message for torch.load's failure without torch's advice to load with weights_only=False."""
+    text = str(error)
+    unsupported = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if unsupported:
+        return ValueError(
+            f"{path} holds Python objects besides tensors ({unsupported.group(1)}); fastclipseg reads weights only and "
+            "never runs code from a file. Save a plain state dict instead: torch.save(model.state_dict(), 'weights.pth')"
+        )
+    if "Weights only load failed" in text or "weights_only" in text:
+        return _not_a_checkpoint(path, "a pickle that holds no plain tensors")
+    return ValueError(f"{path} is a damaged or truncated PyTorch checkpoint ({type(error).__name__}: "
+                      f"{str(error).strip().splitlines()[0] if text.strip() else 'no detail'}): copy or download it again")
+
+
 def load_state_dict_file(path: str | Path, allow_torchscript: bool = False) -> dict[str, torch.Tensor]:
     """Load a state dict with ``torch.load(weights_only=True)``: no arbitrary unpickling.
 
     OpenAI's ``ViT-B-16.pt`` is a TorchScript archive; loading one means running the code inside
     it, so it is refused unless ``allow_torchscript=True`` (then ``torch.jit.load(...).state_dict()``).
+    A file that is not a checkpoint, a damaged one, and one that holds anything but named tensors
+    are `ValueError`s naming the file.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder, not a checkpoint file; pass {_CHECKPOINT_KINDS} (a model folder is "
+                         "already converted: pass it to --model / from_pretrained)")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
+    _check_checkpoint_framing(path)
     if _is_torchscript_archive(path):
         if not allow_torchscript:
             raise ValueError(
                 f"{path} is a TorchScript archive; loading it runs code from the file. "
                 "Pass allow_torchscript=True if you trust it (e.g. OpenAI's ViT-B-16.pt)."
             )
-        return dict(torch.jit.load(str(path), map_location="cpu").state_dict())
+        try:
+            return dict(torch.jit.load(str(path), map_location="cpu").state_dict())
+        except RuntimeError as error:
+            raise _load_error(path, error) from error
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises several types for unsafe / corrupt pickles
-        raise ValueError(f"{path} could not be loaded as a plain tensor state dict: {error}") from error
+        raise _load_error(path, error) from None  # torch's message (and its advice) stays out of the chain
     if not isinstance(loaded, Mapping):
-        raise ValueError(f"{path} holds a {type(loaded).__name__}, not a state dict")
+        raise ValueError(f"{path} holds a {type(loaded).__name__}, not a state dict (a mapping of names to tensors)")
+    bad = [str(key) for key, value in loaded.items() if not isinstance(value, torch.Tensor)]
+    if bad:
+        nested = next((key for key in bad if isinstance(loaded[key], Mapping)), None)
+        hint = (f"; it looks like a training checkpoint: save its {nested!r} entry on its own, e.g. "
+                f"torch.save(checkpoint[{nested!r}], 'weights.pth')" if nested is not None else "")
+        raise ValueError(f"{path} is not a plain state dict: {len(bad)} entries are not tensors ({', '.join(bad[:5])})"
+                         + hint)
     return dict(loaded)
 
 
@@ -687,11 +751,16 @@ def convert_original_checkpoint(
 
     decoder_sd = load_state_dict_file(decoder_path, allow_torchscript=False)
     clip_sd = load_state_dict_file(clip_path, allow_torchscript) if clip_path is not None else None
-    hf, report = convert_state_dict(decoder_sd, clip_sd, config=config)
-    random_keys = _missing_clip_decision(report, allow_random_clip)
-    config = copy.deepcopy(report.config)
-    config.fastclipseg_random_clip = bool(random_keys)  # saved in config.json so loaders can tell
-    model = _load_into_model(hf, config, random_keys)
+    try:
+        hf, report = convert_state_dict(decoder_sd, clip_sd, config=config)
+        random_keys = _missing_clip_decision(report, allow_random_clip)
+        config = copy.deepcopy(report.config)
+        config.fastclipseg_random_clip = bool(random_keys)  # saved in config.json so loaders can tell
+        model = _load_into_model(hf, config, random_keys)
+    except ValueError as error:
+        # The checks above know keys and shapes, not files: name the files here.
+        sources = f"{decoder_path}" + (f" with the CLIP weights {clip_path}" if clip_path is not None else "")
+        raise ValueError(f"cannot convert {sources}: {error}") from error
 
     meta = {
         "decoder": Path(decoder_path).name,

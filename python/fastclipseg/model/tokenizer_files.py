@@ -45,7 +45,14 @@ def read_bpe_merges(bpe_gz_path: str | Path) -> list[tuple[str, str]]:
     path = Path(bpe_gz_path)
     if not path.is_file():
         raise FileNotFoundError(f"CLIP BPE merges file not found: {path}")
-    lines = gzip.open(path, "rt", encoding="utf-8").read().split("\n")
+    try:
+        with gzip.open(path, "rt", encoding="utf-8") as file:
+            lines = file.read().split("\n")
+    except (OSError, EOFError, UnicodeDecodeError) as error:  # not gzip, cut short, or not text
+        raise ValueError(
+            f"{path} is not a readable gzipped CLIP BPE merges list ({error}); pass OpenAI's "
+            "bpe_simple_vocab_16e6.txt.gz"
+        ) from error
     selected = lines[1 : NUM_MERGES + 1]
     merges = [tuple(line.split()) for line in selected]
     bad = [i + 1 for i, merge in enumerate(merges) if len(merge) != 2]
