@@ -30,3 +30,16 @@ def test_failed_write_leaves_no_partial_file(tmp_path, monkeypatch):
         atomic_write_bytes(target, b"new content")
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["result.json"]
+
+
+def test_very_long_file_names_get_short_distinct_stems(tmp_path):
+    # A 300-character image name used to stop a whole `batch` run (its PNG name was too long).
+    from fastclipseg.io import MAX_STEM_BYTES, unique_stems
+
+    paths = [f"/a/{'x' * 300}.png", f"/b/{'x' * 300}.png", f"/c/{'y' * 299}z.png", "/d/short.png"]
+    stems = unique_stems(paths)
+    assert len(set(stems.values())) == 4
+    assert stems["/d/short.png"] == "short"
+    for stem in stems.values():
+        assert len(stem.encode()) <= MAX_STEM_BYTES + 3  # + "-2" for a repeated name
+        (tmp_path / f"{stem}_0_a-cat.png").write_bytes(b"")  # a name the file system takes

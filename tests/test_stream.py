@@ -288,7 +288,7 @@ def test_video_url_and_prompts_encoded_once(tiny_segmenter, video_file):
     finally:
         del engine.encode_prompts
     assert [r.index for r in got] == list(range(40))
-    assert calls == [2]
+    assert calls == [1, 1]  # each prompt once (one call per distinct prompt), not once per batch
 
 
 def test_unreadable_container_mid_video_is_reported_and_the_stream_ends(tiny_segmenter, video_file, monkeypatch):

@@ -15,6 +15,8 @@ _EXPORTS = {
     "FrameError": ".results",
     "FrameStream": ".pipeline",
     "ModelUnavailableError": ".model.loading",
+    "ModelLoadError": ".model.files",
+    "ArtifactError": ".engines.artifacts",
     "DEFAULT_MODEL": ".model",
     "load_image": ".imaging",
 }
@@ -22,6 +24,8 @@ _EXPORTS = {
 if TYPE_CHECKING:
     from .imaging import load_image
     from .model import DEFAULT_MODEL
+    from .engines.artifacts import ArtifactError
+    from .model.files import ModelLoadError
     from .model.loading import ModelUnavailableError
     from .pipeline import FrameStream
     from .results import FrameError, FrameResult, SegmentationResult
@@ -39,6 +43,7 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
-    "DEFAULT_MODEL", "FastSegmenter", "FrameError", "FrameResult", "FrameStream", "ModelUnavailableError",
+    "DEFAULT_MODEL", "ArtifactError", "FastSegmenter", "FrameError", "FrameResult", "FrameStream", "ModelLoadError",
+    "ModelUnavailableError",
     "SegmentationResult", "__version__", "load_image",
 ]

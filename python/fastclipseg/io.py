@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -38,7 +39,7 @@ def unique_stems(paths: list) -> dict[str, str]:
     used: set[str] = set()
     names: dict[str, str] = {}
     for path in map(str, paths):
-        stem, n = Path(path).stem, 2
+        stem, n = _short_stem(Path(path).stem), 2
         candidate = stem
         while candidate in used:
             candidate = f"{stem}-{n}"
@@ -46,6 +47,19 @@ def unique_stems(paths: list) -> dict[str, str]:
         used.add(candidate)
         names[path] = candidate
     return names
+
+
+# Output names add "_<k>_<prompt>.png" or "_overlay.png" to the stem; file systems allow 255 bytes.
+MAX_STEM_BYTES = 100
+
+
+def _short_stem(stem: str) -> str:
+    """`stem`, or for a very long one its first bytes and a hash of the whole (still distinct)."""
+    if len(stem.encode("utf-8")) <= MAX_STEM_BYTES:
+        return stem
+    digest = hashlib.sha256(stem.encode("utf-8", "surrogateescape")).hexdigest()[:12]
+    head = stem.encode("utf-8")[: MAX_STEM_BYTES - 13].decode("utf-8", "ignore")
+    return f"{head}-{digest}"
 
 
 def png_bytes(array: np.ndarray) -> bytes:

@@ -314,7 +314,10 @@ class FastSegmenter:
 
     def _encode_uncached(self, prompts: list[str]) -> torch.Tensor:
         if self.text_encoder is None:
-            return self.engine.encode_prompts(self._tokenize(prompts))
+            # One prompt per call, unpadded: the padding after end-of-text cannot change an
+            # embedding in exact arithmetic, but another batch shape rounds differently, and the
+            # cache must hold the same embedding whichever prompts came first.
+            return torch.cat([self.engine.encode_prompts(self._tokenize([prompt])) for prompt in prompts])
         from .image_prompts import check_conditional_embeddings
 
         embeddings = check_conditional_embeddings(self.text_encoder(list(prompts)), self.embedding_dim,
