@@ -10,7 +10,8 @@ A run folder holds:
 Each line is written whole and flushed before the next item, so an interrupted run leaves only
 complete lines (a line cut short by a hard kill is dropped on resume). Resuming skips every item
 whose key is already in either file: a run interrupted and resumed writes the same lines as one
-uninterrupted run.
+uninterrupted run. A file of the folder that was damaged or edited (a line that is not a record,
+settings or a smoothing state that do not load) is refused with `RunFolderError` naming it.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import json
 import os
 import signal
 import threading
+import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -47,10 +49,14 @@ def record_key(record: dict) -> str:
 
 
 def read_complete_lines(path: Path) -> list[dict]:
-    """The complete lines of a JSONL file; a trailing partial line (a hard kill mid-write) is cut off."""
+    """The records of a masks.jsonl or errors.jsonl file; a trailing partial line (a hard kill
+    mid-write) is cut off. `RunFolderError` names the file (and line) it cannot use."""
     if not path.exists():
         return []
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise RunFolderError(f"{path}: cannot be read ({error.strerror or error})") from error
     end = data.rfind(b"\n") + 1
     if end < len(data):
         with path.open("r+b") as file:
@@ -58,10 +64,27 @@ def read_complete_lines(path: Path) -> list[dict]:
     records = []
     for number, line in enumerate(data[:end].splitlines(), 1):
         try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError as error:
+            record = json.loads(line)  # bytes: a line that is not UTF-8 raises UnicodeDecodeError
+        except ValueError as error:
             raise RunFolderError(f"{path}: line {number} is not valid JSON ({error}); the file was edited or damaged") from error
+        problem = _record_problem(record)
+        if problem:
+            raise RunFolderError(f"{path}: line {number} is not a record of a run ({problem}); "
+                                 "the file was edited or damaged")
+        records.append(record)
     return records
+
+
+def _record_problem(record: object) -> str | None:
+    """Why `record` cannot be a line of a run (resume keys it, the overlay finds frames by number)."""
+    if not isinstance(record, dict):
+        return f"a JSON {type(record).__name__}, not an object"
+    frame = record.get("frame")
+    if frame is not None and (isinstance(frame, bool) or not isinstance(frame, int) or frame < 0):
+        return f"frame is {frame!r}, not a frame number"
+    if "key" not in record and frame is None and not isinstance(record.get("image"), str):
+        return "it has no key, frame or image"
+    return None
 
 
 def _rewrite_lines(path: Path, records: list[dict]) -> None:
@@ -83,6 +106,8 @@ class RunFolder:
 
     def __init__(self, folder: Path, settings: dict, *, resume: bool = False, force: bool = False) -> None:
         self.folder = Path(folder)
+        if self.folder.exists() and not self.folder.is_dir():
+            raise RunFolderError(f"{self.folder}: is a file, not a folder for the run's output")
         self.folder.mkdir(parents=True, exist_ok=True)
         self.masks_path = self.folder / MASKS_NAME
         self.errors_path = self.folder / ERRORS_NAME
@@ -97,10 +122,14 @@ class RunFolder:
                     f"{self.folder} already holds a run: pass --resume to continue it, --force to start over, "
                     "or choose another --out folder"
                 )
-            for path in (settings_path, self.masks_path, self.errors_path, self.state_path):
+            files = (settings_path, self.masks_path, self.errors_path, self.state_path)
+            for path in files:  # all checked before any is removed
+                if path.is_dir():
+                    raise RunFolderError(f"{path}: is a folder where the run keeps a file; remove it to start over")
+            for path in files:
                 path.unlink(missing_ok=True)
         if resume and settings_path.exists():
-            saved = json.loads(settings_path.read_text(encoding="utf-8"))
+            saved = _read_settings(settings_path)
             changed = sorted(k for k in set(saved) | set(settings) if saved.get(k) != settings.get(k))
             if changed:
                 details = "; ".join(f"{k}: {saved.get(k)!r} then, {settings.get(k)!r} now" for k in changed)
@@ -130,9 +159,7 @@ class RunFolder:
         The state is saved after its frame's line, so a hard kill in between leaves a line one
         frame ahead of the state: it is dropped and that frame computed again from the state.
         """
-        with np.load(self.state_path) as saved:
-            frame = int(saved["frame"])
-            state = np.array(saved["logits"], dtype=np.float32)
+        frame, state = _read_state(self.state_path)
         kept = [r for r in masks if r.get("frame", -1) <= frame]
         if len(kept) != len(masks):
             _rewrite_lines(self.masks_path, kept)
@@ -173,6 +200,37 @@ class RunFolder:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _read_settings(path: Path) -> dict:
+    try:
+        saved = json.loads(path.read_bytes())
+    except (OSError, ValueError) as error:
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else error
+        raise RunFolderError(f"{path}: the run's settings cannot be read ({reason}); "
+                             "use --force to start over") from error
+    if not isinstance(saved, dict):
+        raise RunFolderError(f"{path}: the run's settings should be a JSON object, found a JSON "
+                             f"{type(saved).__name__}; use --force to start over")
+    return saved
+
+
+def _read_state(path: Path) -> tuple[int, np.ndarray]:
+    """The frame number and smoothed logits saved in smoothing.npz; `RunFolderError` if damaged."""
+    try:
+        if not zipfile.is_zipfile(path):
+            raise ValueError("not an .npz archive")
+        with np.load(path) as saved:
+            frame = saved["frame"]
+            logits = np.array(saved["logits"], dtype=np.float32)
+        if frame.shape != () or frame.dtype.kind not in "iu" or int(frame) < 0:
+            raise ValueError(f"frame is {frame!r}, not a frame number")
+        if logits.ndim != 3 or not np.isfinite(logits).all():
+            raise ValueError(f"logits of shape {logits.shape} (prompts, height, width) with finite values expected")
+    except (OSError, ValueError, TypeError, KeyError, EOFError, zipfile.BadZipFile) as error:
+        raise RunFolderError(f"{path}: the saved smoothing state is damaged ({error}); "
+                             "use --force to start over") from error
+    return int(frame), logits
 
 
 class Interrupted(Exception):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import glob
 import math
+import numbers
 import os
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
@@ -51,19 +52,28 @@ def import_av():
 
 def check_time_range(start: float | None, end: float | None) -> tuple[float, float]:
     """Validated `[start, end)` in seconds; None means the video's start / end."""
-    low = 0.0 if start is None else float(start)
-    high = math.inf if end is None else float(end)
-    if math.isnan(low) or low < 0:
-        raise ValueError(f"start must be a time in seconds >= 0, got {start!r}")
+    low = 0.0 if start is None else _seconds("start", start)
+    high = math.inf if end is None else _seconds("end", end)
+    if math.isnan(low) or low < 0 or math.isinf(low):
+        raise ValueError(f"start must be a finite time in seconds >= 0, got {start!r}")
     if math.isnan(high) or high <= low:
         raise ValueError(f"end must be a time in seconds after start ({low}), got {end!r}")
     return low, high
 
 
+def _seconds(name: str, value: object) -> float:
+    # A bool or a string is a caller's mistake, not a time (float("1") would accept the string).
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a time in seconds (a number), got {value!r}")
+    return float(value)
+
+
 def check_every(every: int) -> int:
-    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+    if isinstance(every, bool) or not isinstance(every, numbers.Integral):
+        raise TypeError(f"every_n must be an int >= 1 (1 keeps every frame), got {every!r}")
+    if every < 1:
         raise ValueError(f"every_n must be an int >= 1 (1 keeps every frame), got {every!r}")
-    return every
+    return int(every)
 
 
 def open_video(path: str | os.PathLike):
@@ -98,6 +108,104 @@ def video_info(path: str | os.PathLike) -> dict:
                 "height": stream.codec_context.height, "duration": duration}
 
 
+@dataclass
+class Decoded:
+    """One step of `decode_video`: a frame (`frame` set) numbered `index`, or a failure (`error`
+    set, `key` names it across runs, `index` is the number the next frame will get)."""
+
+    index: int
+    frame: object | None = None
+    key: str | None = None
+    timestamp: float | None = None
+    error: str | None = None
+
+
+def decode_video(container, stream, name: str) -> Iterator[Decoded]:
+    """Decode `stream` of an open `container` from its start: every frame that decodes, in
+    order, numbered from 0, and a failure for every piece of the video that did not.
+
+    Failures (keys stable across runs): `packet:N` for the N-th packet when it failed to decode,
+    came out of the file damaged or cut short (its frames, if any decode, still come), or could
+    not be read (reading stops there); `drain` when the frames held in the decoder at the end
+    failed; `packet:N-M` when the container's index lists packets N..M that the file does not
+    hold (an MP4 cut short). `video_items` and the overlay renderer both decode with this, so
+    they number frames the same way.
+    """
+    av = import_av()
+    # One thread: FFmpeg's frame threads hand a failure back one call late, and PyAV drops it when
+    # that call also returned frames; on the final drain the frames behind it are lost too. Slice
+    # threads turn H.264's error concealment off, so damaged frames would differ from a plain
+    # decode. Most videos have one slice per frame, where slice threads gain nothing anyway.
+    stream.thread_type = "SLICE"
+    stream.thread_count = 1
+    decoder = stream.codec_context
+    decoded = 0
+    packets = 0
+    demuxer = container.demux(stream)
+    while True:
+        try:
+            packet = next(demuxer)
+        except StopIteration:
+            break
+        except av.error.FFmpegError as error:
+            # The container is unreadable from here on: the frames the decoder holds still come
+            # (B-frame reordering keeps a few), then the failure.
+            for frame in _drain(decoder, stream, av):
+                yield Decoded(index=decoded, frame=frame)
+                decoded += 1
+            where = f"after frame {decoded - 1}" if decoded else "before the first frame"
+            yield Decoded(index=decoded, key=f"packet:{packets}", error=f"{name}: reading stopped {where} ({error})")
+            return
+        # PyAV ends the demuxing with an empty packet that drains the decoder.
+        final = packet.size == 0 and packet.pts is None and packet.dts is None
+        key = "drain" if final else f"packet:{packets}"
+        if not final:
+            packets += 1
+        try:
+            frames = packet.decode()
+            failure = None
+        except av.error.FFmpegError as error:
+            frames, failure = [], f"failed to decode ({error})"
+        if getattr(packet, "is_corrupt", False):
+            failure = "is damaged or cut short in the file" + (
+                f" and {failure}" if failure else " (frames decoded from it may show the damage)")
+        if failure is not None:
+            when = float(packet.pts * packet.time_base) if packet.pts is not None and packet.time_base else None
+            what = "the frames held in the decoder at the end" if final else f"packet {packets - 1}"
+            at = f" at {when:.3f} s" if when is not None else ""
+            yield Decoded(index=decoded, key=key, timestamp=when,
+                          error=f"{name}: {what}{at} (near frame {decoded}) {failure}")
+        for frame in frames:
+            yield Decoded(index=decoded, frame=frame)
+            decoded += 1
+    listed = _listed_packets(container, stream)
+    if packets < listed:
+        yield Decoded(index=decoded, key=f"packet:{packets}-{listed - 1}",
+                      error=f"{name}: the file ends early: its index lists {listed} video packets, the file holds "
+                            f"only {packets} (packets {packets}..{listed - 1} are missing: a truncated file?)")
+
+
+def _drain(decoder, stream, av) -> list:
+    """The frames a decoder still holds once no packet will come, with their timestamps."""
+    try:
+        frames = decoder.decode(None)
+    except av.error.FFmpegError:
+        return []
+    for frame in frames:
+        frame.time_base = stream.time_base  # a drain without a packet leaves it unset
+    return frames
+
+
+def _listed_packets(container, stream) -> int:
+    """How many packets the container's index lists for `stream`, where that is every packet of
+    the file (MP4/MOV index every sample); 0 where unknown."""
+    format_name = getattr(getattr(container, "format", None), "name", "") or ""
+    if "mp4" not in format_name.split(","):
+        return 0
+    entries = getattr(stream, "index_entries", None)  # PyAV >= 15
+    return len(entries) if entries is not None else 0
+
+
 def video_items(
     path: str | os.PathLike,
     *,
@@ -111,71 +219,59 @@ def video_items(
 
     Frame numbers count every decoded frame from the start, so they are the same in every run
     (the video is decoded from its beginning rather than seeked, which would make them depend on
-    keyframes). A packet that fails to decode becomes an error item (key `packet:N`) and decoding
-    goes on. Keys in `skip` are decoded but not converted. Raises for a missing or unreadable file
-    before yielding anything, and `ValueError` at the end when no frame decoded at all.
+    keyframes). Every failure `decode_video` finds becomes an error item and decoding goes on.
+    Keys in `skip` are decoded but not converted. Raises for a missing or unreadable file before
+    yielding anything, and `ValueError` at the end when no frame decoded at all, or none lay in
+    `[start, end)`.
     """
     every_n = check_every(every_n)
     low, high = check_time_range(start, end)
-    av = import_av()
     name = str(path)
     container = open_video(path)
     try:
         stream = container.streams.video[0]
-        stream.thread_type = "AUTO"  # FFmpeg's own frame threads
         decoded = 0
-        selected = 0
-        packets = 0
         failures = 0
-        demuxer = container.demux(stream)
-        while True:
-            try:
-                packet = next(demuxer)
-            except StopIteration:
-                break
-            except av.error.FFmpegError as error:
-                # The container itself is unreadable from here on: report it and end the video.
-                key = f"packet:{packets}"
-                if key not in skip:
-                    yield Item(key=key, index=decoded, source=name,
-                               error=f"{name}: reading stopped after frame {decoded - 1} ({error})")
-                break
-            packets += 1
-            try:
-                frames = packet.decode()
-            except av.error.FFmpegError as error:
+        selected = 0
+        last_time = None
+        past_range = False
+        for step in decode_video(container, stream, name):
+            if step.error is not None:
                 failures += 1
-                key = f"packet:{packets - 1}"
-                if key not in skip:
-                    when = float(packet.pts * packet.time_base) if packet.pts is not None and packet.time_base else None
-                    yield Item(key=key, index=decoded, timestamp=when, source=name,
-                               error=f"{name}: a packet near frame {decoded} failed to decode ({error}); skipped")
+                if step.key not in skip:
+                    yield Item(key=step.key, index=step.index, timestamp=step.timestamp, source=name, error=step.error)
                 continue
-            for frame in frames:
-                index = decoded
-                decoded += 1
-                timestamp = float(frame.time) if frame.time is not None else None
-                moment = timestamp if timestamp is not None else 0.0
-                if moment < low:
-                    continue
-                if moment >= high:
-                    return
-                selected += 1
-                if (selected - 1) % every_n:
-                    continue
-                key = f"frame:{index}"
-                if key in skip:
-                    continue
-                width, height = frame.width, frame.height
-                if width * height > max_pixels:
-                    yield Item(key=key, index=index, timestamp=timestamp, source=name,
-                               error=f"{name}: frame {index} has {width}x{height} pixels, above the limit of {max_pixels}")
-                    continue
-                rgb = frame.to_ndarray(format="rgb24")
-                yield Item(key=key, index=index, timestamp=timestamp, source=name, load=lambda rgb=rgb: rgb)
+            frame = step.frame
+            index = step.index
+            decoded += 1
+            timestamp = float(frame.time) if frame.time is not None else None
+            moment = timestamp if timestamp is not None else 0.0
+            last_time = moment
+            if moment < low:
+                continue
+            if moment >= high:
+                past_range = True
+                break  # stop decoding: the rest of the video is past the range
+            selected += 1
+            if (selected - 1) % every_n:
+                continue
+            key = f"frame:{index}"
+            if key in skip:
+                continue
+            width, height = frame.width, frame.height
+            if width * height > max_pixels:
+                yield Item(key=key, index=index, timestamp=timestamp, source=name,
+                           error=f"{name}: frame {index} has {width}x{height} pixels, above the limit of {max_pixels}")
+                continue
+            rgb = frame.to_ndarray(format="rgb24")
+            yield Item(key=key, index=index, timestamp=timestamp, source=name, load=lambda rgb=rgb: rgb)
         if decoded == 0:
-            reason = f" ({failures} of {packets} packets failed to decode)" if failures else ""
+            reason = f" ({failures} parts of it failed, reported as errors)" if failures else ""
             raise ValueError(f"{name}: contains no decodable video frames{reason}")
+        if selected == 0:
+            where = "the next frame is" if past_range else "its last frame is"
+            raise ValueError(f"{name}: no frame in the time range start={start!r}, end={end!r} "
+                             f"({where} at {last_time:.3f} s)")
     finally:
         container.close()
 
