@@ -271,7 +271,9 @@ def test_too_deep_nesting_is_a_clear_error():
     with pytest.raises(ExpressionError, match="nested too deeply"):
         parse("(" * 300 + "a" + ")" * 300)
     with pytest.raises(ExpressionError, match="nested too deeply"):
-        parse(" AND ".join(["a"] * 300))
+        parse("NOT " * 300 + "a")
+    # A flat chain is not nesting (issue 14; tests/test_bad_input.py has the long-chain cases).
+    assert parse(" AND ".join(["a"] * 300)).terms() == ["a"]
     assert parse("NOT " * 50 + "a").terms() == ["a"]
 
 

@@ -236,7 +236,7 @@ MALFORMED = [
     ("d0p", "invalid character 'p'"),
     ("/d0", "position 0"),
     ("d0\x7f", "byte 127"),
-    ("dé", "byte 195"),
+    ("dé", r"non-ASCII character U\+00E9 at position 1"),
     ("d0\x00", "byte 0"),
     ("PPPPPPPPPPPPP0", "longer than 12"),
     ("PPPPPPPPPPPP0", "longer than 12"),  # 13 chars: one past the limit
@@ -254,7 +254,7 @@ def test_malformed_strings_rejected(counts, message):
     if counts.isascii():
         with pytest.raises(ValueError, match=message):
             rle.decode({"size": [4, 5], "counts": counts.encode()})
-    with pytest.raises(ValueError, match=f"RLE #1: .*{message}"):
+    with pytest.raises(ValueError, match=f"RLE #1 counts .*{message}"):
         rle.area([{"size": [4, 5], "counts": "d0"}, bad])
 
 
@@ -293,13 +293,17 @@ def test_bad_rle_dicts(bad, exc, message):
 
 def test_core_rejects_bad_arguments():
     with pytest.raises(ValueError, match="height must be >= 0"):
-        _core.rle_decode("0", -1, 5)
+        _core.rle_decode("0", -1, 5, 100)
     with pytest.raises(TypeError, match="str or bytes"):
-        _core.rle_decode(123, 4, 5)
+        _core.rle_decode(123, 4, 5, 100)
     with pytest.raises(ValueError, match="too large"):
-        _core.rle_decode("0", 2**40, 2**40)
+        _core.rle_decode("0", 2**40, 2**40, 2**64)
+    with pytest.raises(ValueError, match="above max_pixels"):
+        _core.rle_decode("0", 2**20, 2**20, 2**39)
     with pytest.raises(TypeError, match="str or bytes"):
-        _core.rle_decode_batch(["d0", None], 4, 5)
+        _core.rle_decode_batch(["d0", None], 4, 5, 100)
+    with pytest.raises(TypeError):  # max_pixels is required: the kernels have no cap of their own
+        _core.rle_decode("d0", 4, 5)
     with pytest.raises(TypeError, match="float64"):
         _core.rle_encode(np.zeros((2, 2)))
 

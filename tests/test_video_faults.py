@@ -17,7 +17,9 @@ from typer.testing import CliRunner
 
 from fastclipseg.benchmarking import moving_disc_frames
 from fastclipseg.cli import app
-from fastclipseg.jobs import _numbered_frames
+from fastclipseg.imaging import DEFAULT_MAX_PIXELS
+from fastclipseg.jobs import _frame_masks, _numbered_frames
+from fastclipseg.rle import encode
 from fastclipseg.sources import open_video, video_items
 
 av = pytest.importorskip("av", reason="video tests need PyAV (the 'video' extra)")
@@ -185,6 +187,29 @@ def test_overlay_numbers_frames_as_the_run_does(truncated_mp4, tmp_path):
     assert [i for i, _ in numbered] == [i for i, _, _ in good]
     for (_, a), (_, _, b) in zip(numbered, good):
         np.testing.assert_array_equal(a, b)
+
+
+def test_overlay_decodes_more_prompts_than_the_default_cap(tmp_path):
+    """Seven prompts on a 4K video are 58 M mask pixels, over the 50 M default decode cap: the
+    overlay renderer allows exactly its frame's worth. Scaled down: 1000x1000 frames, 51 prompts."""
+    height = width = 1000
+    count = DEFAULT_MAX_PIXELS // (height * width) + 1
+    mask = np.zeros((height, width), dtype=bool)
+    mask[10:20, 30:60] = True
+    record = {"frame": 3, "masks": [{"rle": encode(mask)} for _ in range(count)]}
+    masks = _frame_masks(record, height, width, tmp_path / "masks.jsonl")
+    assert masks.shape == (count, height, width) and masks.dtype == bool
+    assert int(masks.sum()) == count * 300
+    assert _frame_masks({"frame": 4, "masks": []}, height, width, tmp_path / "masks.jsonl") is None
+
+
+def test_overlay_names_a_record_of_another_size(tmp_path):
+    record = {"frame": 7, "masks": [{"rle": encode(np.ones((20, 30), dtype=bool))}]}
+    with pytest.raises(ValueError, match=r"masks\.jsonl: frame 7: masks of 30x20 for a 96x72 video"):
+        _frame_masks(record, 72, 96, tmp_path / "masks.jsonl")
+    bigger = {"frame": 8, "masks": [{"rle": encode(np.ones((200, 300), dtype=bool))}]}
+    with pytest.raises(ValueError, match=r"frame 8: .*max_pixels"):
+        _frame_masks(bigger, 72, 96, tmp_path / "masks.jsonl")
 
 
 def test_frames_held_in_the_decoder_come_out_when_reading_stops(faststart_mp4, monkeypatch):

@@ -602,6 +602,26 @@ std::uint64_t checked_area(std::size_t h, std::size_t w) {
     return hh * ww;
 }
 
+std::uint64_t checked_pixels(std::size_t k, std::size_t h, std::size_t w,
+                             std::uint64_t max_pixels) {
+    const std::uint64_t area = checked_area(h, w);
+    const std::uint64_t kk = k;
+    // Division, not k * area: the product may overflow.
+    if (area != 0 && kk > max_pixels / area) {
+        constexpr std::uint64_t kMax64 = ~std::uint64_t{0};
+        const std::string pixels = kk > kMax64 / area
+                                       ? "more than " + std::to_string(kMax64) + " pixels"
+                                       : std::to_string(kk * area) + " pixels";
+        if (k == 1) {
+            fail("mask size " + size_str(h, w) + " = " + pixels + " is above max_pixels = " +
+                 std::to_string(max_pixels));
+        }
+        fail(std::to_string(k) + " RLEs of size " + size_str(h, w) + " = " + pixels +
+             " in all, above max_pixels = " + std::to_string(max_pixels));
+    }
+    return kk * area;
+}
+
 std::string encode(const std::uint8_t* data, std::size_t h, std::size_t w,
                    std::ptrdiff_t row_stride, std::ptrdiff_t col_stride) {
     Scratch scratch;
@@ -699,8 +719,13 @@ std::string counts_to_string(const std::uint64_t* counts, std::size_t n) {
     return out;
 }
 
-void decode(std::string_view s, std::size_t h, std::size_t w, std::uint8_t* out,
-            std::size_t out_size) {
+namespace {
+
+// Pass 2 of a decode: each run is a contiguous span of the column-major
+// output. walk_checked tests every run against h*w before g() sees it, and
+// out_size >= h*w is checked here, so no write leaves `out` whatever `s` holds.
+void write_runs(std::string_view s, std::size_t h, std::size_t w, std::uint8_t* out,
+                std::size_t out_size) {
     const std::uint64_t total = checked_area(h, w);
     if (out_size < total) {
         fail("output buffer holds " + std::to_string(out_size) + " bytes but the " +
@@ -708,10 +733,6 @@ void decode(std::string_view s, std::size_t h, std::size_t w, std::uint8_t* out,
     }
     if (total > 0 && out == nullptr) fail("output pointer is null");
     auto iterate = [&](auto&& f) { parse_string(s, f); };
-    // Pass 1 validates everything so a malformed string never leaves a
-    // half-written buffer; strings are tiny next to the mask, so this is cheap.
-    walk_checked(iterate, h, w, [](std::uint64_t, std::size_t, std::uint64_t) {});
-    // Pass 2: each run is a contiguous span of the column-major output.
     walk_checked(iterate, h, w, [&](std::uint64_t count, std::size_t index, std::uint64_t pos) {
         std::uint8_t* dst = out + pos;
         const std::uint8_t v = static_cast<std::uint8_t>(index & 1);
@@ -729,6 +750,47 @@ void decode(std::string_view s, std::size_t h, std::size_t w, std::uint8_t* out,
             std::memset(dst, v, static_cast<std::size_t>(count));
         }
     });
+}
+
+}  // namespace
+
+void decode(std::string_view s, std::size_t h, std::size_t w, std::uint8_t* out,
+            std::size_t out_size) {
+    const std::uint64_t total = checked_area(h, w);
+    if (out_size < total) {
+        fail("output buffer holds " + std::to_string(out_size) + " bytes but the " +
+             size_str(h, w) + " mask needs " + std::to_string(total));
+    }
+    if (total > 0 && out == nullptr) fail("output pointer is null");
+    // Pass 1 validates everything so a malformed string never leaves a
+    // half-written buffer; strings are tiny next to the mask, so this is cheap.
+    validate(s, h, w);
+    write_runs(s, h, w, out, out_size);
+}
+
+void decode_validated(std::string_view s, std::size_t h, std::size_t w, std::uint8_t* out,
+                      std::size_t out_size) {
+    write_runs(s, h, w, out, out_size);
+}
+
+std::uint64_t validate(std::string_view s, std::size_t h, std::size_t w,
+                       std::uint64_t max_pixels) {
+    // The size first: a huge size is refused without parsing a char.
+    const std::uint64_t total = checked_pixels(1, h, w, max_pixels);
+    walk_checked([&](auto&& f) { parse_string(s, f); }, h, w,
+                 [](std::uint64_t, std::size_t, std::uint64_t) {});
+    return total;
+}
+
+std::vector<std::uint8_t> decode_to_vector(std::string_view s, std::size_t h, std::size_t w,
+                                           std::uint64_t max_pixels) {
+    const std::uint64_t total = validate(s, h, w, max_pixels);  // throws before allocating
+    if (total > static_cast<std::uint64_t>(static_cast<std::size_t>(-1))) {
+        fail("mask size " + size_str(h, w) + " does not fit this platform's address space");
+    }
+    std::vector<std::uint8_t> out(static_cast<std::size_t>(total));
+    write_runs(s, h, w, out.data(), out.size());
+    return out;
 }
 
 std::uint64_t area(std::string_view s, std::size_t h, std::size_t w) {

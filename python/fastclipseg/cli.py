@@ -181,7 +181,7 @@ def segment(
                 outputs.write_overlay_png(out / record["overlay_png"], rgb, masks)
             outputs.write_json(out / f"{stem}.json", record)
         except OSError as error:
-            # E.g. a name too long for the file system: this image's outputs, not the run, fail.
+            # E.g. a full disk or a directory where a file should go: this image's outputs, not the run, fail.
             failures += 1
             tqdm.write(f"error: {path}: cannot write its outputs to {out} ({error.strerror or error})", file=sys.stderr)
             continue

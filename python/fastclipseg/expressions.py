@@ -19,6 +19,8 @@ Language
   ``NOT A``     not            ``1 - a``
   ============  =============  ======================
 
+* Parentheses and NOT nest at most ``MAX_DEPTH`` (200) levels deep; a chain of AND / OR
+  (``a OR b OR c ...``) is not nesting and may be any length.
 * A prompt (term) is free text: any words other than the keywords, without parentheses, braces
   or double quotes. Whitespace around it is stripped and inside it collapsed to single spaces.
   Double quotes make keywords and parentheses literal: ``"salt AND pepper"`` is one prompt
@@ -62,10 +64,11 @@ from __future__ import annotations
 
 import abc
 import functools
+import itertools
 import math
 import re
 import unicodedata
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -90,7 +93,7 @@ __all__ = [
 
 #: Largest dilation or erosion radius, in pixels.
 MAX_RADIUS = 512
-#: Deepest nesting parse() accepts; keeps the recursive tree walks far from Python's limit.
+#: Most levels of parentheses and NOT that parse() accepts (chains of AND / OR are not nesting).
 MAX_DEPTH = 200
 KEYWORDS = frozenset({"AND", "OR", "NOT"})
 # Characters a bare (unquoted) term cannot contain; the grammar's WORD excludes the same set.
@@ -110,8 +113,24 @@ class ExpressionError(ValueError):
         self.column = column
         message = reason
         if text is not None and column is not None:
-            message = f"{reason} (column {column})\n  {_display(text)}\n  {_caret_padding(text, column)}^"
+            shown, at = _excerpt(text, column)
+            message = f"{reason} (column {column})\n  {_display(shown)}\n  {_caret_padding(shown, at)}^"
         super().__init__(message)
+
+
+#: Characters shown either side of the column when a long expression is quoted in an error.
+_CONTEXT = 70
+
+
+def _excerpt(text: str, column: int) -> tuple[str, int]:
+    """The text around `column` (all of it when short; "..." marks what is left out), and the
+    column within what is shown: an error in a 2000-term expression quotes one line, not all."""
+    if len(text) <= 2 * _CONTEXT + 20:
+        return text, column
+    start = max(0, column - 1 - _CONTEXT)
+    end = min(len(text), column - 1 + _CONTEXT)
+    prefix, suffix = ("..." if start else ""), ("..." if end < len(text) else "")
+    return prefix + text[start:end] + suffix, column - start + len(prefix)
 
 
 def _display(text: str) -> str:
@@ -181,6 +200,10 @@ class Expression(abc.ABC):
     """A parsed prompt expression: an immutable tree of Term, Not, And, Or and Group nodes.
 
     Nodes compare equal by structure, so ``parse(str(e)) == e``.
+
+    A flat chain such as ``a OR b OR ... OR z`` is a left-deep tree as deep as it is long, so
+    nothing that walks a tree recurses: printing, comparing, hashing, evaluating and listing the
+    terms all use explicit stacks (and take time linear in the size of the tree).
     """
 
     __slots__ = ()
@@ -188,22 +211,116 @@ class Expression(abc.ABC):
     def children(self) -> tuple[Expression, ...]:
         return ()
 
-    def _walk_terms(self) -> Iterator[str]:
-        for child in self.children():
-            yield from child._walk_terms()
-
     def terms(self) -> list[str]:
         """The distinct prompt texts, in order of first appearance: what to run the model on."""
-        return list(dict.fromkeys(self._walk_terms()))
+        found: dict[str, None] = {}
+        stack: list[Expression] = [self]
+        while stack:
+            node = stack.pop()
+            if isinstance(node, Term):
+                found.setdefault(node.text)
+            stack.extend(reversed(node.children()))
+        return list(found)
 
     @property
     def is_plain(self) -> bool:
         """True when the expression is one prompt without modifiers (the ordinary path does)."""
         return False
 
+    # -- each node's own part; the walks below do the rest ------------------------------------
+
     @abc.abstractmethod
+    def _apply(self, operands: list[np.ndarray], maps: Mapping[str, np.ndarray]) -> np.ndarray:
+        """This node's map from its children's maps (in order) and, for a term, `maps`."""
+
+    @abc.abstractmethod
+    def _text_parts(self) -> list[str | Expression]:
+        """The canonical text as literal strings and child nodes, in order."""
+
+    @abc.abstractmethod
+    def _repr_parts(self) -> list[str | Expression]:
+        """The repr as literal strings and child nodes, in order."""
+
+    @abc.abstractmethod
+    def _label(self) -> tuple:
+        """This node alone (kind and own fields, no children): a step of `_postfix`."""
+
+    # -- the walks --------------------------------------------------------------------------
+
+    def _postorder(self) -> Iterator[Expression]:
+        """Every node, children (left to right) before their parent."""
+        stack: list[tuple[Expression, bool]] = [(self, False)]
+        while stack:
+            node, expanded = stack.pop()
+            children = node.children()
+            if expanded or not children:
+                yield node
+            else:
+                stack.append((node, True))
+                stack.extend((child, False) for child in reversed(children))
+
+    def _postfix(self) -> Iterator[tuple]:
+        """The tree as a flat sequence of node labels; with each kind's arity it fixes the tree."""
+        return (node._label() for node in self._postorder())
+
     def _evaluate(self, maps: Mapping[str, np.ndarray]) -> np.ndarray:
-        """This node's probability map, from each term's map in `maps`."""
+        """This expression's probability map, from each term's map in `maps`."""
+        values: list[np.ndarray] = []
+        for node in self._postorder():
+            count = len(node.children())
+            operands = values[len(values) - count :] if count else []
+            del values[len(values) - count :]
+            values.append(node._apply(operands, maps))
+        return values[0]
+
+    def _render(self, parts: Callable[[Expression], list[str | Expression]]) -> str:
+        pieces: list[str] = []
+        stack: list[str | Expression] = [self]
+        while stack:
+            item = stack.pop()
+            if isinstance(item, str):
+                pieces.append(item)
+            else:
+                stack.extend(reversed(parts(item)))
+        return "".join(pieces)
+
+    def __str__(self) -> str:
+        return self._render(lambda node: node._text_parts())
+
+    def __repr__(self) -> str:
+        return self._render(lambda node: node._repr_parts())
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Expression):
+            return NotImplemented
+        missing = object()
+        return all(a == b for a, b in itertools.zip_longest(self._postfix(), other._postfix(), fillvalue=missing))
+
+    def __hash__(self) -> int:
+        return hash(tuple(self._postfix()))
+
+    def __reduce__(self):
+        # pickle and copy.deepcopy would recurse through a long chain; the flat postfix does not.
+        return (_from_postfix, (tuple(self._postfix()),))
+
+
+def _from_postfix(labels: tuple) -> Expression:
+    """The tree `Expression._postfix` flattened (used to unpickle)."""
+    values: list[Expression] = []
+    for label in labels:
+        kind = label[0]
+        if kind == "Term":
+            values.append(Term(label[1], Modifiers(label[2], label[3])))
+        elif kind == "Group":
+            values.append(Group(values.pop(), Modifiers(label[1], label[2])))
+        elif kind == "Not":
+            values.append(Not(values.pop()))
+        else:
+            right = values.pop()
+            values.append((And if kind == "And" else Or)(values.pop(), right))
+    if len(values) != 1:
+        raise ValueError(f"not a flattened expression: {len(values)} trees")
+    return values[0]
 
 
 def _check_node(value: object, name: str) -> None:
@@ -216,7 +333,10 @@ def _check_modifiers(value: object) -> None:
         raise TypeError(f"modifiers must be a Modifiers, got {type(value).__name__}")
 
 
-@dataclass(frozen=True)
+# The nodes' eq, hash and repr come from Expression (no recursion): eq=False, repr=False.
+
+
+@dataclass(frozen=True, eq=False, repr=False)
 class Term(Expression):
     """One prompt, with optional modifiers. The text is whitespace-normalised on construction."""
 
@@ -234,24 +354,27 @@ class Term(Expression):
         object.__setattr__(self, "text", text)
         _check_modifiers(self.modifiers)
 
-    def _walk_terms(self) -> Iterator[str]:
-        yield self.text
-
     @property
     def is_plain(self) -> bool:
         return not self.modifiers
 
-    def __str__(self) -> str:
+    def _text_parts(self) -> list[str | Expression]:
         words = self.text.split(" ")
         needs_quotes = any(word in KEYWORDS or _SPECIAL.intersection(word) for word in words)
         text = f'"{self.text}"' if needs_quotes else self.text
-        return f"{text} {self.modifiers}" if self.modifiers else text
+        return [f"{text} {self.modifiers}" if self.modifiers else text]
 
-    def _evaluate(self, maps: Mapping[str, np.ndarray]) -> np.ndarray:
+    def _repr_parts(self) -> list[str | Expression]:
+        return [f"Term(text={self.text!r}, modifiers={self.modifiers!r})"]
+
+    def _label(self) -> tuple:
+        return ("Term", self.text, self.modifiers.radius, self.modifiers.threshold)
+
+    def _apply(self, operands: list[np.ndarray], maps: Mapping[str, np.ndarray]) -> np.ndarray:
         return self.modifiers.apply(maps[self.text])
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class Not(Expression):
     """``NOT operand``: 1 - p."""
 
@@ -263,14 +386,20 @@ class Not(Expression):
     def children(self) -> tuple[Expression, ...]:
         return (self.operand,)
 
-    def __str__(self) -> str:
-        return f"NOT {_wrap(self.operand, (And, Or))}"
+    def _text_parts(self) -> list[str | Expression]:
+        return ["NOT ", *_wrap(self.operand, (And, Or))]
 
-    def _evaluate(self, maps: Mapping[str, np.ndarray]) -> np.ndarray:
-        return np.float32(1.0) - self.operand._evaluate(maps)
+    def _repr_parts(self) -> list[str | Expression]:
+        return ["Not(operand=", self.operand, ")"]
+
+    def _label(self) -> tuple:
+        return ("Not",)
+
+    def _apply(self, operands: list[np.ndarray], maps: Mapping[str, np.ndarray]) -> np.ndarray:
+        return np.float32(1.0) - operands[0]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class _Binary(Expression):
     """An operator with a left and a right operand."""
 
@@ -284,31 +413,37 @@ class _Binary(Expression):
     def children(self) -> tuple[Expression, ...]:
         return (self.left, self.right)
 
+    def _repr_parts(self) -> list[str | Expression]:
+        return [f"{type(self).__name__}(left=", self.left, ", right=", self.right, ")"]
 
-@dataclass(frozen=True)
+    def _label(self) -> tuple:
+        return (type(self).__name__,)
+
+
+@dataclass(frozen=True, eq=False, repr=False)
 class And(_Binary):
     """``left AND right``: pixel-wise minimum."""
 
-    def __str__(self) -> str:
+    def _text_parts(self) -> list[str | Expression]:
         # Left-associative: a right operand that is itself an AND keeps its parentheses.
-        return f"{_wrap(self.left, (Or,))} AND {_wrap(self.right, (And, Or))}"
+        return [*_wrap(self.left, (Or,)), " AND ", *_wrap(self.right, (And, Or))]
 
-    def _evaluate(self, maps: Mapping[str, np.ndarray]) -> np.ndarray:
-        return np.minimum(self.left._evaluate(maps), self.right._evaluate(maps))
+    def _apply(self, operands: list[np.ndarray], maps: Mapping[str, np.ndarray]) -> np.ndarray:
+        return np.minimum(operands[0], operands[1])
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class Or(_Binary):
     """``left OR right``: pixel-wise maximum."""
 
-    def __str__(self) -> str:
-        return f"{self.left} OR {_wrap(self.right, (Or,))}"
+    def _text_parts(self) -> list[str | Expression]:
+        return [self.left, " OR ", *_wrap(self.right, (Or,))]
 
-    def _evaluate(self, maps: Mapping[str, np.ndarray]) -> np.ndarray:
-        return np.maximum(self.left._evaluate(maps), self.right._evaluate(maps))
+    def _apply(self, operands: list[np.ndarray], maps: Mapping[str, np.ndarray]) -> np.ndarray:
+        return np.maximum(operands[0], operands[1])
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class Group(Expression):
     """``(operand) {modifiers}``: modifiers applied to a combined map.
 
@@ -328,16 +463,22 @@ class Group(Expression):
     def children(self) -> tuple[Expression, ...]:
         return (self.operand,)
 
-    def __str__(self) -> str:
-        return f"({self.operand}) {self.modifiers}"
+    def _text_parts(self) -> list[str | Expression]:
+        return ["(", self.operand, f") {self.modifiers}"]
 
-    def _evaluate(self, maps: Mapping[str, np.ndarray]) -> np.ndarray:
-        return self.modifiers.apply(self.operand._evaluate(maps))
+    def _repr_parts(self) -> list[str | Expression]:
+        return ["Group(operand=", self.operand, f", modifiers={self.modifiers!r})"]
+
+    def _label(self) -> tuple:
+        return ("Group", self.modifiers.radius, self.modifiers.threshold)
+
+    def _apply(self, operands: list[np.ndarray], maps: Mapping[str, np.ndarray]) -> np.ndarray:
+        return self.modifiers.apply(operands[0])
 
 
-def _wrap(node: Expression, kinds: tuple[type, ...]) -> str:
-    """The node's canonical text, in parentheses when it is one of `kinds` (binds more loosely)."""
-    return f"({node})" if isinstance(node, kinds) else str(node)
+def _wrap(node: Expression, kinds: tuple[type, ...]) -> list[str | Expression]:
+    """The node, in parentheses when it is one of `kinds` (binds more loosely)."""
+    return ["(", node, ")"] if isinstance(node, kinds) else [node]
 
 
 # --------------------------------------------------------------------------------------------
@@ -375,7 +516,8 @@ def _parser() -> lark.Lark:
     The basic (not contextual) lexer, so keywords are recognised in every parser state: lark
     re-types a WORD that is exactly AND, OR or NOT as that keyword.
     """
-    return lark.Lark(_GRAMMAR, parser="lalr", lexer="basic", maybe_placeholders=True)
+    # Positions on tree nodes: a nesting error points at its '(' or NOT.
+    return lark.Lark(_GRAMMAR, parser="lalr", lexer="basic", maybe_placeholders=True, propagate_positions=True)
 
 
 _OPERAND_TERMINALS = {"WORD", "STRING", "_LPAR", "_NOT"}
@@ -469,42 +611,74 @@ def _character_error(text: str, position: int) -> ExpressionError:
     return ExpressionError(reason, text, position + 1)
 
 
+_NESTING = frozenset({"group", "not_"})
+
+
 def _check_depth(tree: lark.Tree, text: str) -> None:
-    """Reject absurdly deep nesting before the recursive tree walks meet Python's stack limit."""
-    stack = [(tree, 1)]
+    """Refuse more than MAX_DEPTH levels of real nesting: parentheses and NOT.
+
+    A chain of AND / OR (``a OR b OR c ...``) is not nesting, however long: it is a deep tree,
+    but every walk over the tree is iterative, so only parentheses and NOT count. The error
+    points at the '(' or NOT that opens one level too many.
+    """
+    stack: list[tuple[lark.Tree, int]] = [(tree, 0)]
     while stack:
         node, depth = stack.pop()
-        if depth > MAX_DEPTH:
-            raise ExpressionError(f"expression is nested too deeply (more than {MAX_DEPTH} levels)", text, 1)
-        stack.extend((child, depth + 1) for child in node.children if isinstance(child, lark.Tree))
+        if node.data in _NESTING:
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise ExpressionError(
+                    f"expression is nested too deeply: more than {MAX_DEPTH} levels of parentheses and NOT",
+                    text, node.meta.start_pos + 1,
+                )
+        # Reversed, so the leftmost offending '(' or NOT is found first.
+        stack.extend((child, depth) for child in reversed(node.children) if isinstance(child, lark.Tree))
 
 
 def _build(tree: lark.Tree, text: str) -> Expression:
-    """The lark parse tree as Expression nodes."""
-    kind, children = tree.data, list[Any](tree.children)
-    if kind == "or_":
-        return Or(_build(children[0], text), _build(children[1], text))
-    if kind == "and_":
-        return And(_build(children[0], text), _build(children[1], text))
-    if kind == "not_":
-        return Not(_build(children[0], text))
-    if kind == "group":
-        operand = _build(children[0], text)
-        modifiers = _parse_modifiers(children[1], text)
-        return Group(operand, modifiers) if modifiers else operand
-    if kind == "term":
-        *parts, mods = children
-        words = []
-        for part in parts:
-            if part.type == "STRING":
-                inner = part.value[1:-1].strip()
-                if not inner:
-                    raise ExpressionError("empty prompt: the quotes contain no text", text, (part.start_pos or 0) + 1)
-                words.append(inner)
-            else:
-                words.append(part.value)
-        return Term(" ".join(words), _parse_modifiers(mods, text))
-    raise AssertionError(f"unexpected parse node {kind!r}")  # the grammar makes no other
+    """The lark parse tree as Expression nodes (children before parents, with a stack: a long
+    chain is as deep as it is long)."""
+    values: list[Expression] = []
+    stack: list[tuple[lark.Tree, bool]] = [(tree, False)]
+    while stack:
+        node, expanded = stack.pop()
+        kind, children = node.data, list[Any](node.children)
+        if kind == "term":
+            values.append(_build_term(children, text))
+            continue
+        subtrees = [child for child in children if isinstance(child, lark.Tree)]
+        if not expanded:
+            stack.append((node, True))
+            stack.extend((child, False) for child in reversed(subtrees))
+            continue
+        operands = values[len(values) - len(subtrees) :]
+        del values[len(values) - len(subtrees) :]
+        if kind == "or_":
+            values.append(Or(*operands))
+        elif kind == "and_":
+            values.append(And(*operands))
+        elif kind == "not_":
+            values.append(Not(operands[0]))
+        elif kind == "group":
+            modifiers = _parse_modifiers(children[1], text)
+            values.append(Group(operands[0], modifiers) if modifiers else operands[0])
+        else:
+            raise AssertionError(f"unexpected parse node {kind!r}")  # the grammar makes no other
+    return values[0]
+
+
+def _build_term(children: list[Any], text: str) -> Term:
+    *parts, mods = children
+    words = []
+    for part in parts:
+        if part.type == "STRING":
+            inner = part.value[1:-1].strip()
+            if not inner:
+                raise ExpressionError("empty prompt: the quotes contain no text", text, (part.start_pos or 0) + 1)
+            words.append(inner)
+        else:
+            words.append(part.value)
+    return Term(" ".join(words), _parse_modifiers(mods, text))
 
 
 _RADIUS = re.compile(r"([+-])\s*(.*)", re.DOTALL)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import os
-from pathlib import Path
+import stat
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -13,38 +13,68 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 DEFAULT_MAX_PIXELS = 50_000_000
 
 
-
 def describe(source: object) -> str:
     """A short name of an image input for error messages."""
     if isinstance(source, (str, os.PathLike)):
-        return str(source)
+        return str(source) if str(source) else "'' (an empty path)"
     if isinstance(source, np.ndarray):
         return f"array of shape {source.shape} and dtype {source.dtype}"
     if isinstance(source, Image.Image):
-        return f"PIL image ({source.mode}, {source.size[0]}x{source.size[1]})"
+        # Image.open sets `filename` to the path it read (or "" for a file object).
+        filename = getattr(source, "filename", None)
+        if isinstance(filename, bytes):
+            filename = os.fsdecode(filename)
+        origin = f" from {filename}" if isinstance(filename, str) and filename else ""
+        return f"PIL image{origin} ({source.mode}, {source.size[0]}x{source.size[1]})"
     return type(source).__name__
 
 
 def _check_size(height: int, width: int, max_pixels: int, name: str) -> None:
     if height == 0 or width == 0:
-        raise ValueError(f"{name}: image is empty ({height}x{width} pixels)")
+        raise ValueError(f"{name}: image is empty (width {width}, height {height})")
     if height * width > max_pixels:
         raise ValueError(
-            f"{name}: image has {height}x{width} = {height * width} pixels, above the limit of "
+            f"{name}: image has {width}x{height} (width x height) = {height * width} pixels, above the limit of "
             f"{max_pixels} (raise max_image_pixels to allow it)"
         )
 
 
 def _pil_to_rgb(image: Image.Image) -> np.ndarray:
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         # 16-bit greyscale: PIL's own conversion clips at 255, so scale the full range instead.
         grey = np.asarray(image, dtype=np.float64)
         grey = np.clip(np.rint(grey / 257.0), 0, 255).astype(np.uint8)
         return np.repeat(grey[:, :, None], 3, axis=2)
+    if image.mode == "La":
+        image = image.convert("LA")  # PIL has no La -> RGB conversion; the alpha is dropped anyway
     if image.mode != "RGB":
         # Palette, greyscale, CMYK and alpha modes: RGB as PIL defines it (alpha is dropped).
         image = image.convert("RGB")
     return np.asarray(image, dtype=np.uint8)
+
+
+def _decoded(image: Image.Image, name: str, max_pixels: int) -> np.ndarray:
+    """Decode an opened image's pixels (its size already checked) as RGB; any failure of the
+    decoder is a ValueError naming the input.
+
+    A file's data is foreign: Pillow's decoders raise OSError for truncated data but also
+    SyntaxError, struct.error, IndexError, EOFError, ... for corrupt data, and a lazily opened
+    PIL image fails only here. Every one of them means the same to the caller: not readable.
+    """
+    try:
+        rgb = _pil_to_rgb(image)
+    except MemoryError:
+        raise
+    except Exception as error:  # noqa: BLE001 - see above; the cause stays chained
+        raise ValueError(f"{name}: cannot read image ({_reason(error)})") from error
+    # Some formats (ICO, ICNS) decode to another size than their header said.
+    _check_size(rgb.shape[0], rgb.shape[1], max_pixels, name)
+    return rgb
+
+
+def _reason(error: BaseException) -> str:
+    text = str(error)
+    return text if isinstance(error, (OSError, ValueError)) and text else f"{type(error).__name__}: {text}"
 
 
 def _array_to_rgb(array: np.ndarray, name: str) -> np.ndarray:
@@ -64,47 +94,79 @@ def _array_to_rgb(array: np.ndarray, name: str) -> np.ndarray:
     raise ValueError(f"{name}: image arrays need 1, 3 or 4 channels (RGB order), got {channels}")
 
 
-def _open_file(path: Path, max_pixels: int) -> np.ndarray:
+def _open_file(path: str | os.PathLike) -> str:
+    """The name of an existing regular file at `path`, or the documented error."""
     name = str(path)
-    if not path.exists():
-        raise FileNotFoundError(f"image file not found: {name}")
-    if path.is_dir():
+    if not name:
+        raise ValueError("image path is empty: give a file name")
+    try:
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError) as error:  # "a.png/b.png" does not exist either
+        raise FileNotFoundError(f"image file not found: {name}") from error
+    except (OSError, ValueError) as error:  # a NUL in the name, a name too long, a symlink loop, no permission
+        reason = getattr(error, "strerror", None) or error
+        raise ValueError(f"{name}: cannot access the image file ({reason})") from error
+    if stat.S_ISDIR(mode):
         raise ValueError(f"{name}: is a directory, not an image file")
-    return _decode(path, name, max_pixels)
+    if not stat.S_ISREG(mode):
+        # Reading a FIFO would block until someone writes to it; a device would be read forever.
+        raise ValueError(f"{name}: is not a regular file (a pipe, socket or device), not an image file")
+    return name
 
 
 def decode_image_bytes(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, name: str = "image bytes") -> np.ndarray:
     """An encoded image (PNG, JPEG, ... bytes) -> `H x W x 3 uint8` RGB; errors as `load_image`."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"{name}: encoded image data must be bytes, got {type(data).__name__}")
     if not data:
         raise ValueError(f"{name}: empty")
     return _decode(io.BytesIO(data), name, max_pixels)
 
 
-def _decode(source: Path | io.BytesIO, name: str, max_pixels: int) -> np.ndarray:
+def _decode(source: str | io.BytesIO, name: str, max_pixels: int) -> np.ndarray:
     try:
-        with Image.open(source) as image:
-            # The header gives the size: refuse huge images before decoding any pixel.
-            _check_size(image.height, image.width, max_pixels, name)
-            image = ImageOps.exif_transpose(image)
-            return _pil_to_rgb(image)
-    except (UnidentifiedImageError, Image.DecompressionBombError) as error:
-        raise ValueError(f"{name}: not a readable image ({error})") from error
-    except (OSError, SyntaxError) as error:  # truncated or corrupt data, or no permission
-        raise ValueError(f"{name}: cannot read image ({error})") from error
+        image = Image.open(source)
+    except Image.DecompressionBombError as error:
+        # Pillow refuses before we can (Image.MAX_IMAGE_PIXELS, about 179 MP, applies too).
+        raise ValueError(f"{name}: image is above the limit of Pillow's decompression-bomb check ({error}); "
+                         f"fastclipseg's limit is {max_pixels} pixels") from error
+    except UnidentifiedImageError as error:
+        # Pillow's message names a file object for bytes; name the input instead.
+        raise ValueError(f"{name}: not a readable image (not a format Pillow recognises, or a corrupt "
+                         "header)") from error
+    except MemoryError:
+        raise
+    except Exception as error:  # noqa: BLE001 - a corrupt header: see _decoded
+        raise ValueError(f"{name}: cannot read image ({_reason(error)})") from error
+    with image:
+        # The header gives the size: refuse huge images before decoding any pixel.
+        _check_size(image.height, image.width, max_pixels, name)
+        try:
+            image = ImageOps.exif_transpose(image)  # loads the pixels
+        except MemoryError:
+            raise
+        except Exception as error:  # noqa: BLE001 - see _decoded
+            raise ValueError(f"{name}: cannot read image ({_reason(error)})") from error
+        return _decoded(image, name, max_pixels)
 
 
 def load_image(source: object, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Any supported image input -> `H x W x 3 uint8` RGB array (possibly a view of the input).
 
     Raises `FileNotFoundError` for a missing file, `ValueError` for an unreadable, corrupt, empty
-    or too large image or a wrong array shape, `TypeError` for a wrong input or array dtype.
+    or too large image (files, bytes and PIL images alike: a truncated file opened lazily with
+    `Image.open` fails here too), a path that is not a regular file, or a wrong array shape, and
+    `TypeError` for a wrong input or array dtype. Every message starts with the input's name
+    (its path, or its PIL file name). The size is checked from the header, before decoding.
     """
     name = describe(source)
     if isinstance(source, (str, os.PathLike)):
-        return _open_file(Path(source), max_pixels)
+        return _decode(_open_file(source), name, max_pixels)
     if isinstance(source, Image.Image):
+        # A lazily opened image (Image.open) decodes here: check its header size first, and a
+        # failure is a ValueError naming it, as for a path.
         _check_size(source.height, source.width, max_pixels, name)
-        return _pil_to_rgb(source)
+        return _decoded(source, name, max_pixels)
     if isinstance(source, np.ndarray):
         rgb = _array_to_rgb(source, name)
         _check_size(rgb.shape[0], rgb.shape[1], max_pixels, name)

@@ -123,7 +123,6 @@ def render_overlay_video(video: str, masks_jsonl: Path, out: Path, *, every_n: i
     """
     import av
 
-    from .rle import decode
     from .runs import read_complete_lines
     from .sources import open_video
 
@@ -145,8 +144,7 @@ def render_overlay_video(video: str, masks_jsonl: Path, out: Path, *, every_n: i
                     break  # stop decoding: a run with --end need not read the rest of the video
                 record = records.get(index)
                 if record is not None:
-                    rles = [m["rle"] for m in record["masks"]]
-                    masks = decode(rles).astype(bool) if rles else None
+                    masks = _frame_masks(record, frame.height, frame.width, masks_jsonl)
                 if masks is None:
                     continue
                 rgb = frame.to_ndarray(format="rgb24")
@@ -166,6 +164,26 @@ def render_overlay_video(video: str, masks_jsonl: Path, out: Path, *, every_n: i
     finally:
         temporary.unlink(missing_ok=True)
     return written
+
+
+def _frame_masks(record: dict, height: int, width: int, masks_jsonl: Path) -> np.ndarray | None:
+    """A masks.jsonl record's masks as `(K, height, width)` bools, or None when it has none.
+
+    The decode may allocate exactly K frames' worth (not the 4K-sized default cap, which K
+    prompts on a 4K video exceed), and a record of another size is named as damage."""
+    from .rle import decode
+
+    rles = [m["rle"] for m in record["masks"]]
+    if not rles:
+        return None
+    try:
+        masks = decode(rles, max_pixels=len(rles) * height * width)
+    except ValueError as error:
+        raise ValueError(f"{masks_jsonl}: frame {record['frame']}: {error}") from error
+    if masks.shape[1:] != (height, width):
+        raise ValueError(f"{masks_jsonl}: frame {record['frame']}: masks of {masks.shape[2]}x{masks.shape[1]} "
+                         f"for a {width}x{height} video")
+    return masks.astype(bool)
 
 
 def _numbered_frames(container, stream) -> Iterator[tuple[int, object]]:

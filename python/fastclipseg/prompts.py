@@ -23,11 +23,23 @@ def normalize_prompts(prompts: object, name: str = "prompts") -> list[str]:
     if len(prompts) == 0:
         raise ValueError(f"{name} is empty: give at least one prompt")
     for index, prompt in enumerate(prompts):
-        if not isinstance(prompt, str):
-            raise TypeError(f"{name}[{index}] must be a string, got {type(prompt).__name__}: {prompt!r}")
-        if not prompt.strip():
-            raise ValueError(f"{name}[{index}] is empty or whitespace only: {prompt!r}")
+        check_prompt(prompt, f"{name}[{index}]")
     return list(prompts)
+
+
+def check_prompt(prompt: object, name: str) -> str:
+    """One text prompt: a non-blank string of valid Unicode, else an error naming `name`."""
+    if not isinstance(prompt, str):
+        raise TypeError(f"{name} must be a string, got {type(prompt).__name__}: {prompt!r}")
+    if not prompt.strip():
+        raise ValueError(f"{name} is empty or whitespace only: {prompt!r}")
+    try:
+        prompt.encode("utf-8")
+    except UnicodeEncodeError as error:
+        # A lone surrogate (e.g. from a bad decode) cannot reach the tokenizer, which would fail obscurely.
+        raise ValueError(f"{name} is not valid Unicode text: a lone surrogate "
+                         f"{prompt[error.start]!r} at position {error.start} of {prompt!r}") from None
+    return prompt
 
 
 class PromptTokenizer:

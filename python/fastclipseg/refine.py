@@ -178,7 +178,7 @@ def resolve_prompts(prompts: object, conditional_embeddings: object = None, embe
     from PIL import Image
 
     from .image_prompts import ImagePrompt, check_conditional_embeddings
-    from .prompts import normalize_prompts
+    from .prompts import check_prompt
 
     items: list[PromptItem] = []
     if prompts is not None:
@@ -189,11 +189,15 @@ def resolve_prompts(prompts: object, conditional_embeddings: object = None, embe
             raise TypeError(f"{name} must be a prompt or a list of prompts, got {type(prompts).__name__}")
         for index, prompt in enumerate(prompts):
             if isinstance(prompt, str):
-                text = normalize_prompts([prompt], f"{name}[{index}]")[0]
+                text = check_prompt(prompt, f"{name}[{index}]")
                 if looks_like_expression(text):
-                    from .expressions import parse
+                    from .expressions import ExpressionError, parse
 
-                    expression = parse(text)
+                    try:
+                        expression = parse(text)
+                    except ExpressionError as error:
+                        # Name which prompt of the list; the caret still points into its text.
+                        raise ExpressionError(f"{name}[{index}]: {error.reason}", error.text, error.column) from None
                     if expression.is_plain:
                         items.append(PromptItem("text", text, expression.terms()[0]))
                     else:

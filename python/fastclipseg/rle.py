@@ -16,13 +16,21 @@ Drop-in compatible with `pycocotools.mask` for the compressed format:
 
 Masks are read in place through their strides (C order, Fortran order or any
 view), must be ``bool`` or ``uint8`` (nonzero is foreground), and a mask with
-no pixels encodes as counts ``"0"``. Malformed RLE input raises `ValueError`
-(or `TypeError` for a wrong type) naming what was wrong; the native layer
-re-validates everything it is given.
+no pixels encodes as counts ``"0"``.
+
+RLE input is untrusted (it comes from files and requests): malformed input
+raises `ValueError` (or `TypeError` for a wrong type) naming the field or value
+that was wrong, never another exception. Nothing is allocated from a size
+before it is checked: `decode` refuses a mask above ``max_pixels`` (default
+`fastclipseg.imaging.DEFAULT_MAX_PIXELS`, the largest image accepted) from the
+size alone, then validates the counts (well-formed, summing to exactly
+``h * w``), and only then allocates the mask. The native layer re-validates
+everything it is given.
 """
 
 from __future__ import annotations
 
+import reprlib
 from collections.abc import Mapping, Sequence
 from typing import Any, TypedDict, overload
 
@@ -30,6 +38,7 @@ import numpy as np
 
 from . import _core
 from ._threads import native_threads
+from .imaging import DEFAULT_MAX_PIXELS
 
 __all__ = ["RLE", "area", "bbox", "decode", "encode", "encode_packed", "packed_area_bbox", "packed_summary"]
 
@@ -152,7 +161,7 @@ def packed_summary(bits: Any, width: int, *, threads: int | None = None) -> tupl
     return [{"size": [h, w], "counts": c} for c in counts], areas, boxes
 
 
-def decode(rle: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> np.ndarray:
+def decode(rle: Mapping[str, Any] | Sequence[Mapping[str, Any]], *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Decode COCO RLE into a mask.
 
     Args:
@@ -160,6 +169,14 @@ def decode(rle: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> np.ndarray:
             ``str`` or ``bytes`` (as written by `encode` or pycocotools) or an
             uncompressed list of run lengths (COCO ``iscrowd`` style). A list
             of such dicts, all of one size, decodes as a batch.
+        max_pixels: the most pixels (bytes) the decode may allocate: ``h * w``
+            for one dict, ``K * h * w`` for a list of K. Checked from the sizes
+            alone, before the counts are parsed or anything is allocated, so a
+            small RLE naming a huge size (``[10**6, 10**6]``: 931 GiB) is a
+            `ValueError`, not a `MemoryError`. The default,
+            `fastclipseg.imaging.DEFAULT_MAX_PIXELS`, fits a mask of the
+            largest image the package accepts; pass a larger int to decode
+            larger masks or batches (or decode a long list in chunks).
 
     Returns:
         For one dict, an ``(h, w)`` ``uint8`` array of 0/1 in Fortran order,
@@ -168,23 +185,31 @@ def decode(rle: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> np.ndarray:
         pycocotools returns ``(h, w, K)`` instead), each ``[k]`` Fortran-ordered.
 
     Raises:
-        TypeError: `rle` or one of its fields has the wrong type.
-        ValueError: missing keys, a bad size, counts with invalid characters,
-            truncated, negative, or not summing to exactly ``h * w``; or a
-            batch mixing sizes.
+        TypeError: `rle` or one of its fields has the wrong type (a size that
+            is not an int, e.g. a float or bool; counts that are not str, bytes
+            or a list of ints), or `max_pixels` is not an int.
+        ValueError: missing keys; a size that is negative or not a pair; the
+            mask (or batch) above `max_pixels`; counts with invalid or
+            non-ASCII characters, truncated, negative, or not summing to
+            exactly ``h * w``; a batch mixing sizes. The message names the
+            field and value.
     """
+    cap = _max_pixels(max_pixels)
     if isinstance(rle, Mapping):
-        (h, w), counts = _parse(rle)
-        return _core.rle_decode(counts, h, w)
+        h, w = _size(rle)
+        _check_cap(1, h, w, cap)
+        return _core.rle_decode(_counts(rle), h, w, cap)
     items = _as_list(rle, "decode")
     if not items:
         raise ValueError("decode: cannot decode an empty list of RLEs (the mask size is unknown)")
-    parsed = [_parse(r, i) for i, r in enumerate(items)]
-    size = parsed[0][0]
-    for i, (other, _) in enumerate(parsed):
-        if other != size:
-            raise ValueError(f"decode: RLE #{i} has size {list(other)} but RLE #0 has {list(size)}; a batch must share one size")
-    return _core.rle_decode_batch([c for _, c in parsed], size[0], size[1])
+    # Every size first, then the cap: nothing is parsed or allocated for an oversized batch.
+    sizes = [_size(r, i) for i, r in enumerate(items)]
+    h, w = sizes[0]
+    for i, other in enumerate(sizes):
+        if other != (h, w):
+            raise ValueError(f"decode: RLE #{i} has size {list(other)} but RLE #0 has {[h, w]}; a batch must share one size")
+    _check_cap(len(items), h, w, cap)
+    return _core.rle_decode_batch([_counts(r, i) for i, r in enumerate(items)], h, w, cap)
 
 
 @overload
@@ -195,10 +220,13 @@ def area(rle: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> int | np.ndarr
     """Foreground pixel count, computed from the counts without decoding.
 
     Returns an ``int`` for one dict, or an ``int64`` array of shape ``(K,)``
-    for a list of K dicts. Raises like `decode`.
+    for a list of K dicts. Raises like `decode`, except that there is no
+    ``max_pixels``: nothing is allocated from the size, so any size up to
+    ``_core.RLE_MAX_COUNT`` pixels is measured. Dicts of a list may differ in size.
     """
     if isinstance(rle, Mapping):
         (h, w), counts = _parse(rle)
+        # No cap: area and bbox walk the counts and allocate nothing from the size.
         return int(_core.rle_area(counts, h, w))
     return _per_item(rle, "area", _core.rle_area, (), np.int64)
 
@@ -208,7 +236,8 @@ def bbox(rle: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> np.ndarray:
 
     Returns a ``float64`` array of shape ``(4,)`` for one dict or ``(K, 4)``
     for a list of K dicts; an empty mask gives all zeros. Computed from the
-    counts without decoding. Raises like `decode`.
+    counts without decoding. Raises like `area` (no ``max_pixels``: nothing is
+    allocated from the size).
     """
     if isinstance(rle, Mapping):
         (h, w), counts = _parse(rle)
@@ -225,7 +254,8 @@ def _per_item(rle: Any, fn: str, kernel: Any, shape: tuple[int, ...], dtype: Any
         try:
             out[i] = kernel(counts, h, w)
         except ValueError as e:
-            raise ValueError(f"RLE #{i}: {e}") from e
+            # The kernel says "RLE counts ...": name the position in the list instead.
+            raise ValueError(f"RLE #{i} {str(e).removeprefix('RLE ')}") from e
     return out
 
 
@@ -235,9 +265,39 @@ def _as_list(rle: Any, fn: str) -> list[Any]:
     return list(rle)
 
 
+_repr = reprlib.Repr()
+_repr.maxstring = _repr.maxother = 40
+
+
+def _max_pixels(value: Any) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"decode: max_pixels must be an int, got {type(value).__name__} ({_repr.repr(value)})")
+    if value < 0:
+        raise ValueError(f"decode: max_pixels must be >= 0, got {int(value)}")
+    return int(value)
+
+
+def _check_cap(k: int, h: int, w: int, cap: int) -> None:
+    """Refuse a decode of k masks of h x w above `cap` pixels, from the sizes alone."""
+    total = k * h * w
+    if total <= cap:
+        return
+    what = f"RLE size {h}x{w} = {total} pixels is" if k == 1 else f"{k} RLEs of size {h}x{w} = {total} pixels in all,"
+    raise ValueError(f"decode: {what} above max_pixels = {cap}; pass a larger max_pixels to decode it")
+
+
 def _parse(rle: Any, index: int | None = None) -> tuple[tuple[int, int], str | bytes]:
     """Validate one RLE dict; return ((h, w), compressed counts)."""
-    where = "RLE" if index is None else f"RLE #{index}"
+    return _size(rle, index), _counts(rle, index)
+
+
+def _where(index: int | None) -> str:
+    return "RLE" if index is None else f"RLE #{index}"
+
+
+def _size(rle: Any, index: int | None = None) -> tuple[int, int]:
+    """Check one RLE dict's type, keys and size; return (h, w). The counts are not looked at."""
+    where = _where(index)
     if not isinstance(rle, Mapping):
         raise TypeError(f"{where} must be a dict with 'size' and 'counts', got {type(rle).__name__}")
     missing = [k for k in ("size", "counts") if k not in rle]
@@ -245,18 +305,33 @@ def _parse(rle: Any, index: int | None = None) -> tuple[tuple[int, int], str | b
         raise ValueError(f"{where} is missing key(s) {missing}; expected {{'size': [h, w], 'counts': ...}}")
     size = rle["size"]
     if isinstance(size, (str, bytes)) or not isinstance(size, (Sequence, np.ndarray)) or len(size) != 2:
-        raise ValueError(f"{where} 'size' must be [height, width], got {size!r}")
+        shown = size.tolist() if isinstance(size, np.ndarray) else size
+        raise ValueError(f"{where} 'size' must be [height, width], got {_repr.repr(shown)}")
     dims = []
     for name, v in zip(("height", "width"), size):
         if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
-            raise TypeError(f"{where} {name} must be an int, got {type(v).__name__}")
+            raise TypeError(f"{where} {name} must be an int, got {type(v).__name__} ({_repr.repr(v)})")
         if v < 0:
             raise ValueError(f"{where} {name} must be >= 0, got {int(v)}")
         dims.append(int(v))
+    return dims[0], dims[1]
+
+
+def _counts(rle: Mapping[str, Any], index: int | None = None) -> str | bytes:
+    """One RLE dict's counts as a compressed str or bytes (a run-length list is compressed)."""
+    where = _where(index)
     counts = rle["counts"]
     if isinstance(counts, (str, bytes)):
-        return (dims[0], dims[1]), counts
-    if isinstance(counts, (Sequence, np.ndarray)):
+        return counts
+    # bytearray and memoryview are sequences of ints, but never meant as run lengths.
+    if isinstance(counts, np.ndarray) and counts.ndim != 1:
+        raise TypeError(f"{where} 'counts' array must be 1-D (a list of run lengths), got shape {counts.shape}")
+    if isinstance(counts, (Sequence, np.ndarray)) and not isinstance(counts, (bytearray, memoryview)):
         # Uncompressed RLE (a list of run lengths): compress, then the same path.
-        return (dims[0], dims[1]), _core.rle_counts_to_string(counts)
+        try:
+            return _core.rle_counts_to_string(counts)
+        except (TypeError, ValueError) as e:
+            if index is None:
+                raise
+            raise type(e)(f"{where}: {e}") from e
     raise TypeError(f"{where} 'counts' must be str, bytes or a list of ints, got {type(counts).__name__}")

@@ -483,9 +483,11 @@ class FastSegmenter:
             # Resolved once per distinct list (images share one unless given a list each): image
             # prompts are loaded and hashed, expressions parsed, embeddings checked only once.
             resolved: dict[int, list] = {}
-            for image_prompts in per_image:
+            one_list_each = len(per_image) > 1 and per_image[0] is not prompts  # segment() wraps its one list
+            for index, image_prompts in enumerate(per_image):
                 if id(image_prompts) not in resolved:
-                    resolved[id(image_prompts)] = resolve_prompts(image_prompts, conditional_embeddings, dim)
+                    name = f"prompts[{index}]" if one_list_each else "prompts"
+                    resolved[id(image_prompts)] = resolve_prompts(image_prompts, conditional_embeddings, dim, name)
             results = []
             for array, image_prompts, source in zip(arrays, per_image, sources):
                 result = predict_prompts(self.session(array, threshold), resolved[id(image_prompts)])

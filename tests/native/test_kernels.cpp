@@ -322,6 +322,80 @@ void test_malformed() {
 }
 
 
+// Sizes from untrusted input: the cap and the counts are checked before any
+// allocation. Under ASan a request of 2^41 bytes (above its 1 TiB allocation
+// limit) aborts the run, so these tests also prove nothing was allocated.
+void test_untrusted_sizes() {
+    const std::size_t big_h = std::size_t{1} << 20, big_w = std::size_t{1} << 21;  // 2^41 pixels
+    const std::uint64_t u64_max = ~std::uint64_t{0};
+
+    check_eq(rle::checked_pixels(1, 4, 5, 20), std::uint64_t{20}, "checked_pixels at the cap");
+    check_eq(rle::checked_pixels(3, 4, 5, 60), std::uint64_t{60}, "checked_pixels batch at the cap");
+    check_eq(rle::checked_pixels(0, big_h, big_w, 0), std::uint64_t{0}, "no masks, no pixels");
+    check_eq(rle::checked_pixels(~std::size_t{0}, 0, 7, 0), std::uint64_t{0},
+             "any number of 0-pixel masks");
+    check_throws([] { rle::checked_pixels(1, 4, 5, 19); }, "mask size 4x5 = 20 pixels is above max_pixels = 19",
+                 "checked_pixels one past the cap");
+    check_throws([] { rle::checked_pixels(3, 100, 100, 20000); },
+                 "3 RLEs of size 100x100 = 30000 pixels in all, above max_pixels = 20000",
+                 "checked_pixels batch past the cap");
+    check_throws([&] { rle::checked_pixels(~std::size_t{0}, big_h, big_w, u64_max); },
+                 "more than 18446744073709551615 pixels", "checked_pixels k*h*w overflow");
+    check_throws([] { rle::checked_pixels(1, std::size_t{1} << 40, std::size_t{1} << 40, ~std::uint64_t{0}); },
+                 "too large", "checked_pixels h*w past kMaxCount");
+
+    // validate: the size before the counts, then the counts.
+    check_eq(rle::validate("d0", 4, 5, 20), std::uint64_t{20}, "validate returns h*w");
+    check_eq(rle::validate("0", 0, 9, 0), std::uint64_t{0}, "validate a 0-pixel mask under cap 0");
+    check_throws([&] { rle::validate("0", big_h, big_w, 1'000'000); }, "above max_pixels = 1000000",
+                 "validate: huge size refused by the cap");
+    check_throws([&] { rle::validate("p", big_h, big_w, 10); }, "above max_pixels",
+                 "validate: the cap is checked before a char is parsed");
+    check_throws([&] { rle::validate("0", big_h, big_w, u64_max); }, "sum to 0",
+                 "validate: counts '0' for a 2^41-pixel size");
+    check_throws([] { rle::validate("d0", 4, 6); }, "sum to 20", "validate: default cap, bad sum");
+
+    // decode_to_vector allocates only after validating.
+    check_throws([&] { rle::decode_to_vector("0", big_h, big_w, u64_max); }, "sum to 0",
+                 "decode_to_vector: 2^41 pixels with counts '0', nothing allocated");
+    const std::string big_full = rle::counts_to_string(std::vector<std::uint64_t>{0, std::uint64_t{big_h} * big_w});
+    check_throws([&] { rle::decode_to_vector(big_full, big_h, big_w, std::uint64_t{1} << 30); },
+                 "above max_pixels", "decode_to_vector: valid counts above the cap");
+    check_throws([] { rle::decode_to_vector("d0p", 4, 5, 100); }, "invalid character 'p'",
+                 "decode_to_vector: malformed counts");
+    check(rle::decode_to_vector("0", 0, 5, 0).empty(), "decode_to_vector: 0-pixel mask");
+    {
+        std::mt19937 rng(77);
+        const std::size_t h = 13, w = 9;
+        std::vector<std::uint8_t> m(h * w);
+        for (auto& v : m) v = static_cast<std::uint8_t>(rng() % 2);
+        const std::string s = encode_c(m, h, w);
+        std::vector<std::uint8_t> want(h * w);
+        rle::decode(s, h, w, want.data(), want.size());
+        check(rle::decode_to_vector(s, h, w, h * w) == want, "decode_to_vector matches decode");
+        check_throws([&] { rle::decode_to_vector(s, h, w, h * w - 1); }, "above max_pixels = 116",
+                     "decode_to_vector: cap one below h*w");
+        // decode_validated on its own: same output; an exact-size buffer.
+        std::vector<std::uint8_t> got(h * w, 0xAB);
+        rle::decode_validated(s, h, w, got.data(), got.size());
+        check(got == want, "decode_validated matches decode");
+    }
+    // decode_validated given strings that were NOT validated: it throws and
+    // never writes outside the buffer (ASan checks the exact-size heap buffers).
+    for (const char* bad : {"e0", "d1", "0e", "11111111111111111111111111", "d0p", "1P", "O"}) {
+        std::vector<std::uint8_t> out(20);
+        check_throws([&] { rle::decode_validated(bad, 4, 5, out.data(), out.size()); }, "",
+                     std::string("decode_validated rejects unvalidated '") + bad + "'");
+    }
+    {
+        std::vector<std::uint8_t> out(19);
+        check_throws([&] { rle::decode_validated("d0", 4, 5, out.data(), out.size()); },
+                     "holds 19 bytes", "decode_validated checks out_size");
+        check_throws([] { rle::decode_validated("d0", 4, 5, nullptr, 20); }, "null",
+                     "decode_validated null output");
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Bit-packed masks (rle::encode_packed*)
 // ---------------------------------------------------------------------------
@@ -533,7 +607,8 @@ int main() {
     const std::pair<const char*, void (*)()> suites[] = {
         {"known_vectors", test_known_vectors}, {"edge_cases", test_edge_cases},
         {"random_layouts", test_random_layouts}, {"counts_string", test_counts_string},
-        {"malformed", test_malformed}, {"packed_known", test_packed_known},
+        {"malformed", test_malformed}, {"untrusted_sizes", test_untrusted_sizes},
+        {"packed_known", test_packed_known},
         {"packed_random", test_packed_random}, {"packed_bad_sizes", test_packed_bad_sizes},
         {"detail", test_detail},
     };

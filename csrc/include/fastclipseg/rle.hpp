@@ -116,12 +116,40 @@ inline std::string counts_to_string(const std::vector<std::uint64_t>& counts) {
 // Decoding and measurements (all validate that counts sum to exactly h*w)
 // ---------------------------------------------------------------------------
 
+// Sizes come from untrusted input (a JSON file, a request), so a caller that
+// allocates the output itself must validate BEFORE allocating: first
+// checked_pixels() (the size alone, against the caller's cap), then
+// validate() (the counts), then allocate and decode_validated(). A size of
+// 10^6 x 10^6 with counts "0" is then rejected without ever asking for the
+// 931 GiB it names. decode_to_vector() does exactly this.
+
 // Decodes `s` into `out` as h*w bytes of 0/1 in COLUMN-MAJOR order
 // (out[c * h + r] is pixel (r, c)), i.e. a Fortran-ordered h x w array.
 // Throws if out_size < h*w or the string is malformed; the whole string is
 // validated before the first byte of `out` is written.
 void decode(std::string_view s, std::size_t h, std::size_t w, std::uint8_t* out,
             std::size_t out_size);
+
+// Validates `s` for an h x w mask without writing anything: h*w <=
+// max_pixels (checked first, before a single char is parsed), every char and
+// varint well-formed, no negative run, runs summing to exactly h*w. Returns
+// h*w, the bytes a decode of `s` needs.
+std::uint64_t validate(std::string_view s, std::size_t h, std::size_t w,
+                       std::uint64_t max_pixels = kMaxCount);
+
+// decode() without its separate validation pass, for a string validate()
+// has accepted (the binding validates, allocates, then writes: two passes,
+// as decode()). Still memory-safe on any input: every run is checked against
+// h*w and out_size before it is written, so an unvalidated string cannot
+// write out of bounds -- it only throws with `out` partly written.
+void decode_validated(std::string_view s, std::size_t h, std::size_t w, std::uint8_t* out,
+                      std::size_t out_size);
+
+// Validates (size cap, then counts), THEN allocates: the h*w column-major
+// bytes of decode(). Throws std::invalid_argument before any allocation on
+// bad input or when h*w > max_pixels.
+std::vector<std::uint8_t> decode_to_vector(std::string_view s, std::size_t h, std::size_t w,
+                                           std::uint64_t max_pixels);
 
 // Foreground pixel count.
 std::uint64_t area(std::string_view s, std::size_t h, std::size_t w);
@@ -136,5 +164,11 @@ std::array<double, 4> bbox_counts(const std::vector<std::uint64_t>& counts,
 
 // h * w, throwing if it overflows or exceeds kMaxCount.
 std::uint64_t checked_area(std::size_t h, std::size_t w);
+
+// k * h * w, the pixels (bytes) a decode of k masks of h x w allocates;
+// throws, naming the sizes, if h*w exceeds kMaxCount or k*h*w exceeds
+// max_pixels (overflow included). Call it before allocating from a size.
+std::uint64_t checked_pixels(std::size_t k, std::size_t h, std::size_t w,
+                             std::uint64_t max_pixels);
 
 }  // namespace fastclipseg::rle
