@@ -69,6 +69,19 @@ def cpu_name() -> str:
     return platform.processor() or "unknown"
 
 
+#: The CPU features that change which kernels torch and onnxruntime pick (hence the timings).
+_SPEED_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8")
+
+
+def cpu_flags() -> list[str]:
+    """Which of the speed-relevant CPU features (`_SPEED_FLAGS`) this machine has, from /proc/cpuinfo."""
+    for line in _read_lines("/proc/cpuinfo"):
+        if line.startswith("flags"):
+            present = set(line.split(":", 1)[1].split())
+            return [flag for flag in _SPEED_FLAGS if flag in present]
+    return []
+
+
 def device_name() -> str:
     """The CPU, and the first CUDA GPU when PyTorch sees one (benchmarks on a GPU name it)."""
     name = f"cpu: {cpu_name()}"
@@ -83,7 +96,7 @@ def write_result(name: str, payload: dict, out: Path) -> Path:
     """Write `payload` (plus date and machine) as <out>/<name>-<date>.json, atomically."""
     now = datetime.now(timezone.utc)
     record = {"benchmark": name, "date": now.isoformat(timespec="seconds"), "device": device_name(),
-              "cores_visible": os.cpu_count(), **payload}
+              "cpu_flags": cpu_flags(), "cores_visible": os.cpu_count(), **payload}
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{name}-{now:%Y%m%d}.json"
     partial = path.with_suffix(".json.partial")
