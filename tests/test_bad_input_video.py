@@ -15,6 +15,7 @@ import json
 import math
 import os
 import shutil
+import zipfile
 
 import numpy as np
 import pytest
@@ -272,6 +273,20 @@ def npz(**arrays) -> bytes:
     return buffer.getvalue()
 
 
+def npz_claiming(shape: tuple[int, ...], data: bytes = b"") -> bytes:
+    """An .npz whose logits header names `shape` but holds only `data`: numpy would allocate the
+    whole shape before reading (1 x 10^5 x 10^5 float32: 37 GiB)."""
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": shape})
+    frame = io.BytesIO()
+    np.save(frame, np.int64(29))
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as out:
+        out.writestr("frame.npy", frame.getvalue())
+        out.writestr("logits.npy", header.getvalue() + data)
+    return archive.getvalue()
+
+
 def masks_with(finished_run, line: bytes) -> bytes:
     lines = (finished_run / "masks.jsonl").read_bytes().splitlines(keepends=True)
     return b"".join(lines[:5] + [line] + lines[5:])
@@ -299,6 +314,14 @@ DAMAGES = {
                       "finite values"),
     "smoothing-frame-array": ("smoothing.npz", lambda run: npz(frame=np.arange(3), logits=np.zeros((1, 4, 4))),
                               "not a frame number"),
+    "smoothing-huge-header": ("smoothing.npz", lambda run: npz_claiming((1, 100_000, 100_000)),
+                              "larger than any model's"),
+    "smoothing-data-short": ("smoothing.npz", lambda run: npz_claiming((1, 8, 8), b"\0" * 16),
+                             "need 256 bytes, the archive holds 16"),
+    "smoothing-other-prompts": ("smoothing.npz", lambda run: npz(frame=np.int64(29), logits=np.zeros((2, 4, 4))),
+                                "logits for 2 prompts, but the run has 1"),
+    "smoothing-2d": ("smoothing.npz", lambda run: npz(frame=np.int64(29), logits=np.zeros((4, 4))),
+                     "expected (prompts, height, width)"),
 }
 
 

@@ -33,6 +33,10 @@ SETTINGS_NAME = "run.json"
 MASKS_NAME = "masks.jsonl"
 ERRORS_NAME = "errors.jsonl"
 STATE_NAME = "smoothing.npz"
+#: Largest side of the smoothed logits a run may save: CLIPSeg's logits are at the model's input
+#: size (352 for the released models), so a bigger header in smoothing.npz is damage, and it is
+#: refused before anything is allocated from it.
+MAX_LOGIT_SIDE = 1024
 
 
 class RunFolderError(ValueError):
@@ -114,6 +118,8 @@ class RunFolder:
         self.state_path = self.folder / STATE_NAME
         settings_path = self.folder / SETTINGS_NAME
         settings = json.loads(json.dumps(settings))  # the form it takes once saved
+        prompts = settings.get("prompts")
+        self._state_prompts = len(prompts) if isinstance(prompts, list) and prompts else None
         # A run that wrote nothing (its model failed to load, say) holds nothing to protect.
         existing = any(path.exists() and path.stat().st_size > 0 for path in (self.masks_path, self.errors_path))
         if existing and not resume:
@@ -159,7 +165,7 @@ class RunFolder:
         The state is saved after its frame's line, so a hard kill in between leaves a line one
         frame ahead of the state: it is dropped and that frame computed again from the state.
         """
-        frame, state = _read_state(self.state_path)
+        frame, state = _read_state(self.state_path, self._state_prompts)
         kept = [r for r in masks if r.get("frame", -1) <= frame]
         if len(kept) != len(masks):
             _rewrite_lines(self.masks_path, kept)
@@ -215,11 +221,16 @@ def _read_settings(path: Path) -> dict:
     return saved
 
 
-def _read_state(path: Path) -> tuple[int, np.ndarray]:
-    """The frame number and smoothed logits saved in smoothing.npz; `RunFolderError` if damaged."""
+def _read_state(path: Path, prompts: int | None = None) -> tuple[int, np.ndarray]:
+    """The frame number and smoothed logits saved in smoothing.npz; `RunFolderError` if damaged.
+
+    The logits' header is checked first (3 dimensions, `prompts` of them when known, sides up to
+    `MAX_LOGIT_SIDE`, data as long as the header says): the file is untrusted, and numpy would
+    allocate whatever shape it names before reading a byte."""
     try:
         if not zipfile.is_zipfile(path):
             raise ValueError("not an .npz archive")
+        _check_logits_header(path, prompts)
         with np.load(path) as saved:
             frame = saved["frame"]
             logits = np.array(saved["logits"], dtype=np.float32)
@@ -231,6 +242,28 @@ def _read_state(path: Path) -> tuple[int, np.ndarray]:
         raise RunFolderError(f"{path}: the saved smoothing state is damaged ({error}); "
                              "use --force to start over") from error
     return int(frame), logits
+
+
+def _check_logits_header(path: Path, prompts: int | None) -> None:
+    with zipfile.ZipFile(path) as archive:
+        try:
+            info = archive.getinfo("logits.npy")
+        except KeyError:
+            raise ValueError("no logits in the archive") from None
+        with archive.open(info) as member:
+            version = np.lib.format.read_magic(member)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _, dtype = read_header(member)
+            header_bytes = member.tell()
+    if len(shape) != 3:
+        raise ValueError(f"logits of shape {shape}, expected (prompts, height, width)")
+    if prompts is not None and shape[0] != prompts:
+        raise ValueError(f"logits for {shape[0]} prompts, but the run has {prompts}")
+    if max(shape[1:]) > MAX_LOGIT_SIDE:
+        raise ValueError(f"logits of shape {shape}, larger than any model's ({MAX_LOGIT_SIDE} at most)")
+    expected = int(np.prod(shape)) * dtype.itemsize
+    if info.file_size - header_bytes != expected:
+        raise ValueError(f"logits of shape {shape} need {expected} bytes, the archive holds {info.file_size - header_bytes}")
 
 
 class Interrupted(Exception):
