@@ -15,28 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_checks import error_line, invoke
 from PIL import Image
-from typer.testing import CliRunner
-
-from fastclipseg.cli import app
-
-
-def invoke(*args):
-    return CliRunner().invoke(app, [str(a) for a in args])
-
-
-def error_line(result, code: int, *names: str) -> str:
-    """Checks the exit status, that stderr holds exactly one `error: ...` line naming each of
-    `names`, and that no exception or traceback escaped; returns that line."""
-    escaped = result.exception if not isinstance(result.exception, SystemExit) else None
-    assert escaped is None, repr(escaped)
-    assert result.exit_code == code, (result.exit_code, result.output)
-    assert "Traceback" not in result.output
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1, result.stderr
-    for name in names:
-        assert name in errors[0], errors[0]
-    return errors[0]
 
 
 @pytest.fixture(scope="module")

@@ -19,52 +19,19 @@ import zipfile
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
-
-from fastclipseg.benchmarking import moving_disc_frames
-from fastclipseg.cli import app
+from cli_checks import error_line, invoke
 from fastclipseg.runs import RunFolder, RunFolderError
 from fastclipseg.sources import video_items
+from videos import make_video
 
 av = pytest.importorskip("av", reason="video tests need PyAV (the 'video' extra)")
 
 FRAMES = 30
 
 
-def invoke(*args):
-    return CliRunner().invoke(app, [str(a) for a in args])
-
-
-def error_line(result, code: int, *names: str) -> str:
-    """Exit status `code`, exactly one `error: ...` line on stderr naming each of `names`, no
-    traceback nor escaped exception; returns that line."""
-    escaped = result.exception if not isinstance(result.exception, SystemExit) else None
-    assert escaped is None, repr(escaped)
-    assert result.exit_code == code, (result.exit_code, result.output)
-    assert "Traceback" not in result.output
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1, result.stderr
-    for name in names:
-        assert name in errors[0], errors[0]
-    return errors[0]
-
-
-def write_clip(path, frames: int = FRAMES):
-    """An H.264 MP4 (index at the front, so that a cut-short copy still opens) of a moving disc."""
-    with av.open(str(path), "w", options={"movflags": "faststart"}) as container:
-        stream = container.add_stream("libx264", rate=25)
-        stream.height, stream.width, stream.pix_fmt = 72, 96, "yuv420p"
-        for frame, _ in moving_disc_frames(frames, 72, 96):
-            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
-
-
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory):
-    return write_clip(tmp_path_factory.mktemp("clip") / "clip.mp4")
+    return make_video(tmp_path_factory.mktemp("clip") / "clip.mp4", frames=FRAMES)
 
 
 # -- files that are not (readable) videos ---------------------------------------------------------------

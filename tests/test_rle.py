@@ -7,11 +7,10 @@ import threading
 import numpy as np
 import pycocotools.mask as coco
 import pytest
+from fastclipseg import _core, rle
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-
-from fastclipseg import _core, rle
 
 # pycocotools.mask.decode trips a NumPy 2 DeprecationWarning inside pycocotools itself.
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:pycocotools")
@@ -528,30 +527,7 @@ def test_threads_share_kernels():
 
 
 # --------------------------------------------------------------------------- properties
-
-mask_strategy = hnp.arrays(
-    dtype=st.sampled_from([np.bool_, np.uint8]),
-    shape=hnp.array_shapes(min_dims=2, max_dims=2, min_side=0, max_side=40),
-    elements=st.integers(0, 1),
-)
-
-
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(mask=mask_strategy, order=st.sampled_from(["C", "F", "strided"]))
-def test_property_round_trip_and_pycocotools(mask, order):
-    if order == "F":
-        mask = np.asfortranarray(mask)
-    elif order == "strided":
-        big = np.zeros((mask.shape[0] * 2, mask.shape[1] * 3), dtype=mask.dtype)
-        big[::2, ::3] = mask
-        mask = big[::2, ::3]
-    enc = rle.encode(mask)
-    assert enc["size"] == list(mask.shape)
-    ref = coco_rle(mask)
-    assert enc["counts"] == ref["counts"].decode()
-    assert np.array_equal(rle.decode(enc), mask.astype(np.uint8))
-    assert rle.area(enc) == int(np.count_nonzero(mask))
-    assert rle.bbox(enc).tolist() == coco.toBbox(ref).tolist()
+# (Round trips against pycocotools over random masks: tests/test_fuzz_rle.py.)
 
 
 @settings(max_examples=300, deadline=None)

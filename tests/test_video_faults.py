@@ -13,33 +13,17 @@ import json
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
-
-from fastclipseg.benchmarking import moving_disc_frames
 from fastclipseg.cli import app
 from fastclipseg.imaging import DEFAULT_MAX_PIXELS
 from fastclipseg.jobs import _frame_masks, _numbered_frames
 from fastclipseg.rle import encode
 from fastclipseg.sources import open_video, video_items
+from typer.testing import CliRunner
+from videos import make_video
 
 av = pytest.importorskip("av", reason="video tests need PyAV (the 'video' extra)")
 
 FRAMES = 40
-
-
-def make_video(path, codec: str = "libx264", *, faststart: bool = True, frames: int = FRAMES):
-    """`frames` frames of 72x96 at 25 fps (a disc crossing a noisy background); with `faststart`
-    the MP4's index is written at the front, so a cut-short file still opens."""
-    options = {"movflags": "faststart"} if faststart else {}
-    with av.open(str(path), "w", options=options) as container:
-        stream = container.add_stream(codec, rate=25)
-        stream.height, stream.width, stream.pix_fmt = 72, 96, "yuv420p"
-        for frame, _ in moving_disc_frames(frames, 72, 96):
-            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
 
 
 def reference_decode(path) -> tuple[list[tuple[float, np.ndarray]], list[float]]:
@@ -81,7 +65,7 @@ def assert_matches_reference(path, good, errors, reference, failed):
 
 @pytest.fixture(scope="module")
 def faststart_mp4(tmp_path_factory):
-    return make_video(tmp_path_factory.mktemp("faults") / "faststart.mp4")
+    return make_video(tmp_path_factory.mktemp("faults") / "faststart.mp4", frames=FRAMES)
 
 
 @pytest.fixture
@@ -114,7 +98,7 @@ def test_truncated_video_through_segment_video(tiny_segmenter, truncated_mp4):
 
 @pytest.mark.parametrize("codec", ["libx264", "mpeg4"])
 def test_video_damaged_in_the_middle(tmp_path, codec):
-    path = make_video(tmp_path / f"{codec}.mp4", codec)
+    path = make_video(tmp_path / f"{codec}.mp4", codec, frames=FRAMES)
     data = bytearray(path.read_bytes())
     rng = np.random.default_rng(0)
     for offset in range(len(data) // 3, len(data) * 2 // 3, 997):
@@ -132,7 +116,7 @@ def test_video_damaged_in_the_middle(tmp_path, codec):
 def test_cut_short_packet_that_still_decodes_is_reported(tmp_path):
     # mpeg4 at this size puts most bytes in the first frame: a 60 % cut lands inside it; FFmpeg
     # conceals the missing part and raises nothing, so only the demuxer's flag tells.
-    source = make_video(tmp_path / "source.mp4", "mpeg4")
+    source = make_video(tmp_path / "source.mp4", "mpeg4", frames=FRAMES)
     data = source.read_bytes()
     path = tmp_path / "cut.mp4"
     path.write_bytes(data[: len(data) * 6 // 10])
@@ -171,7 +155,7 @@ def test_file_cut_between_packets_is_reported(faststart_mp4, tmp_path):
                           ("libx264", ".mkv", False)])
 def test_intact_videos_report_nothing(tmp_path, codec, suffix, faststart):
     # B-frames (libx264) give the MP4 an edit list: its index must still count as complete.
-    path = make_video(tmp_path / f"intact{suffix}", codec, faststart=faststart)
+    path = make_video(tmp_path / f"intact{suffix}", codec, frames=FRAMES, faststart=faststart)
     good, errors = items_of(path)
     assert errors == []
     reference, _ = reference_decode(path)

@@ -721,17 +721,24 @@ std::string counts_to_string(const std::uint64_t* counts, std::size_t n) {
 
 namespace {
 
-// Pass 2 of a decode: each run is a contiguous span of the column-major
-// output. walk_checked tests every run against h*w before g() sees it, and
-// out_size >= h*w is checked here, so no write leaves `out` whatever `s` holds.
-void write_runs(std::string_view s, std::size_t h, std::size_t w, std::uint8_t* out,
-                std::size_t out_size) {
+// The h*w pixels of the mask, once `out` is known to hold them all.
+std::uint64_t check_output(std::size_t h, std::size_t w, const std::uint8_t* out,
+                           std::size_t out_size) {
     const std::uint64_t total = checked_area(h, w);
     if (out_size < total) {
         fail("output buffer holds " + std::to_string(out_size) + " bytes but the " +
              size_str(h, w) + " mask needs " + std::to_string(total));
     }
     if (total > 0 && out == nullptr) fail("output pointer is null");
+    return total;
+}
+
+// Pass 2 of a decode: each run is a contiguous span of the column-major
+// output. walk_checked tests every run against h*w before g() sees it, and
+// out_size >= h*w is checked here, so no write leaves `out` whatever `s` holds.
+void write_runs(std::string_view s, std::size_t h, std::size_t w, std::uint8_t* out,
+                std::size_t out_size) {
+    const std::uint64_t total = check_output(h, w, out, out_size);
     auto iterate = [&](auto&& f) { parse_string(s, f); };
     walk_checked(iterate, h, w, [&](std::uint64_t count, std::size_t index, std::uint64_t pos) {
         std::uint8_t* dst = out + pos;
@@ -756,12 +763,7 @@ void write_runs(std::string_view s, std::size_t h, std::size_t w, std::uint8_t* 
 
 void decode(std::string_view s, std::size_t h, std::size_t w, std::uint8_t* out,
             std::size_t out_size) {
-    const std::uint64_t total = checked_area(h, w);
-    if (out_size < total) {
-        fail("output buffer holds " + std::to_string(out_size) + " bytes but the " +
-             size_str(h, w) + " mask needs " + std::to_string(total));
-    }
-    if (total > 0 && out == nullptr) fail("output pointer is null");
+    check_output(h, w, out, out_size);  // before parsing: a short buffer fails fast
     // Pass 1 validates everything so a malformed string never leaves a
     // half-written buffer; strings are tiny next to the mask, so this is cheap.
     validate(s, h, w);
