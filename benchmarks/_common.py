@@ -4,15 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastclipseg import benchmarking
-from fastclipseg.benchmarking import device_name, interleaved_median_seconds, natural_image  # noqa: F401
+from fastclipseg.bench import measure
+from fastclipseg.bench.measure import (  # noqa: F401
+    device_name,
+    interleaved_median_seconds,
+    natural_image,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 
 
 def write_result(name: str, payload: dict, out: Path = RESULTS) -> Path:
-    return benchmarking.write_result(name, payload, out)
+    return measure.write_result(name, payload, out)
 
 
 SHARED_DATA = ROOT.parent / "shared" / "data"

@@ -28,8 +28,13 @@ from pathlib import Path
 
 import torch
 import transformers
-
-from _common import RESULTS, build_fullsize_model, interleaved_median_seconds, natural_image, write_result
+from _common import (
+    RESULTS,
+    build_fullsize_model,
+    interleaved_median_seconds,
+    natural_image,
+    write_result,
+)
 
 # Pascal VOC's 20 object classes, then more everyday things for larger N.
 CLASS_NAMES = [

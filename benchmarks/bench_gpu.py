@@ -16,7 +16,7 @@ synchronised at the end of every call:
 | fastclipseg stream | `segment_stream` over `STREAM_BATCHES` x B frames in batches of B (what `segment_video` runs after decoding): the same work, with the upload and preprocessing of batch n+1 overlapping the network on batch n; frames/s over all of them |
 
 Then the FLOP floor: the analytic FLOPs of one frame (vision + decoder with K prompts,
-`fastclipseg.flops.stage_flops`) over the fp16 matmul rate measured on the same GPU in the same run
+`fastclipseg.bench.flops.stage_flops`) over the fp16 matmul rate measured on the same GPU in the same run
 (`flops.matmul_rate`), and its ratio to the best network time (eager or graphs) per frame.
 Goals (issue 7): end-to-end (batch or stream) >= 10x transformers eager fp32; network >= 25 % of
 the floor.
@@ -39,10 +39,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from _common import RESULTS, build_fullsize_model, write_result
-from fastclipseg import FastSegmenter, flops
-from fastclipseg.benchmarking import interleaved_median_seconds, natural_image
+from fastclipseg import FastSegmenter
+from fastclipseg.bench import flops
+from fastclipseg.bench.measure import interleaved_median_seconds, natural_image
 from fastclipseg.engines.torch_engine import TorchEngine
 
 PROMPTS = ["a red car", "the road", "a person", "a tree"]

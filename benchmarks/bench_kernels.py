@@ -23,11 +23,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import transformers
-from pycocotools import mask as coco_mask
-from transformers import ViTImageProcessorPil
-
 from _common import RESULTS, interleaved_median_seconds, natural_image, write_result
 from fastclipseg import ops
+from pycocotools import mask as coco_mask
+from transformers import ViTImageProcessorPil
 
 SIZES = {"640x480": (480, 640), "1920x1080": (1080, 1920), "3840x2160": (2160, 3840)}
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)

@@ -13,10 +13,14 @@ from __future__ import annotations
 import argparse
 
 import torch
-from _common import build_fullsize_model, interleaved_median_seconds, natural_image, write_result
-
+from _common import (
+    build_fullsize_model,
+    interleaved_median_seconds,
+    natural_image,
+    write_result,
+)
 from fastclipseg import FastSegmenter
-from fastclipseg.benchmarking import cpu_name
+from fastclipseg.bench.measure import cpu_name
 
 
 def main() -> None:

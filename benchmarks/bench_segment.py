@@ -1,5 +1,5 @@
 """fastclipseg vs the transformers reference, every backend x precision, in one process, on the
-full-size model (see `fastclipseg.bench` for the cases and what is timed).
+full-size model (see `fastclipseg.bench.suite` for the cases and what is timed).
 
 Builds CLIPSeg in the CIDAS/clipseg-rd64-refined shape (random CLIP backbone; the real refined
 decoder and CLIP vocabulary from ../shared/data when present, so the mask agreement columns mean
@@ -23,9 +23,8 @@ from pathlib import Path
 
 import torch
 import transformers
-
 from _common import RESULTS, build_fullsize_model, write_result
-from fastclipseg.bench import run_benchmark, table
+from fastclipseg.bench.suite import run_benchmark, table
 
 
 def main() -> None:

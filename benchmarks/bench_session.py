@@ -26,8 +26,14 @@ import time
 from pathlib import Path
 
 import torch
-
-from _common import RESULTS, build_fullsize_model, device_name, interleaved_median_seconds, natural_image, write_result
+from _common import (
+    RESULTS,
+    build_fullsize_model,
+    device_name,
+    interleaved_median_seconds,
+    natural_image,
+    write_result,
+)
 
 
 def main() -> None:

@@ -8,7 +8,7 @@ with both prompts and write one JSONL line per frame with each mask's COCO RLE:
 - naive: decode a frame (PyAV), `CLIPSegProcessor(text=prompts, images=[frame] * 2)`,
   `CLIPSegForImageSegmentation`, upsample the logits to 1280x720 (`F.interpolate`), threshold,
   `pycocotools.mask.encode`, write the line; one thing at a time.
-- fastclipseg: `fastclipseg.jobs.run_video` (the `fastclipseg video` loop: threaded decode and
+- fastclipseg: `fastclipseg.streams.jobs.run_video` (the `fastclipseg video` loop: threaded decode and
   preprocessing, batched network, native post-processing, resumable JSONL) on each backend x
   precision asked for (model compilation is start-up, timed separately, not in frames/s).
 
@@ -31,9 +31,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import transformers
-
 from _common import RESULTS, build_fullsize_model, write_result
-from fastclipseg.benchmarking import device_name, moving_disc_frames, write_video
+from fastclipseg.bench.measure import device_name, moving_disc_frames, write_video
 
 PROMPTS = ["a red ball", "the background"]
 
@@ -77,8 +76,8 @@ def naive_loop(model, processor, video: Path, out: Path, threshold: float = 0.5)
 
 
 def fastclipseg_run(segmenter, video: Path, folder: Path) -> dict:
-    from fastclipseg.jobs import run_video
-    from fastclipseg.runs import RunFolder
+    from fastclipseg.streams.jobs import run_video
+    from fastclipseg.streams.runs import RunFolder
 
     started = time.perf_counter()
     with RunFolder(folder, {"benchmark": True}, force=True) as run:

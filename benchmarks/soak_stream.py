@@ -19,13 +19,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 from _common import ROOT, natural_image, write_result
 
 sys.path.insert(0, str(ROOT / "tests"))
-from tiny_models import save_tiny_model  # noqa: E402  (the test suite's tiny random CLIPSeg)
-
 from fastclipseg import FastSegmenter  # noqa: E402
+from helpers.tiny_models import save_tiny_model  # noqa: E402  (the test suite's tiny random CLIPSeg)
 
 
 def resident_bytes() -> int:

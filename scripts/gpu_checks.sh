@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The checks to run on a machine with an NVIDIA GPU, in one go: build and install the package with
 # the machine's own toolchain (no build isolation, so nothing is fetched), run the whole test suite
-# (the CUDA tests run there instead of skipping: test_cuda.py, test_cuda_graphs.py,
-# test_device_processing.py, test_gpu_*.py, and test_tensorrt.py where torch-tensorrt imports) and
+# (the CUDA tests run there instead of skipping: test_cuda.py, engines/test_cuda_graphs.py,
+# ops/test_device_*.py, and engines/test_tensorrt.py where torch-tensorrt imports) and
 # the GPU benchmarks (bench_segment.py --device cuda, and bench_gpu.py, issue 7's throughput table). Logs and the
 # benchmark's JSON go to the folder given as $1 (default: gpu-checks/).
 #
@@ -29,8 +29,8 @@ python3 -c "import torch, transformers, PIL, numpy; print('torch', torch.__versi
 # Cheapest and most telling first (a lent GPU's time is short): the CUDA tests, then issue 7's
 # throughput benchmark, then the whole suite, then the per-case benchmark. The tests run against
 # the installed package (the sources under python/ are not on sys.path).
-cuda_tests=(test_cuda.py test_cuda_graphs.py test_device_processing.py test_gpu_preprocess.py test_gpu_postprocess.py
-            test_tensorrt.py)
+cuda_tests=(test_cuda.py engines/test_cuda_graphs.py ops/test_device_processing.py ops/test_device_preprocess.py
+            ops/test_device_postprocess.py engines/test_tensorrt.py)
 python3 -m pytest "${cuda_tests[@]/#/${root}/tests/}" -q -rs -p no:cacheprovider 2>&1 | tee "${out}/pytest-cuda.log" | tail -25
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 (cd benchmarks && python3 bench_gpu.py --out "${out}") 2>&1 | tee "${out}/bench_gpu.log"

@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from tiny_models import save_tiny_model
+from helpers.tiny_models import save_tiny_model
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

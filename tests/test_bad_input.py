@@ -22,11 +22,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from fastclipseg import FastSegmenter
-from fastclipseg.expressions import MAX_DEPTH, And, ExpressionError, Or, Term, evaluate, parse
-from fastclipseg.pipeline import FrameError
+from fastclipseg.prompts.expressions import (
+    MAX_DEPTH,
+    And,
+    ExpressionError,
+    Or,
+    Term,
+    evaluate,
+    parse,
+)
+from fastclipseg.streams.pipeline import FrameError
+from PIL import Image
 
 GOOD = np.zeros((16, 16, 3), np.uint8)
 NOISE = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)

@@ -20,19 +20,17 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
 from fastclipseg import FastSegmenter
 from fastclipseg import features as features_module
-from fastclipseg.benchmarking import natural_image
+from fastclipseg.bench.measure import natural_image
 from fastclipseg.features import (
     DEFAULT_TEMPERATURE,
-    METHODS,
     DenseFeatures,
-    compute_dense_features,
     dense_features,
     semantic_segment,
 )
-from tiny_models import TINY_IMAGE_SIZE, tiny_config, tiny_model
+from fastclipseg.model.dense_heads import METHODS, compute_dense_features
+from helpers.tiny_models import TINY_IMAGE_SIZE, tiny_config, tiny_model
 
 # fp32 on the same weights: the package runs the vision stage (its own SDPA blocks) and the last
 # layers with functional ops, the reference runs transformers' tower and the formulas below, so

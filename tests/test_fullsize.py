@@ -10,10 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
-from fastclipseg.benchmarking import natural_image
-from parity import assert_relative_close, clipseg_tolerance
-from test_stages import reference_logits
+from fastclipseg.bench.measure import natural_image
+from helpers.parity import assert_relative_close, clipseg_tolerance, reference_logits
 
 pytestmark = pytest.mark.fullsize
 

@@ -23,13 +23,12 @@ import zlib
 
 import numpy as np
 import pytest
+from fastclipseg.ops.validation import decode_image_bytes, load_image
+from fastclipseg.prompts.expressions import MAX_DEPTH, ExpressionError, evaluate, parse
+from helpers.fuzzing import fuzz_settings
 from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
-
-from fastclipseg.expressions import MAX_DEPTH, ExpressionError, evaluate, parse
-from fastclipseg.imaging import decode_image_bytes, load_image
-from fuzzing import fuzz_settings
 
 # Pillow warns about the corrupt data it skips over (EXIF, TIFF tags): expected here.
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:PIL.*")

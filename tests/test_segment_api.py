@@ -8,11 +8,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from fastclipseg import FastSegmenter, SegmentationResult
+from fastclipseg.bench.measure import natural_image
 from PIL import Image
 from pycocotools import mask as coco_mask
-
-from fastclipseg import FastSegmenter, SegmentationResult
-from fastclipseg.benchmarking import natural_image
 
 
 def test_result_fields(tiny_segmenter):
@@ -175,9 +174,12 @@ def test_summary_is_the_same_whichever_field_is_read_first(tiny_segmenter):
 
 @pytest.mark.parametrize("flags", [dict(do_normalize=False), dict(do_rescale=False), dict(resample=3)])
 def test_preprocessing_follows_the_processor_config(flags):
+    from fastclipseg.ops.image_processor import (
+        PreprocessConfig,
+        preprocess,
+        preprocess_images,
+    )
     from transformers import ViTImageProcessorPil
-
-    from fastclipseg.preprocess import PreprocessConfig, preprocess, preprocess_images
 
     image_processor = ViTImageProcessorPil(size={"height": 48, "width": 48}, **flags)
     image = natural_image(37, 61, seed=9)
@@ -189,9 +191,8 @@ def test_preprocessing_follows_the_processor_config(flags):
 
 
 def test_processor_without_resize_is_rejected():
+    from fastclipseg.ops.image_processor import PreprocessConfig
     from transformers import ViTImageProcessorPil
-
-    from fastclipseg.preprocess import PreprocessConfig
 
     with pytest.raises(ValueError, match="do_resize=False"):
         PreprocessConfig.from_image_processor(ViTImageProcessorPil(do_resize=False))

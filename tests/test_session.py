@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from fastclipseg.bench.measure import natural_image
 from scipy import ndimage
-
-from fastclipseg.benchmarking import natural_image
 
 IMAGE = natural_image(48, 64, seed=5)
 
@@ -153,10 +152,12 @@ MULTILINGUAL = [
 def test_any_language_tokenises_as_transformers_clip_tokenizer(shared_data, tmp_path):
     """The real CLIP vocabulary: fastclipseg's token ids equal transformers' (slow, reference)
     CLIPTokenizer's, and texts sharing a cache key get the same ids."""
+    from fastclipseg.model.tokenizer_files import (
+        load_clip_tokenizer,
+        write_clip_tokenizer_files,
+    )
+    from fastclipseg.prompts.texts import PromptTokenizer, clip_cache_key
     from transformers import CLIPTokenizer
-
-    from fastclipseg.model.tokenizer_files import load_clip_tokenizer, write_clip_tokenizer_files
-    from fastclipseg.prompts import PromptTokenizer, clip_cache_key
 
     write_clip_tokenizer_files(shared_data / "bpe_simple_vocab_16e6.txt.gz", tmp_path)
     ours = PromptTokenizer(load_clip_tokenizer(tmp_path), 77)
@@ -171,12 +172,12 @@ def test_any_language_tokenises_as_transformers_clip_tokenizer(shared_data, tmp_
 
 
 def test_image_prompts_and_refine_with_mask(tiny_segmenter):
-    from fastclipseg.image_prompts import ImagePrompt, encode_image_prompts
+    from fastclipseg.prompts.image_prompts import ImagePrompt
 
     example = natural_image(30, 30, seed=9)
     session = tiny_segmenter.session(IMAGE)
     by_example = session.segment(example)
-    expected = session.logits(encode_image_prompts(tiny_segmenter, [ImagePrompt(example)])).numpy()
+    expected = session.logits(tiny_segmenter.encode_image_prompts([ImagePrompt(example)])).numpy()
     np.testing.assert_allclose(by_example.logits, expected, rtol=0, atol=1e-6 * max(1.0, np.abs(expected).max()))
     # Text and image prompts together, in order (decoded in one batch: summation order differs).
     mixed = tiny_segmenter.segment(IMAGE, ["a cat", ImagePrompt(example)])
@@ -208,10 +209,9 @@ def test_dense_features_through_the_segmenter_and_a_session(tiny_segmenter):
 def test_segment_command_takes_expressions(tiny_model_dir, tiny_segmenter, tmp_path):
     import json
 
+    from fastclipseg.cli import app
     from PIL import Image
     from typer.testing import CliRunner
-
-    from fastclipseg.cli import app
 
     image_path = tmp_path / "photo.png"
     Image.fromarray(IMAGE).save(image_path)

@@ -7,10 +7,9 @@ import importlib.util
 import numpy as np
 import pytest
 import torch
-from transformers import CLIPSegForImageSegmentation, CLIPSegProcessor
-
 from fastclipseg import FastSegmenter
-from test_engines import FAST_PATHS, skip_unavailable
+from helpers.backends import FAST_PATHS, skip_unavailable
+from transformers import CLIPSegForImageSegmentation, CLIPSegProcessor
 
 SCENES = 24
 

@@ -5,31 +5,42 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
+from ._moved import install as _install_moved_modules
+
 __version__ = "0.1.0"
 
 # Public names, imported on first use so that `fastclipseg --help` does not load transformers.
 _EXPORTS = {
     "FastSegmenter": ".segmenter",
+    "InferenceCore": ".core",
+    "Session": ".session",
     "SegmentationResult": ".results",
     "FrameResult": ".results",
     "FrameError": ".results",
-    "FrameStream": ".pipeline",
+    "FrameStream": ".streams",
+    "ImagePrompt": ".prompts",
     "ModelUnavailableError": ".model.loading",
     "ModelLoadError": ".model.files",
-    "ArtifactError": ".engines.artifacts",
+    "ArtifactError": ".engines",
     "DEFAULT_MODEL": ".model",
-    "load_image": ".imaging",
+    "load_image": ".ops.validation",
 }
 
 if TYPE_CHECKING:
-    from .imaging import load_image
+    from .core import InferenceCore
+    from .engines import ArtifactError
     from .model import DEFAULT_MODEL
-    from .engines.artifacts import ArtifactError
     from .model.files import ModelLoadError
     from .model.loading import ModelUnavailableError
-    from .pipeline import FrameStream
+    from .ops.validation import load_image
+    from .prompts import ImagePrompt
     from .results import FrameError, FrameResult, SegmentationResult
     from .segmenter import FastSegmenter
+    from .session import Session
+    from .streams import FrameStream
+
+# Modules that moved when the package was regrouped (issue 15) still import, with a warning.
+_install_moved_modules()
 
 
 def __getattr__(name: str):
@@ -43,7 +54,7 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
-    "DEFAULT_MODEL", "ArtifactError", "FastSegmenter", "FrameError", "FrameResult", "FrameStream", "ModelLoadError",
-    "ModelUnavailableError",
-    "SegmentationResult", "__version__", "load_image",
+    "DEFAULT_MODEL", "ArtifactError", "FastSegmenter", "FrameError", "FrameResult", "FrameStream", "ImagePrompt",
+    "InferenceCore", "ModelLoadError", "ModelUnavailableError", "SegmentationResult", "Session", "__version__",
+    "load_image",
 ]

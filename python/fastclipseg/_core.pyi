@@ -5,7 +5,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import numpy.typing as npt
 
-# --- COCO RLE (csrc/bindings/rle_bindings.cpp); the documented API is fastclipseg.rle ---
+# --- COCO RLE (csrc/bindings/rle_bindings.cpp); the documented API is fastclipseg.ops.rle ---
 
 RLE_MAX_COUNT: int
 

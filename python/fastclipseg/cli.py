@@ -16,8 +16,8 @@ try:  # typer >= 0.2x carries its own copy of click; older releases use click it
 except ImportError:
     from click import exceptions as _click_errors
 
-from .imaging import DEFAULT_MAX_PIXELS
 from .model import DEFAULT_MODEL
+from .ops.validation import DEFAULT_MAX_PIXELS
 
 
 class _OneLineErrors(TyperGroup):
@@ -140,9 +140,8 @@ def segment(
     image that cannot be read gets a one-line error and the others are still processed; the exit
     status is then 1.
     """
-    from .prompts import normalize_prompts
-    from .refine import resolve_prompts
-    from .results import check_threshold
+    from .ops.validation import check_threshold, normalize_prompts
+    from .prompts.resolve import resolve_prompts
 
     try:
         prompts = normalize_prompts(prompt, "--prompt")
@@ -154,8 +153,8 @@ def segment(
     _check_engine_options(device, backend, precision)
     _prepare_out_dir(out)
     # Imported here so that --help and argument errors answer without loading transformers.
-    from . import io as outputs
-    from .imaging import load_image
+    from .ops.validation import load_image
+    from .streams import writers as outputs
 
     segmenter = _load_segmenter(model, device=device, backend=backend, precision=precision, cache_dir=cache_dir,
                                 no_cache=no_cache, max_pixels=max_pixels, calibration=calibration)
@@ -232,9 +231,8 @@ def _load_segmenter(model: str, *, device: str, backend: Optional[str], precisio
 
 def _stream_settings(prompt: list[str], threshold: float, batch_size: Optional[int]) -> list[str]:
     """Validated prompts; threshold and batch size checked before the run folder or the model."""
-    from .prompts import normalize_prompts
-    from .refine import looks_like_expression
-    from .results import check_threshold
+    from .ops.validation import check_threshold, normalize_prompts
+    from .prompts.resolve import looks_like_expression
 
     try:
         prompts = normalize_prompts(prompt, "--prompt")
@@ -252,7 +250,7 @@ def _stream_settings(prompt: list[str], threshold: float, batch_size: Optional[i
 
 
 def _open_run(out: Path, settings: dict, resume: bool, force: bool):
-    from .runs import RunFolder, RunFolderError, ensure_writable
+    from .streams.runs import RunFolder, RunFolderError, ensure_writable
 
     if resume and force:
         _fail("--resume and --force contradict each other: choose one")
@@ -270,8 +268,8 @@ def _execute(run, job):
     signal that interrupted it (None if it finished). The summary is made here and filled by the
     job as it goes, so an interrupted run still reports what it wrote. An error that stops the
     whole run exits with 1."""
-    from .jobs import RunSummary
-    from .runs import Interrupted
+    from .streams.jobs import RunSummary
+    from .streams.runs import Interrupted
 
     summary, interrupted = RunSummary(), None
     with run:
@@ -286,7 +284,7 @@ def _execute(run, job):
 
 def _finish_run(summary, run, interrupted, kind: str, exit_now: bool = True) -> None:
     """Report what a video or batch run did and exit with its status (`exit_now=False`: report only)."""
-    from .runs import exit_code
+    from .streams.runs import exit_code
 
     breakdown = ", ".join(f"{k} {v:.2f}s" for k, v in summary.breakdown().items()
                           if k in ("decode", "preprocess", "network", "postprocess", "write", "wall"))
@@ -341,8 +339,8 @@ def video(
     lines; --resume continues from there. Exit status: 0, 1 if any frame failed, 128+signal if
     interrupted.
     """
-    from .smoothing import check_smoothing
-    from .sources import check_every, check_time_range
+    from .streams.smoothing import check_smoothing
+    from .streams.sources import check_every, check_time_range
 
     prompts = _stream_settings(prompt, threshold, batch_size)
     _check_engine_options(device, backend, precision)
@@ -352,7 +350,7 @@ def video(
         check_smoothing(smooth)
     except (TypeError, ValueError) as error:
         _fail(str(error).replace("every_n", "--every").replace("smooth must", "--smooth must"))
-    from .sources import video_info
+    from .streams.sources import video_info
 
     try:
         info = video_info(source)  # opens it: a missing or unreadable video (or no PyAV) fails before any work
@@ -361,7 +359,7 @@ def video(
     if overlay is not None:
         if overlay.suffix.lower() not in (".mp4", ".mkv", ".mov"):
             _fail(f"--overlay must name an .mp4, .mkv or .mov file, got {overlay}")
-        from .runs import ensure_writable
+        from .streams.runs import ensure_writable
 
         try:
             ensure_writable(overlay.parent)
@@ -371,7 +369,7 @@ def video(
                 "every": every, "start": start, "end": end, "smooth": smooth, "backend": backend,
                 "precision": precision, "device": device}
     run = _open_run(out, settings, resume, force)
-    from .jobs import render_overlay_video, run_video
+    from .streams.jobs import render_overlay_video, run_video
 
     segmenter = _load_segmenter(model, device=device, backend=backend or "auto", precision=precision,
                                 cache_dir=cache_dir, no_cache=no_cache, max_pixels=DEFAULT_MAX_PIXELS,
@@ -419,7 +417,7 @@ def batch(
     current image; --resume continues. Exit status: 0, 1 if any image failed, 128+signal if
     interrupted.
     """
-    from .sources import collect_image_paths
+    from .streams.sources import collect_image_paths
 
     prompts = _stream_settings(prompt, threshold, batch_size)
     _check_max_pixels(max_pixels)
@@ -433,8 +431,8 @@ def batch(
     settings = {"command": "batch", "inputs": list(inputs), "prompts": prompts, "model": model, "threshold": threshold,
                 "backend": backend, "precision": precision, "device": device, "max_pixels": max_pixels}
     run = _open_run(out, settings, resume, force)
-    from . import io as outputs
-    from .jobs import run_batch
+    from .streams import writers as outputs
+    from .streams.jobs import run_batch
 
     if collected.skipped:
         outputs.atomic_write_bytes(out / "skipped.txt", "".join(f"{p}\n" for p in collected.skipped).encode("utf-8"))
@@ -539,8 +537,8 @@ def bench(
         if unknown or not chosen:
             _fail(f"unknown {kind} {', '.join(unknown) or '(none given)'}: choose from {', '.join(known)}")
     _prepare_out_dir(out)
-    from .bench import load_model, run_benchmark, table
-    from .benchmarking import write_result
+    from .bench.measure import write_result
+    from .bench.suite import load_model, run_benchmark, table
 
     source = "random" if random_weights else model
     try:
@@ -562,8 +560,7 @@ def cache(
     clear: bool = typer.Option(False, "--clear", help="Remove every cached build."),
 ) -> None:
     """List the compiled backends in the cache (backend, precision, size), or remove them with --clear."""
-    from .engines.artifacts import ArtifactError, read_manifest
-    from .engines.compiled import clear_cache, default_cache_dir
+    from .engines import ArtifactError, clear_cache, default_cache_dir, read_manifest
 
     folder = cache_dir or default_cache_dir()
     if folder.exists() and not folder.is_dir():

@@ -3,37 +3,15 @@
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from functools import cached_property
-from numbers import Real
 from typing import cast
 
 import numpy as np
 
 from . import ops
-from . import rle as coco_rle
-
-
-def check_threshold(threshold: object) -> float:
-    if isinstance(threshold, bool) or not isinstance(threshold, Real):
-        raise TypeError(f"threshold must be a number in [0, 1], got {type(threshold).__name__}: {threshold!r}")
-    value = float(threshold)
-    if math.isnan(value) or not 0.0 <= value <= 1.0:
-        raise ValueError(f"threshold must be a number in [0, 1], got {value}")
-    return value
-
-
-@dataclass(frozen=True)
-class PackedMasks:
-    """Masks computed on the network's device (`fastclipseg.gpu.processing`): `bits` is
-    `K x H x ceil(W / 8)` uint8, bit j of byte b = column 8 b + j ("little" bit order, as
-    `np.packbits(..., bitorder="little")`); `score` and `stability` are K float64 each."""
-
-    bits: np.ndarray
-    score: np.ndarray
-    stability: np.ndarray
-
+from .ops import rle as coco_rle
+from .ops.postprocess import PackedMasks
 
 # Everything a summary needs, computed in one native pass.
 _SUMMARY_OUTPUTS = {"rle": True, "area": True, "bbox": True, "score": True, "stability": True}
@@ -161,7 +139,7 @@ class SegmentationResult:
 class FrameResult(SegmentationResult):
     """A `SegmentationResult` from a stream: `index` is the frame number in the video (or the
     position in the image stream), `timestamp` its time in seconds (videos only), `image` the
-    RGB frame that was segmented, `key` its identity across runs (see `fastclipseg.sources`)."""
+    RGB frame that was segmented, `key` its identity across runs (see `fastclipseg.streams.sources`)."""
 
     index: int = 0
     timestamp: float | None = None

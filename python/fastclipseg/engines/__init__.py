@@ -17,18 +17,28 @@ skip. README's "GPU" section says exactly what was and was not run.
 from __future__ import annotations
 
 import importlib.util
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 
+from ..model.stages import Stages
+from .artifacts import MANIFEST_NAME, ArtifactError, read_manifest
 from .base import Engine
-from .compiled import COMPILED_BACKENDS, cached_engine, default_cache_dir
-from .precision import PRECISIONS, check_precision
+from .compiled import (
+    COMPILED_BACKENDS,
+    cached_engine,
+    clear_cache,
+    default_cache_dir,
+    load_export,
+    write_export,
+)
+from .cuda_graphs import CudaGraphEngine
+from .per_image import PerImageEngine
+from .precision import PRECISIONS, check_precision, cpu_has_native_bf16
+from .tensorrt_engine import Calibration, cached_tensorrt_engine, require_tensorrt
 from .torch_engine import TorchEngine
-
-if TYPE_CHECKING:  # the stages import transformers, which loading an export does without
-    from ..model.stages import Stages
 
 BACKENDS = ("torch", "torchscript", "onnxruntime", "cudagraphs", "tensorrt")
 BACKEND_CHOICES = ("auto", *BACKENDS)
@@ -91,20 +101,19 @@ def create_engine(
     cache_dir: str | Path | None = None,
     threads: int | None = None,
     providers: list[str] | None = None,
-    calibration: str | Path | None = None,
+    calibration: Callable[[], Calibration] | None = None,
 ) -> Engine:
     """The engine for `backend` on `device` in `precision`; a clear ValueError for what is not available.
 
     Compiled backends load from `cache_dir` when it holds a valid build (else they build and store
     one); `cache_dir=None` builds without caching. `threads` and `providers` configure ONNX Runtime.
-    `calibration`: the folder of images a tensorrt int8 engine is calibrated on.
+    `calibration`: for a tensorrt int8 engine, called once to give the `Calibration` (a hash of the
+    images and their preprocessed pixels, from the caller: engines read no image files).
     """
     if backend not in BACKEND_CHOICES:
         raise ValueError(f"unknown backend {backend!r}: available backends are {', '.join(BACKEND_CHOICES)}")
     device = parse_device(device)
     if backend == "tensorrt":
-        from .tensorrt_engine import require_tensorrt
-
         require_tensorrt(device)  # names a non-CUDA device or the missing package before the precision checks
     backend = resolve_backend(backend, device, precision)
     if not available_precisions(backend, device):
@@ -115,8 +124,6 @@ def create_engine(
     if backend == "torch":
         return TorchEngine(stages, device, precision)
     if backend == "cudagraphs":
-        from .cuda_graphs import CudaGraphEngine
-
         return CudaGraphEngine(stages, device, precision)
     if backend == "tensorrt":
         return _tensorrt_engine(stages, device, precision, cache_dir, calibration)
@@ -126,14 +133,10 @@ def create_engine(
 
 
 def _tensorrt_engine(stages: Stages, device: torch.device, precision: str, cache_dir: str | Path | None,
-                     calibration: str | Path | None) -> Engine:
-    import tempfile
-
-    from .tensorrt_engine import cached_tensorrt_engine, calibration_images
-
+                     calibration: Callable[[], Calibration] | None) -> Engine:
     if precision == "int8" and calibration is None:
         raise ValueError("precision 'int8' with backend 'tensorrt' needs calibration=<folder of images like yours>")
-    images = calibration_images(calibration, size=int(stages.vision.image_size)) if calibration is not None else None
+    images = calibration() if calibration is not None else None
     if cache_dir is not None:
         return cached_tensorrt_engine(stages, precision, device, Path(cache_dir), calibration=images)
     # No cache: build in a temporary folder; the loaded programs do not need their files afterwards.
@@ -145,13 +148,24 @@ __all__ = [
     "BACKENDS",
     "BACKEND_CHOICES",
     "COMPILED_BACKENDS",
+    "MANIFEST_NAME",
     "PRECISIONS",
+    "ArtifactError",
+    "Calibration",
+    "CudaGraphEngine",
     "Engine",
+    "PerImageEngine",
     "TorchEngine",
     "available_precisions",
+    "check_precision",
+    "clear_cache",
+    "cpu_has_native_bf16",
     "create_engine",
     "default_cache_dir",
+    "load_export",
     "onnxruntime_installed",
     "parse_device",
+    "read_manifest",
     "resolve_backend",
+    "write_export",
 ]

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from .. import __version__
 from ..model.files import ModelLoadError, read_json
 
 MANIFEST_NAME = "fastclipseg-export.json"
@@ -53,7 +54,6 @@ def _version(package: str) -> str | None:
 
 def library_versions(backend: str) -> dict[str, str | None]:
     """fastclipseg's version and those of `BACKEND_LIBRARIES[backend]` (None where not installed)."""
-    from .. import __version__
 
     versions: dict[str, str | None] = {"fastclipseg": __version__}
     for package in BACKEND_LIBRARIES.get(backend, ()):

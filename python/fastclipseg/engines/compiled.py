@@ -12,10 +12,12 @@ import time
 import warnings
 from collections.abc import Collection
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+import platformdirs
 import torch
 
+from ..model.files import first_line
+from ..model.stages import Stages
 from . import onnx_engine, torchscript_engine
 from .artifacts import (
     ArtifactError,
@@ -28,13 +30,9 @@ from .artifacts import (
     weights_sha256,
     write_manifest,
 )
-from ..model.files import first_line
 from .base import Engine
 from .example_inputs import example_inputs
 from .precision import PRECISIONS, prepare_stages
-
-if TYPE_CHECKING:  # the stages import transformers, which loading an export does without
-    from ..model.stages import Stages
 
 log = logging.getLogger("fastclipseg")
 COMPILED_BACKENDS = ("torchscript", "onnxruntime")
@@ -45,8 +43,6 @@ def default_cache_dir() -> Path:
     """`$FASTCLIPSEG_CACHE`, or the user cache folder (e.g. ~/.cache/fastclipseg on Linux)."""
     if os.environ.get(CACHE_ENV):
         return Path(os.environ[CACHE_ENV]).expanduser()
-    import platformdirs
-
     return platformdirs.user_cache_path("fastclipseg")
 
 

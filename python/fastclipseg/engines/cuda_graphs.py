@@ -27,10 +27,10 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
 
 import torch
 
+from ..model.stages import Stages
 from .buckets import (
     DEFAULT_BUCKETS,
     bucket_for,
@@ -39,9 +39,6 @@ from .buckets import (
     split_into_buckets,
 )
 from .torch_engine import TorchEngine
-
-if TYPE_CHECKING:  # the stages import transformers, which loading an export does without
-    from ..model.stages import Stages
 
 BACKEND = "cudagraphs"
 #: Decoder calls are padded to these pair counts; more pairs than the largest run eagerly.

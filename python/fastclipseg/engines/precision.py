@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import copy
 import warnings
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 import torch
 from torch import nn
+from torch.ao.quantization import quantize_dynamic
 
-if TYPE_CHECKING:  # the stages import transformers, which loading an export does without
-    from ..model.stages import Stages
-
+from ..model.stages import Stages
 
 PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 
@@ -80,8 +79,6 @@ def check_precision(precision: str, device: torch.device, available: tuple[str, 
 
 def quantize_linear_int8(module: nn.Module) -> nn.Module:
     """A copy of `module` whose nn.Linear layers are dynamically quantised to int8."""
-    from torch.ao.quantization import quantize_dynamic
-
     with warnings.catch_warnings():
         # torch.ao.quantization warns on every call that it is deprecated in favour of torchao,
         # whose int8 path needs torch.compile; its eager dynamic quantisation is still the one that

@@ -34,7 +34,7 @@ torch-tensorrt documentation followed (docs.pytorch.org/TensorRT):
   output_format="exported_program", arg_inputs=...)`, loaded with `torch.export.load(path).module()`.
 
 Everything that imports torch_tensorrt, tensorrt or modelopt sits behind `require_tensorrt()` /
-`require_modelopt()`; the rest of this module (profiles, cache keys, calibration listing, the
+`require_modelopt()`; the rest of this module (profiles, cache keys, the
 stage export) runs on any machine.
 """
 
@@ -53,12 +53,12 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
-import numpy as np
 import torch
 from torch import nn
 
+from ..model.stages import PromptStage, Stages
 from .artifacts import (
     ArtifactError,
     build_atomically,
@@ -81,9 +81,6 @@ from .buckets import (
 )
 from .precision import prepare_stages
 
-if TYPE_CHECKING:  # the stages import transformers, which loading a cache entry does without
-    from ..model.stages import PromptStage, Stages
-
 log = logging.getLogger("fastclipseg")
 
 BACKEND = "tensorrt"
@@ -93,7 +90,6 @@ INSTALL_HINT = "pip install 'fastclipseg[tensorrt]'"
 REQUIRED = {"torch_tensorrt": "torch-tensorrt", "tensorrt": "tensorrt"}
 MODELOPT = ("modelopt", "nvidia-modelopt")
 FILES = {"vision": "vision.ep", "prompt": "prompt.ep", "decoder": "decoder.ep"}
-DEFAULT_CALIBRATION_COUNT = 64
 
 _find_spec = importlib.util.find_spec  # a module attribute, so tests can pretend a package is missing
 
@@ -330,70 +326,18 @@ def describe_tensorrt_build(
     return build
 
 
-# -- calibration images ----------------------------------------------------------------------------
+# -- calibration ------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class CalibrationImages:
-    """The images an int8 engine is calibrated on, and a hash of exactly what they are."""
+class Calibration:
+    """What an int8 engine is calibrated on, from the caller (engines read no image files):
+    `sha256` names the calibration set in the cache key; `pixels()` gives its `(count, 3, S, S)`
+    float32 pixel values, preprocessed as the segmenter preprocesses its inputs, and is called only
+    when an engine is compiled (a cache hit needs no pixels)."""
 
-    folder: Path
-    paths: tuple[Path, ...]
-    size: int
     sha256: str
-
-    def pixels(self, preprocess: Callable[[list[np.ndarray]], np.ndarray] | None = None) -> torch.Tensor:
-        """`(count, 3, size, size)` float32 pixel values, preprocessed as the segmenter does.
-
-        `preprocess`: RGB arrays -> pixel values (the segmenter's own, with its mean and std);
-        default: `preprocess_images` with CLIPSeg's processor settings at `size`.
-        """
-        from ..imaging import load_image
-
-        if preprocess is None:
-            from ..preprocess import PreprocessConfig, preprocess_images
-
-            config = PreprocessConfig(size=self.size)
-            preprocess = functools.partial(preprocess_images, config=config)
-        images = [load_image(path) for path in self.paths]
-        return torch.from_numpy(np.ascontiguousarray(preprocess(images)))
-
-
-def calibration_images(folder: str | Path, count: int = DEFAULT_CALIBRATION_COUNT, size: int = 352) -> CalibrationImages:
-    """Up to `count` image files of `folder` (recursively, sorted by path) and their sha256.
-
-    When the folder holds more than `count`, an evenly spaced selection of the sorted list is
-    taken (deterministic, and more varied than the first `count` of a folder of video frames).
-    The sha256 covers the count, the size, and each chosen file's path relative to the folder
-    and its bytes, so renaming, editing, adding or removing a chosen image changes the key.
-    """
-    from ..sources import collect_image_paths
-
-    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-        raise ValueError(f"the calibration image count must be a positive int, got {count!r}")
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise ValueError(f"the calibration image size must be a positive int, got {size!r}")
-    root = Path(folder).expanduser()
-    if not root.exists():
-        raise FileNotFoundError(f"calibration folder {root} does not exist")
-    if not root.is_dir():
-        raise NotADirectoryError(f"calibration images must be a folder of images, {root} is not a folder")
-    found = [Path(path) for path in collect_image_paths([root]).images]
-    if not found:
-        raise ValueError(
-            f"calibration folder {root} holds no image files (looked for extensions Pillow opens, recursively); "
-            "int8 calibration needs a few dozen images like those you will segment"
-        )
-    if len(found) > count:
-        step = len(found) / count
-        found = [found[int(i * step)] for i in range(count)]
-    digest = hashlib.sha256(f"fastclipseg-calibration:{count}:{size};".encode())
-    for path in found:
-        name = path.relative_to(root).as_posix().encode()
-        digest.update(len(name).to_bytes(8, "little") + name)
-        data = path.read_bytes()
-        digest.update(len(data).to_bytes(8, "little") + data)
-    return CalibrationImages(folder=root, paths=tuple(found), size=size, sha256=digest.hexdigest())
+    pixels: Callable[[], torch.Tensor]
 
 
 # -- preparing and exporting the stages (torch only: runs on the CPU too) --------------------------
@@ -501,13 +445,12 @@ def _calibrate_int8(vision: nn.Module, pixels: torch.Tensor, device: torch.devic
 
 def compile_stages(
     stages: Stages, precision: str, device: torch.device, profile: dict, directory: Path,
-    calibration: CalibrationImages | None = None, calibration_batch: int = 8,
-    preprocess: Callable[[list[np.ndarray]], np.ndarray] | None = None,
+    calibration: Calibration | None = None, calibration_batch: int = 8,
 ) -> dict[str, Path]:
     """Compile the vision and decoder stages with TensorRT, export the prompt stage, save all three."""
     torch_tensorrt = require_tensorrt(device)
     if precision == "int8" and calibration is None:
-        raise ValueError("precision 'int8' with backend 'tensorrt' needs calibration images (calibration_images(folder))")
+        raise ValueError("precision 'int8' with backend 'tensorrt' needs calibration images (a Calibration)")
     modules = {name: module.to(device) for name, module in prepare_tensorrt_stages(stages, precision).items()}
     paths = {stage: directory / name for stage, name in FILES.items()}
     torch.export.save(export_prompt_stage(cast("PromptStage", modules["prompt"]), device), str(paths["prompt"]))
@@ -516,7 +459,7 @@ def compile_stages(
         quantized = stage == "vision" and precision == "int8"
         export_mode = contextlib.nullcontext()
         if quantized:
-            module = _calibrate_int8(module, calibration.pixels(preprocess), device, calibration_batch)  # type: ignore[union-attr]
+            module = _calibrate_int8(module, calibration.pixels(), device, calibration_batch)  # type: ignore[union-attr]
             from modelopt.torch.quantization.utils import export_torch_mode  # type: ignore[import-not-found]
 
             export_mode = export_torch_mode()  # as "Deploy Quantized Models using Torch-TensorRT" does
@@ -619,8 +562,8 @@ def _shapes(profile: dict) -> dict:
 
 def cached_tensorrt_engine(
     stages: Stages, precision: str, device: torch.device, cache_dir: Path, *,
-    buckets: Sequence[int] = DEFAULT_BUCKETS, max_prompts: int = 8, calibration: CalibrationImages | None = None,
-    preprocess: Callable[[list[np.ndarray]], np.ndarray] | None = None, **profile_options,
+    buckets: Sequence[int] = DEFAULT_BUCKETS, max_prompts: int = 8, calibration: Calibration | None = None,
+    **profile_options,
 ) -> TensorRTEngine:
     """The TensorRT engine from `cache_dir` when a valid entry is there, else compiled and stored.
 
@@ -653,7 +596,7 @@ def cached_tensorrt_engine(
 
     def fill(staging: Path) -> None:
         # compile_stages works on copies of the stages: the model stays where it is.
-        files = compile_stages(stages, precision, device, profile, staging, calibration, preprocess=preprocess)
+        files = compile_stages(stages, precision, device, profile, staging, calibration)
         write_manifest(staging, build, files, _shapes(profile))
 
     build_atomically(entry, fill)

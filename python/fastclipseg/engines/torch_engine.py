@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 
+from ..model.stages import Stages
 from .base import ModuleEngine
 from .precision import prepare_stages
-
-if TYPE_CHECKING:  # the stages import transformers, which loading an export does without
-    from ..model.stages import Stages
 
 
 class TorchEngine(ModuleEngine):

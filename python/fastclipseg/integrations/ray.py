@@ -53,6 +53,7 @@ actor's thread count to it).
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import warnings
@@ -62,11 +63,25 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..ops.validation import (
+    check_threshold,
+    decode_image_bytes,
+    load_image,
+    normalize_prompts,
+)
+from ..prompts.resolve import looks_like_expression, resolve_prompts
+from ..results import SegmentationResult
+from ..segmenter import FastSegmenter
+from ..streams.smoothing import check_smoothing
+from ..streams.sources import (
+    check_every,
+    check_time_range,
+    collect_image_paths,
+    import_av,
+)
+
 if TYPE_CHECKING:
     import ray.data
-
-    from ..results import SegmentationResult
-    from ..segmenter import FastSegmenter
 
 INSTALL_HINT = "pip install 'fastclipseg[ray]'"
 FORMATS = ("jsonl", "parquet")
@@ -97,8 +112,6 @@ def _actor_has_gpu() -> bool:
 
 
 def _load_segmenter(model: str | os.PathLike, segmenter_options: Mapping[str, Any] | None) -> FastSegmenter:
-    from ..segmenter import FastSegmenter
-
     options = dict(segmenter_options or {})
     if "device" not in options:
         options["device"] = "cuda" if _actor_has_gpu() else "cpu"
@@ -115,9 +128,6 @@ def _is_bytes(value: object) -> bool:
 
 def _image_prompts(prompts: str | Sequence[str]) -> list[str]:
     """Text prompts or expressions, parsed now: a syntax error raises here, not in every row."""
-    from ..prompts import normalize_prompts
-    from ..refine import resolve_prompts
-
     checked = normalize_prompts(prompts)
     resolve_prompts(checked)
     return checked
@@ -126,9 +136,6 @@ def _image_prompts(prompts: str | Sequence[str]) -> list[str]:
 def _video_prompts(prompts: str | Sequence[str]) -> list[str]:
     """Text prompts only: `segment_video` refuses expressions, which would make every video an
     error row; this says so at once."""
-    from ..prompts import normalize_prompts
-    from ..refine import looks_like_expression
-
     checked = normalize_prompts(prompts)
     expressions = [p for p in checked if looks_like_expression(p)]
     if expressions:
@@ -139,8 +146,6 @@ def _video_prompts(prompts: str | Sequence[str]) -> list[str]:
 
 def _read_image(value: object, max_pixels: int) -> np.ndarray:
     """A row's image (array, path, PIL image or encoded bytes) -> H x W x 3 uint8 RGB."""
-    from ..imaging import decode_image_bytes, load_image
-
     if isinstance(value, np.ndarray) and value.dtype == object and value.ndim == 0:
         value = value.item()
     if value is None:
@@ -204,8 +209,6 @@ class SegmentBatch:
         path_column: str | None = None,
         segmenter_options: Mapping[str, Any] | None = None,
     ) -> None:
-        from ..results import check_threshold
-
         self.prompts = _image_prompts(prompts)
         self.threshold = check_threshold(threshold)
         self.image_column = image_column
@@ -303,10 +306,6 @@ class SegmentVideo:
         rows_per_batch: int = 64,
         segmenter_options: Mapping[str, Any] | None = None,
     ) -> None:
-        from ..results import check_threshold
-        from ..smoothing import check_smoothing
-        from ..sources import import_av, check_every, check_time_range
-
         import_av()  # a missing PyAV fails the actor at once, not every video
         self.prompts = _video_prompts(prompts)
         self.threshold = check_threshold(threshold)
@@ -445,10 +444,6 @@ def _image_paths(named: Sequence[str | os.PathLike]) -> list[str]:
     """Folders, globs and .txt lists expanded on the driver (`collect_image_paths`); a file or URL
     named directly is kept as it is, even when missing here: its row reports the error. Files in
     folders or globs that are not images (by extension) are left out with a warning."""
-    import glob
-
-    from ..sources import collect_image_paths
-
     paths: list[str] = []
     skipped: list[str] = []
     for entry in named:

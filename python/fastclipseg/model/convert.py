@@ -37,7 +37,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import torch
-from transformers import CLIPSegConfig, CLIPSegForImageSegmentation
+import transformers
+from transformers import CLIPSegConfig, CLIPSegForImageSegmentation, CLIPSegProcessor
 
 from .configs import reference_config
 from .tokenizer_files import load_clip_tokenizer, write_clip_tokenizer_files
@@ -628,8 +629,6 @@ def build_image_processor(pil_backend: bool = False):
     released model folders name) is the torchvision implementation where torchvision is installed,
     whose antialiased resize differs from Pillow's by a level on some pixels.
     """
-    import transformers
-
     cls = transformers.ViTImageProcessor
     if pil_backend:
         cls = getattr(transformers, "ViTImageProcessorPil", cls)  # older transformers: PIL only
@@ -647,8 +646,6 @@ def build_image_processor(pil_backend: bool = False):
 
 def build_processor(tokenizer, pil_backend: bool = False):
     """CLIPSegProcessor = :func:`build_image_processor` + the given CLIP tokenizer."""
-    from transformers import CLIPSegProcessor
-
     return CLIPSegProcessor(image_processor=build_image_processor(pil_backend), tokenizer=tokenizer)
 
 

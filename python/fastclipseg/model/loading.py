@@ -8,8 +8,15 @@ from pathlib import Path
 
 from transformers import CLIPSegForImageSegmentation, CLIPSegProcessor
 
-from . import DEFAULT_MODEL
-from .files import REPLACE_MODEL_FILE, ModelLoadError, check_safetensors, first_line, read_json, read_json_object
+from .export_processor import check_image_settings
+from .files import (
+    REPLACE_MODEL_FILE,
+    ModelLoadError,
+    check_safetensors,
+    first_line,
+    read_json,
+    read_json_object,
+)
 
 # A hub id is "name" or "owner/name" with no path syntax in it.
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
@@ -165,7 +172,6 @@ def _load(
 
 def _check_processor_settings(processor, folder: Path | None, where: str, fix: str) -> None:
     """The image settings as `FastSegmenter` will use them, checked here where the file is known."""
-    from ..export_processor import check_image_settings
 
     names = [name for name in IMAGE_SETTINGS_FILES if folder is not None and (folder / name).is_file()]
     source = folder / names[0] if names else where

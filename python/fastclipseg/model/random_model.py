@@ -16,7 +16,12 @@ from transformers import CLIPSegConfig, CLIPSegForImageSegmentation, CLIPTokeniz
 
 from .configs import reference_config
 from .convert import build_processor, convert_state_dict, load_state_dict_file
-from .tokenizer_files import BOS_TOKEN, EOS_TOKEN, bytes_to_unicode, clip_tokenizer_from_bpe
+from .tokenizer_files import (
+    BOS_TOKEN,
+    EOS_TOKEN,
+    bytes_to_unicode,
+    clip_tokenizer_from_bpe,
+)
 
 
 def byte_level_tokenizer(merges: Sequence[tuple[str, str]] = ()) -> CLIPTokenizer:

@@ -14,10 +14,14 @@ written here, because the reference computes what CLIPSeg does not need:
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import CLIPSegForImageSegmentation
+
+if TYPE_CHECKING:  # annotations only: loading an export runs the stages' engines without transformers
+    from transformers import CLIPSegForImageSegmentation
 
 
 class Attention(nn.Module):

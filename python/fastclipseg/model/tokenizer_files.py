@@ -12,6 +12,8 @@ import gzip
 import json
 from pathlib import Path
 
+from transformers import CLIPTokenizerFast
+
 # SimpleTokenizer keeps merges lines[1 : 49152 - 256 - 2 + 1]: line 0 is a version header, and
 # 256 byte tokens + 256 "</w>" tokens + 48894 merges + 2 special tokens = 49408 tokens.
 NUM_MERGES = 49152 - 256 - 2
@@ -104,8 +106,6 @@ def load_clip_tokenizer(tokenizer_dir: str | Path, model_max_length: int = 77):
     ``model_max_length`` is CLIP's context length (77), so ``truncation=True`` keeps prompts
     within the text tower's position embeddings.
     """
-    from transformers import CLIPTokenizerFast
-
     folder = Path(tokenizer_dir)
     missing = [name for name in ("vocab.json", "merges.txt") if not (folder / name).is_file()]
     if missing and not (folder / "tokenizer.json").is_file():

@@ -44,12 +44,23 @@ from typing import Any, Literal, cast
 import numpy as np
 
 from .. import _core
-from .._threads import native_threads
-from ..rle import RLE
+from .rle import RLE
+from .threads import native_threads
 
-__all__ = ["Postprocessed", "postprocess", "upsample"]
+__all__ = ["PackedMasks", "Postprocessed", "postprocess", "upsample"]
 
 ProbsDtype = Literal["float32", "uint8"]
+
+
+@dataclass(frozen=True)
+class PackedMasks:
+    """Masks computed on the network's device (`fastclipseg.ops.device.processing`): `bits` is
+    `K x H x ceil(W / 8)` uint8, bit j of byte b = column 8 b + j ("little" bit order, as
+    `np.packbits(..., bitorder="little")`); `score` and `stability` are K float64 each."""
+
+    bits: np.ndarray
+    score: np.ndarray
+    stability: np.ndarray
 
 
 @dataclass(frozen=True)

@@ -25,13 +25,16 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import numpy.typing as npt
+from PIL import Image
 
 from .. import _core
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["OutputDType", "preprocess", "resize"]
+__all__ = [
+    "HORIZONTAL_FIRST", "PILLOW_12", "PILLOW_13", "OutputDType", "pass_order_of_installed_pillow", "preprocess", "resize",
+]
 
 OutputDType = Literal["float32", "float16", "bfloat16"]
 
@@ -108,7 +111,7 @@ def preprocess(
         bool(bgr),
         threads,
         True,
-        _pass_order(),
+        pass_order_of_installed_pillow(),
     )
     return result if target is None else target
 
@@ -122,7 +125,7 @@ def resize(image: ImageLike, size: int, *, bgr: bool = False) -> np.ndarray:
     Accepts the same images as `preprocess` and raises the same errors.
     """
     arr = image if isinstance(image, np.ndarray) else np.asarray(image)
-    return _core.preprocess_resize(arr, _as_size(size), bool(bgr), None, True, _pass_order())
+    return _core.preprocess_resize(arr, _as_size(size), bool(bgr), None, True, pass_order_of_installed_pillow())
 
 
 def _as_image_list(images: Any) -> list[np.ndarray]:
@@ -185,11 +188,13 @@ def _torch_numpy_view(out: Any, name: str) -> np.ndarray:
 # Pillow >= 12: its height exceeds 100 x its width).
 _PROBE_13 = (np.arange(24 * 2 * 3).reshape(24, 2, 3) * 37 % 256).astype(np.uint8)
 _PROBE_12 = (np.arange(301 * 2 * 3).reshape(301, 2, 3) * 53 % 256).astype(np.uint8)
-_PILLOW_13, _PILLOW_12, _HORIZONTAL_FIRST = 0, 1, 2
+# The orders of Pillow's two resampling passes, as the native kernel numbers them (shared with
+# the device twin, `ops.device.preprocess`).
+PILLOW_13, PILLOW_12, HORIZONTAL_FIRST = 0, 1, 2
 
 
 @functools.cache
-def _pass_order() -> int:
+def pass_order_of_installed_pillow() -> int:
     """Which Pillow's rule for the order of the two resampling passes the installed Pillow follows.
 
     Pillow >= 13 runs the vertical pass first when the height shrinks more than twice as much as
@@ -198,7 +203,6 @@ def _pass_order() -> int:
     pixels by 1), and the processor uses the installed Pillow, so match it: resize two tiny
     probes and compare, once.
     """
-    from PIL import Image
 
     def pil(probe: np.ndarray) -> np.ndarray:
         return np.asarray(Image.fromarray(probe).resize((3, 3), Image.Resampling.BILINEAR))
@@ -206,8 +210,8 @@ def _pass_order() -> int:
     def ours(probe: np.ndarray, order: int) -> np.ndarray:
         return _core.preprocess_resize(probe, 3, False, 1, True, order)
 
-    if np.array_equal(pil(_PROBE_13), ours(_PROBE_13, _PILLOW_13)):
-        return _PILLOW_13
-    if np.array_equal(pil(_PROBE_12), ours(_PROBE_12, _PILLOW_12)):
-        return _PILLOW_12
-    return _HORIZONTAL_FIRST
+    if np.array_equal(pil(_PROBE_13), ours(_PROBE_13, PILLOW_13)):
+        return PILLOW_13
+    if np.array_equal(pil(_PROBE_12), ours(_PROBE_12, PILLOW_12)):
+        return PILLOW_12
+    return HORIZONTAL_FIRST
