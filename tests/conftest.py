@@ -6,9 +6,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers.shared import SHARED_DATA
 from helpers.tiny_models import save_tiny_model
-
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 @pytest.fixture(scope="session")

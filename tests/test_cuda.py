@@ -13,11 +13,11 @@ import copy
 import numpy as np
 import pytest
 import torch
-from conftest import SHARED_DATA
 from fastclipseg import FastSegmenter
 from fastclipseg.bench.measure import natural_image
 from fastclipseg.model.random_model import random_reference_model
 from helpers.parity import assert_relative_close, reference_logits
+from helpers.shared import SHARED_DATA
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (PyTorch sees none)")
 

@@ -4,7 +4,8 @@
   can hide one) and leaving out `if TYPE_CHECKING:` imports (never run);
 - each area imports only from the areas below it (the layer table here is README's);
 - imports inside functions only for optional dependencies and the few documented exceptions;
-- no private name (`_x`) used outside the module that defines it; `_core` only through `ops`.
+- no private name (`_x`) used outside the module that defines it; `_core` only through `ops`;
+- no test module imports another (shared helpers live in tests/helpers and conftest.py).
 """
 
 from __future__ import annotations
@@ -170,7 +171,11 @@ def test_no_import_cycle():
 def test_the_cycle_check_finds_a_cycle(monkeypatch):
     # The check above can fail: a made-up edge from ops back up to the core is a cycle.
     real = _edges
-    monkeypatch.setitem(globals(), "_edges", lambda name: real(name) | ({"fastclipseg.core"} if name == "fastclipseg.ops.rle" else set()))
+
+    def with_a_cycle(name: str) -> set[str]:
+        return real(name) | ({"fastclipseg.core"} if name == "fastclipseg.ops.rle" else set())
+
+    monkeypatch.setitem(globals(), "_edges", with_a_cycle)
     with pytest.raises(AssertionError, match="import cycles"):
         test_no_import_cycle()
 
@@ -256,3 +261,18 @@ def test_the_private_name_check_finds_one(tmp_path, monkeypatch):
     monkeypatch.setitem(MODULES, "fastclipseg.fake", fake)
     with pytest.raises(AssertionError, match=r"fake:2 uses segmenter._embed"):
         test_no_private_name_crosses_a_module_border()
+
+
+def test_no_test_module_imports_another():
+    tests = Path(__file__).resolve().parent
+    found = []
+    for path in sorted(tests.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                names = [node.module or ""]
+            found += [f"{path.relative_to(tests)}:{node.lineno} imports {name}"
+                      for name in names if name.split(".")[-1].startswith(("test_", "conftest"))]
+    assert not found, "tests importing test modules: " + "; ".join(found)

@@ -79,6 +79,10 @@ def _check_kernel_threads(kernel_threads: object) -> int | None:
 class InferenceCore:
     """The engine, the caches, pre- and post-processing: one model loaded for inference.
 
+    Built by `FastSegmenter` (whose constructor documents the settings) from an engine, the
+    model's processor and the prompt stage's token limit; `model` and `stages` are None for a
+    segmenter loaded from an export.
+
     Public members (what sessions, streams, features and integrations may use):
     `engine`, `model` (the transformers model, None when loaded from an export), `stages`,
     `processor`, `preprocess_config`, `batch_size`, `max_image_pixels`, `kernel_threads`,
@@ -89,19 +93,10 @@ class InferenceCore:
     """
 
     def __init__(
-        self,
-        engine: Engine,
-        processor,
-        max_prompt_tokens: int,
-        *,
-        model: CLIPSegForImageSegmentation | None = None,
-        stages: Stages | None = None,
-        prompt_cache_size: int = 1024,
-        max_image_pixels: int = DEFAULT_MAX_PIXELS,
-        batch_size: int | None = None,
-        kernel_threads: int | None = None,
-        text_encoder: Callable[[list[str]], object] | None = None,
-        device_processing: bool | None = None,
+        self, engine: Engine, processor, max_prompt_tokens: int, *, model: CLIPSegForImageSegmentation | None = None,
+        stages: Stages | None = None, prompt_cache_size: int = 1024, max_image_pixels: int = DEFAULT_MAX_PIXELS,
+        batch_size: int | None = None, kernel_threads: int | None = None,
+        text_encoder: Callable[[list[str]], object] | None = None, device_processing: bool | None = None,
     ) -> None:
         check_processor(processor)
         if batch_size is not None:
@@ -109,7 +104,8 @@ class InferenceCore:
         if max_image_pixels < 1:
             raise ValueError(f"max_image_pixels must be >= 1, got {max_image_pixels}")
         if text_encoder is not None and not callable(text_encoder):
-            raise TypeError(f"text_encoder must be a callable (list of str -> K x P embeddings), got {type(text_encoder).__name__}")
+            raise TypeError("text_encoder must be a callable (list of str -> K x P embeddings), "
+                            f"got {type(text_encoder).__name__}")
         if device_processing is not None and not isinstance(device_processing, bool):
             raise TypeError(f"device_processing must be True, False or None (on for CUDA), got {device_processing!r}")
         self.model = model
@@ -278,7 +274,8 @@ class InferenceCore:
         pair k is image `image_index[k]` of `activations` with prompt embedding `embeddings[k]`."""
         return self.engine.decode(activations, embeddings, image_index)
 
-    def predict_logits(self, pixel_values: torch.Tensor, prompts_per_image: Sequence[Sequence[str]]) -> list[torch.Tensor]:
+    def predict_logits(self, pixel_values: torch.Tensor, prompts_per_image: Sequence[Sequence[str]]
+                       ) -> list[torch.Tensor]:
         """Logits `(K_i, h, w)` for each image's prompts, on the CPU; pixel values as
         `pixel_values()` makes them.
 

@@ -15,7 +15,6 @@ import copy
 
 import pytest
 import torch
-from conftest import SHARED_DATA
 from fastclipseg import FastSegmenter
 from fastclipseg.bench.measure import natural_image
 from fastclipseg.engines import create_engine
@@ -27,6 +26,7 @@ from fastclipseg.engines.cuda_graphs import (
 )
 from fastclipseg.engines.torch_engine import TorchEngine
 from helpers.parity import assert_relative_close, clipseg_tolerance
+from helpers.shared import SHARED_DATA
 from helpers.tiny_models import TINY_IMAGE_SIZE
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (PyTorch sees none)")

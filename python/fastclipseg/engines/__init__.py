@@ -9,6 +9,12 @@
 | `tensorrt` | cuda | fp32, fp16, int8 | vision and decoder compiled by torch-tensorrt (`tensorrt_engine.py`); int8 needs `calibration=` |
 | `auto` | | | the fastest of these for the device and precision (see `resolve_backend`) |
 
+The backends run the three stages of `fastclipseg.model.stages`. The other network maths of
+`model/` (the image-prompt encoder, the dense-feature heads) is compiled by no backend: the
+inference core runs it in eager torch with the transformers model's weights, whatever the
+backend, and an export does not hold it (image prompts and dense features then raise a clear
+error naming what to do).
+
 The CUDA backends have never run on a GPU in this project's development so far (no GPU was lent
 to a development session, and CI has none): their CPU-checkable logic is tested, their CUDA tests
 skip. README's "GPU" section says exactly what was and was not run.

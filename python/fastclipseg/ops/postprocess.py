@@ -46,6 +46,7 @@ import numpy as np
 from .. import _core
 from .rle import RLE
 from .threads import native_threads
+from .validation import check_threshold
 
 __all__ = ["PackedMasks", "Postprocessed", "postprocess", "upsample"]
 
@@ -135,7 +136,7 @@ def postprocess(
     """
     arr = _as_array(logits)
     height, width = _check_size(size)
-    t = _check_threshold(threshold)
+    t = check_threshold(threshold)
     offset = _check_stability_offset(stability_offset)
     if probs is not None and (not isinstance(probs, str) or probs not in ("float32", "uint8")):
         raise ValueError(f"probs must be None, 'float32' or 'uint8', got {probs!r}")
@@ -177,15 +178,6 @@ def _check_size(size: Any) -> tuple[int, int]:
             raise ValueError(f"size {name} must be in [1, {_core.POSTPROCESS_MAX_SIDE}], got {n}")
         dims.append(n)
     return dims[0], dims[1]
-
-
-def _check_threshold(threshold: Any) -> float:
-    if isinstance(threshold, (bool, np.bool_)) or not isinstance(threshold, numbers.Real):
-        raise TypeError(f"threshold must be a real number in [0, 1], got {type(threshold).__name__}")
-    t = float(threshold)
-    if not 0.0 <= t <= 1.0:  # also rejects NaN
-        raise ValueError(f"threshold must be a probability in [0, 1], got {t!r}")
-    return t
 
 
 def _check_stability_offset(offset: Any) -> float:

@@ -189,13 +189,13 @@ def load_image(source: object, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarr
 # -- thresholds and text prompts ------------------------------------------------------------
 
 
-def check_threshold(threshold: object) -> float:
-    """A threshold in [0, 1] as a float, else a clear error (bools and NaN are refused)."""
+def check_threshold(threshold: object, name: str = "threshold") -> float:
+    """A threshold in [0, 1] as a float, else a clear error naming `name` (bools and NaN are refused)."""
     if isinstance(threshold, bool) or not isinstance(threshold, Real):
-        raise TypeError(f"threshold must be a number in [0, 1], got {type(threshold).__name__}: {threshold!r}")
+        raise TypeError(f"{name} must be a number between 0 and 1, got {type(threshold).__name__}: {threshold!r}")
     value = float(threshold)
     if math.isnan(value) or not 0.0 <= value <= 1.0:
-        raise ValueError(f"threshold must be a number in [0, 1], got {value}")
+        raise ValueError(f"{name} must be a number between 0 and 1, got {value}")
     return value
 
 

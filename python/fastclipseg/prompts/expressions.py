@@ -75,6 +75,8 @@ from typing import Any
 import lark
 import numpy as np
 
+from ..ops.validation import check_threshold
+
 __all__ = [
     "MAX_RADIUS",
     "And",
@@ -166,11 +168,7 @@ class Modifiers:
             raise ValueError(f"radius {self.radius} is too large: at most {MAX_RADIUS} pixels")
         object.__setattr__(self, "radius", int(self.radius))
         if self.threshold is not None:
-            if isinstance(self.threshold, bool) or not isinstance(self.threshold, (int, float, np.floating)):
-                raise TypeError(f"threshold must be a number between 0 and 1, got {self.threshold!r}")
-            if not 0.0 <= self.threshold <= 1.0:  # also rejects NaN
-                raise ValueError(f"threshold must be between 0 and 1, got {self.threshold!r}")
-            object.__setattr__(self, "threshold", float(self.threshold))
+            object.__setattr__(self, "threshold", check_threshold(self.threshold))
 
     def __bool__(self) -> bool:
         return self.radius != 0 or self.threshold is not None

@@ -21,6 +21,7 @@ Embeddings computed elsewhere are checked by `fastclipseg.prompts.embeddings`.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import os
 import warnings
@@ -350,11 +351,34 @@ def as_image_prompts(prompts: Sequence[object] | ImagePrompt, max_pixels: int = 
     return [_as_prompt(item, index, max_pixels) for index, item in enumerate(prompts)]
 
 
+# -- names that lived here before issue 15 ------------------------------------------------------
+
+
 def encode_image_prompts(segmenter, prompts: Sequence[object] | ImagePrompt):
     """Deprecated: `segmenter.encode_image_prompts(prompts)` (a `FastSegmenter` or its `InferenceCore`)."""
     warnings.warn("fastclipseg.prompts.image_prompts.encode_image_prompts(segmenter, prompts) is deprecated: "
                   "call segmenter.encode_image_prompts(prompts)", DeprecationWarning, stacklevel=2)
     return segmenter.encode_image_prompts(prompts)
+
+
+def image_prompt_encoder(segmenter):
+    """Deprecated: `segmenter.core.image_prompt_encoder`."""
+    warnings.warn("fastclipseg.prompts.image_prompts.image_prompt_encoder(segmenter) is deprecated: "
+                  "use segmenter.core.image_prompt_encoder", DeprecationWarning, stacklevel=2)
+    return getattr(segmenter, "core", segmenter).image_prompt_encoder
+
+
+_MOVED_NAMES = {
+    "ImagePromptEncoder": "fastclipseg.model.image_prompt_encoder",
+    "check_conditional_embeddings": "fastclipseg.prompts.embeddings",
+}
+
+
+def __getattr__(name: str):
+    if name in _MOVED_NAMES:
+        warnings.warn(f"{name} moved to {_MOVED_NAMES[name]}: import it from there", DeprecationWarning, stacklevel=2)
+        return getattr(importlib.import_module(_MOVED_NAMES[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = [
@@ -365,6 +389,7 @@ __all__ = [
     "as_image_prompts",
     "check_mask",
     "encode_image_prompts",
+    "image_prompt_encoder",
     "mask_box",
     "visual_prompt",
 ]

@@ -28,36 +28,19 @@ from .sources import (
 )
 
 
-def image_stream(
-    core: InferenceCore,
-    images: Iterable[object],
-    prompts: str | Sequence[str],
-    *,
-    threshold: float = 0.5,
-    batch_size: int | None = None,
-    smooth: float | None = None,
-    skip: Collection[str] = (),
-) -> FrameStream:
-    """A `FrameStream` over any iterable of images (see `FastSegmenter.segment_stream`)."""
+def image_stream(core: InferenceCore, images: Iterable[object], prompts: str | Sequence[str], *, threshold: float,
+                 batch_size: int | None, smooth: float | None, skip: Collection[str]) -> FrameStream:
+    """A `FrameStream` over any iterable of images: `FastSegmenter.segment_stream`, which documents
+    the arguments and gives their defaults."""
     items = image_items(images, skip=skip, max_pixels=core.max_image_pixels)
     return _stream(core, items, prompts, threshold=threshold, batch_size=batch_size, smooth=smooth)
 
 
-def video_stream(
-    core: InferenceCore,
-    source: str | os.PathLike | Iterable[object],
-    prompts: str | Sequence[str],
-    *,
-    threshold: float = 0.5,
-    batch_size: int | None = None,
-    every_n: int = 1,
-    start: float | None = None,
-    end: float | None = None,
-    smooth: float | None = None,
-    skip: Collection[str] = (),
-    smooth_state: np.ndarray | None = None,
-) -> FrameStream:
-    """A `FrameStream` over a video file or an iterable of frames (see `FastSegmenter.segment_video`)."""
+def video_stream(core: InferenceCore, source: str | os.PathLike | Iterable[object], prompts: str | Sequence[str], *,
+                 threshold: float, batch_size: int | None, every_n: int, start: float | None, end: float | None,
+                 smooth: float | None, skip: Collection[str], smooth_state: np.ndarray | None) -> FrameStream:
+    """A `FrameStream` over a video file or an iterable of frames: `FastSegmenter.segment_video`,
+    which documents the arguments and gives their defaults."""
     check_every(every_n)
     check_time_range(start, end)
     if isinstance(source, (str, os.PathLike)):
