@@ -66,3 +66,12 @@ def test_batch_size_is_checked_in_one_place(tiny_model_dir):
             FastSegmenter.from_pretrained(tiny_model_dir, batch_size=bad)
     with pytest.raises(ValueError, match="batch_size must be an int >= 1"):
         FastSegmenter.from_pretrained(tiny_model_dir).segment_video([IMAGE], "a cat", batch_size=0)
+
+
+def test_batch_size_set_later_is_checked_too(tiny_model_dir):
+    segmenter = FastSegmenter.from_pretrained(tiny_model_dir)
+    segmenter.batch_size = 3
+    assert segmenter.core.batch_size == 3
+    with pytest.raises(ValueError, match="batch_size must be an int >= 1, got 0"):
+        segmenter.batch_size = 0
+    assert segmenter.batch_size == 3

@@ -17,7 +17,7 @@ except ImportError:
     from click import exceptions as _click_errors
 
 from .model import DEFAULT_MODEL
-from .ops.validation import DEFAULT_MAX_PIXELS
+from .ops.validation import DEFAULT_MAX_PIXELS, check_batch_size, check_max_pixels
 
 
 class _OneLineErrors(TyperGroup):
@@ -207,8 +207,10 @@ def _check_engine_options(device: str, backend: Optional[str], precision: Option
 
 
 def _check_max_pixels(max_pixels: int) -> None:
-    if max_pixels < 1:
-        _fail(f"--max-pixels must be >= 1, got {max_pixels}")
+    try:
+        check_max_pixels(max_pixels, "--max-pixels")
+    except ValueError as error:
+        _fail(str(error))
 
 
 def _calibration(folder: Optional[Path]) -> dict:
@@ -244,8 +246,11 @@ def _stream_settings(prompt: list[str], threshold: float, batch_size: Optional[i
     if expressions:
         _fail(f"video and batch take text prompts; {expressions[0]!r} is a prompt expression (AND, OR, NOT, "
               "{...}): use `fastclipseg segment` for expressions")
-    if batch_size is not None and batch_size < 1:
-        _fail(f"--batch-size must be >= 1, got {batch_size}")
+    if batch_size is not None:
+        try:
+            check_batch_size(batch_size, "--batch-size")
+        except ValueError as error:
+            _fail(str(error))
     return prompts
 
 

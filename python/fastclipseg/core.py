@@ -24,7 +24,14 @@ from .model.image_prompt_encoder import ImagePromptEncoder
 from .ops.device.processing import DeviceProcessing
 from .ops.image_processor import PreprocessConfig, preprocess_images
 from .ops.postprocess import PackedMasks
-from .ops.validation import DEFAULT_MAX_PIXELS, describe, normalize_prompts
+from .ops.threads import check_threads
+from .ops.validation import (
+    DEFAULT_MAX_PIXELS,
+    check_batch_size,
+    check_max_pixels,
+    describe,
+    normalize_prompts,
+)
 from .prompts.embeddings import check_conditional_embeddings
 from .prompts.image_prompts import ImagePrompt, as_image_prompts
 from .prompts.resolve import PromptItem
@@ -59,23 +66,6 @@ def check_processor(processor: object) -> None:
         raise TypeError("processor must be the model's CLIPSegProcessor (with a tokenizer and an image_processor)")
 
 
-def check_batch_size(batch_size: object, default_of: str) -> int:
-    """Images per network call: an int >= 1 (`default_of` names where None's default comes from)."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"batch_size must be an int >= 1 (or None for {default_of}), got {batch_size!r}")
-    return int(batch_size)
-
-
-def _check_kernel_threads(kernel_threads: object) -> int | None:
-    if kernel_threads is None:
-        return None
-    if isinstance(kernel_threads, bool) or not isinstance(kernel_threads, int):
-        raise TypeError(f"kernel_threads must be None (all cores) or an int, got {kernel_threads!r}")
-    if kernel_threads < 1:
-        raise ValueError(f"kernel_threads must be >= 1 (or None for all cores), got {kernel_threads}")
-    return kernel_threads
-
-
 class InferenceCore:
     """The engine, the caches, pre- and post-processing: one model loaded for inference.
 
@@ -100,9 +90,7 @@ class InferenceCore:
     ) -> None:
         check_processor(processor)
         if batch_size is not None:
-            batch_size = check_batch_size(batch_size, "the engine's default")
-        if max_image_pixels < 1:
-            raise ValueError(f"max_image_pixels must be >= 1, got {max_image_pixels}")
+            batch_size = check_batch_size(batch_size, none_means="the engine's default")
         if text_encoder is not None and not callable(text_encoder):
             raise TypeError("text_encoder must be a callable (list of str -> K x P embeddings), "
                             f"got {type(text_encoder).__name__}")
@@ -115,9 +103,9 @@ class InferenceCore:
         # On the CPU each image gets network calls of its own: its results never depend on which
         # images share its batch (engines/per_image.py says why).
         self.engine: Engine = PerImageEngine(engine) if engine.device.type == "cpu" else engine
-        self.batch_size = batch_size if batch_size is not None else default_batch_size(engine)
-        self.max_image_pixels = int(max_image_pixels)
-        self.kernel_threads = _check_kernel_threads(kernel_threads)
+        self._batch_size = batch_size if batch_size is not None else default_batch_size(engine)
+        self.max_image_pixels = check_max_pixels(max_image_pixels)
+        self.kernel_threads = check_threads(kernel_threads, "kernel_threads")
         self.text_encoder = text_encoder
         self._tokenizer = PromptTokenizer(processor.tokenizer, max_prompt_tokens)
         self._embedding_dim: int | None = None
@@ -141,6 +129,15 @@ class InferenceCore:
             warm(self.batch_size)  # CUDA graphs: capture now, not on the first frame
 
     # -- what the core holds ----------------------------------------------------------------
+
+    @property
+    def batch_size(self) -> int:
+        """Images per vision-stage call (settable; checked as the constructor checks it)."""
+        return self._batch_size
+
+    @batch_size.setter
+    def batch_size(self, value: int) -> None:
+        self._batch_size = check_batch_size(value)
 
     @property
     def device(self) -> torch.device:
@@ -342,4 +339,4 @@ def core_of(source: object) -> InferenceCore:
     return core
 
 
-__all__ = ["InferenceCore", "check_batch_size", "check_processor", "core_of", "default_batch_size"]
+__all__ = ["InferenceCore", "check_processor", "core_of", "default_batch_size"]

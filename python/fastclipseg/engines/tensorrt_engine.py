@@ -94,6 +94,12 @@ FILES = {"vision": "vision.ep", "prompt": "prompt.ep", "decoder": "decoder.ep"}
 _find_spec = importlib.util.find_spec  # a module attribute, so tests can pretend a package is missing
 
 
+def check_tensorrt_precision(precision: object) -> None:
+    """A clear ValueError for a precision TensorRT does not build here (bf16 among them)."""
+    if precision not in TENSORRT_PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}: backend 'tensorrt' runs {', '.join(TENSORRT_PRECISIONS)}")
+
+
 # -- availability ----------------------------------------------------------------------------------
 
 
@@ -215,8 +221,7 @@ def profiles(
     larger calls are split by the engine. `opt` is the shape TensorRT tunes its kernels for.
     """
     buckets = check_buckets(buckets)
-    if precision not in TENSORRT_PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}: backend 'tensorrt' runs {', '.join(TENSORRT_PRECISIONS)}")
+    check_tensorrt_precision(precision)
     for name, value in (("image_size", image_size), ("max_prompts", max_prompts), ("patch_size", patch_size),
                         ("layers", layers), ("width", width), ("projection_dim", projection_dim)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -351,8 +356,7 @@ def prepare_tensorrt_stages(stages: Stages, precision: str) -> dict[str, nn.Modu
     fp32 and fp16 are `precision.prepare_stages`'s modules; int8 starts from the fp32 ones, which
     ModelOpt then quantises (not `prepare_stages`' dynamic int8, which TensorRT does not take).
     """
-    if precision not in TENSORRT_PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}: backend 'tensorrt' runs {', '.join(TENSORRT_PRECISIONS)}")
+    check_tensorrt_precision(precision)
     # A copy first: compiling moves the modules to the GPU and ModelOpt quantises them in place.
     prepared = prepare_stages(copy.deepcopy(stages).eval(), "fp32" if precision == "int8" else precision)
     return {name: module.eval() for name, module in prepared._asdict().items()}
@@ -573,8 +577,7 @@ def cached_tensorrt_engine(
     """
     device = torch.device(device)
     require_tensorrt(device)
-    if precision not in TENSORRT_PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}: backend 'tensorrt' runs {', '.join(TENSORRT_PRECISIONS)}")
+    check_tensorrt_precision(precision)
     profile = model_profiles(stages, buckets, max_prompts, precision=precision, **profile_options)
     build = describe_tensorrt_build(
         weights_sha256(stages), stage_dims(stages), int(stages.prompt.eos_token_id), precision, profile,

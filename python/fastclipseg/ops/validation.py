@@ -3,7 +3,8 @@
 - images: `load_image` reads a path, PIL image or numpy array into an `H x W x 3 uint8` RGB array
   (`decode_image_bytes` for encoded bytes), with `DEFAULT_MAX_PIXELS` as the size cap;
 - thresholds: `check_threshold`;
-- text prompts: `check_prompt` (one) and `normalize_prompts` (a string or a list).
+- text prompts: `check_prompt` (one) and `normalize_prompts` (a string or a list);
+- settings: `check_batch_size`, `check_max_pixels` (thread counts: `ops.threads.check_threads`).
 
 Numpy and Pillow only (no torch), so the command line can check its arguments before it loads
 the network. Embeddings computed elsewhere are checked by `fastclipseg.prompts.embeddings`.
@@ -225,3 +226,22 @@ def check_prompt(prompt: object, name: str) -> str:
         raise ValueError(f"{name} is not valid Unicode text: a lone surrogate "
                          f"{prompt[error.start]!r} at position {error.start} of {prompt!r}") from None
     return prompt
+
+
+# -- settings ---------------------------------------------------------------------------------
+
+
+def check_batch_size(batch_size: object, name: str = "batch_size", none_means: str | None = None) -> int:
+    """Images per network call: an int >= 1, else a clear ValueError naming `name` (`none_means`:
+    what None would have given, where the caller accepts None and handles it itself)."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        alternative = f" (or None for {none_means})" if none_means else ""
+        raise ValueError(f"{name} must be an int >= 1{alternative}, got {batch_size!r}")
+    return int(batch_size)
+
+
+def check_max_pixels(max_pixels: object, name: str = "max_image_pixels") -> int:
+    """The largest image accepted, in pixels: an int >= 1, else a clear ValueError naming `name`."""
+    if isinstance(max_pixels, bool) or not isinstance(max_pixels, (int, np.integer)) or max_pixels < 1:
+        raise ValueError(f"{name} must be an int >= 1, got {max_pixels!r}")
+    return int(max_pixels)

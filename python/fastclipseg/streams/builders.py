@@ -12,8 +12,8 @@ from collections.abc import Collection, Iterable, Sequence
 
 import numpy as np
 
-from ..core import InferenceCore, check_batch_size
-from ..ops.validation import check_threshold, normalize_prompts
+from ..core import InferenceCore
+from ..ops.validation import check_batch_size, check_threshold, normalize_prompts
 from ..prompts.resolve import looks_like_expression
 from .pipeline import FrameStream
 from .smoothing import LogitSmoother, check_smoothing
@@ -63,7 +63,7 @@ def _stream(core: InferenceCore, items: Iterable[Item], prompts: str | Sequence[
     if expressions:
         raise ValueError(f"streams take text prompts; {expressions[0]!r} is a prompt expression (AND, OR, NOT, "
                          "{...}): use segment() or a session for expressions")
-    batch_size = core.batch_size if batch_size is None else check_batch_size(batch_size, "the segmenter's")
+    batch_size = core.batch_size if batch_size is None else check_batch_size(batch_size, none_means="the segmenter's")
     weight = check_smoothing(smooth)
     smoother = LogitSmoother(weight) if weight is not None else None
     if smooth_state is not None:
