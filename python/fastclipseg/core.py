@@ -48,6 +48,11 @@ if TYPE_CHECKING:
     from .model.stages import Stages
 
 
+# What to do instead, when a core loaded from an export is asked for image prompts.
+_IMAGE_PROMPTS_INSTEAD = ("load it from the transformers model (FastSegmenter.from_pretrained with a hub id or a model "
+                          "folder), or compute the embeddings elsewhere and pass them through check_conditional_embeddings")
+
+
 def default_batch_size(engine: Engine) -> int:
     """Images per vision-stage call when the caller does not say: 8, but 1 for int8 on the
     torch-based CPU engines, whose dynamically quantised layers ran as fast one image at a time
@@ -191,10 +196,7 @@ class InferenceCore:
     @property
     def image_prompt_encoder(self) -> ImagePromptEncoder:
         """The model's `ImagePromptEncoder`, built on first use and kept (needs the model)."""
-        self.require_model(
-            "image prompts", "load it from the transformers model (FastSegmenter.from_pretrained with a hub id or a "
-            "model folder), or compute the embeddings elsewhere and pass them through check_conditional_embeddings"
-        )
+        self.require_model("image prompts", _IMAGE_PROMPTS_INSTEAD)
         with self._image_prompt_encoder_lock:
             if self._image_prompt_encoder is None:
                 encoder = ImagePromptEncoder(self.model, self.preprocess_config)
@@ -213,10 +215,7 @@ class InferenceCore:
         processor) and encoded by the model's CLIP vision tower, on `embedding_device` in float32.
         Raises `ValueError` for a core without a model (loaded from an export).
         """
-        self.require_model(
-            "image prompts", "load it from the transformers model (FastSegmenter.from_pretrained with a hub id or a "
-            "model folder), or compute the embeddings elsewhere and pass them through check_conditional_embeddings"
-        )
+        self.require_model("image prompts", _IMAGE_PROMPTS_INSTEAD)
         return self.image_prompt_cache.get_many(as_image_prompts(prompts, self.max_image_pixels))
 
     def _encode_image_prompts(self, prompts: list[ImagePrompt]) -> torch.Tensor:
