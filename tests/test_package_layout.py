@@ -20,7 +20,7 @@ PACKAGE = Path(fastclipseg.__file__).parent
 
 # Lowest first: a module may import from its own layer and the layers below (never above).
 LAYERS = [
-    ("fastclipseg", "fastclipseg._moved", "fastclipseg._core"),
+    ("fastclipseg", "fastclipseg._moved", "fastclipseg._core", "fastclipseg.native_package"),
     ("fastclipseg.ops",),
     ("fastclipseg.model",),
     ("fastclipseg.engines",),
@@ -29,6 +29,7 @@ LAYERS = [
     ("fastclipseg.features", "fastclipseg.session", "fastclipseg.streams"),
     ("fastclipseg.segmenter",),
     ("fastclipseg.bench", "fastclipseg.cli", "fastclipseg.integrations"),
+    ("fastclipseg.__main__",),
 ]
 
 # Imports inside functions: optional dependencies, and where waiting is the point.
@@ -42,7 +43,7 @@ DEFERRED = {
     "fastclipseg.bench.measure": {"torch"},
 }
 # The command line loads torch and the network only for the command that runs (`--help` stays fast).
-DEFERRED_ANYTHING = {"fastclipseg.cli"}
+DEFERRED_ANYTHING = {"fastclipseg.cli", "fastclipseg.__main__"}
 
 # Private attributes of other libraries' objects that the package uses on purpose.
 FOREIGN_PRIVATE = {"_asdict", "_POOL_HANDLE"}

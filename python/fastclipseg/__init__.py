@@ -24,6 +24,7 @@ _EXPORTS = {
     "ArtifactError": ".engines",
     "DEFAULT_MODEL": ".model",
     "load_image": ".ops.validation",
+    "cmake_dir": ".native_package",
 }
 
 if TYPE_CHECKING:
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from .model import DEFAULT_MODEL
     from .model.files import ModelLoadError
     from .model.loading import ModelUnavailableError
+    from .native_package import cmake_dir
     from .ops.validation import load_image
     from .prompts import ImagePrompt
     from .results import FrameError, FrameResult, SegmentationResult
@@ -56,5 +58,5 @@ def __dir__() -> list[str]:
 __all__ = [
     "DEFAULT_MODEL", "ArtifactError", "FastSegmenter", "FrameError", "FrameResult", "FrameStream", "ImagePrompt",
     "InferenceCore", "ModelLoadError", "ModelUnavailableError", "SegmentationResult", "Session", "__version__",
-    "load_image",
+    "cmake_dir", "load_image",
 ]

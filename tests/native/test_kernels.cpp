@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <chrono>
+#include <thread>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -591,6 +593,9 @@ void test_detail() {
             detail::parallel_for(1000, threads, [&](std::size_t i, std::size_t) {
                 ++ran;
                 if (i == 3) throw std::runtime_error("item 3");
+                // Slow items, so that the other workers cannot finish all 1000 before the
+                // throwing one stops them (on a loaded machine they could, and the check flaked).
+                std::this_thread::sleep_for(std::chrono::microseconds(50));
             });
         } catch (const std::runtime_error& e) {
             msg = e.what();

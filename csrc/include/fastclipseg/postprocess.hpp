@@ -57,6 +57,10 @@
 #include <string>
 #include <vector>
 
+// Everything declared here is the library's API: visible outside it, while the library itself
+// is built with hidden visibility (CMakeLists.txt).
+#pragma GCC visibility push(default)
+
 namespace fastclipseg::postprocess {
 
 // Largest h, w, H or W accepted (H * W is further bounded by rle::kMaxCount).
@@ -147,3 +151,5 @@ void upsample(const float* logits, std::size_t logits_size, const Shape& shape, 
               std::size_t out_size, unsigned threads = 0);
 
 }  // namespace fastclipseg::postprocess
+
+#pragma GCC visibility pop

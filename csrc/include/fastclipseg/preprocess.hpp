@@ -34,6 +34,10 @@
 #include <cstddef>
 #include <cstdint>
 
+// Everything declared here is the library's API: visible outside it, while the library itself
+// is built with hidden visibility (CMakeLists.txt).
+#pragma GCC visibility push(default)
+
 namespace fastclipseg::preprocess {
 
 // Largest input height/width accepted. Keeps every window, coefficient sum
@@ -153,3 +157,5 @@ void resize(const Image& image, std::size_t size, bool bgr, std::uint8_t* out,
 PassOrder pass_order_from_int(long long code);
 
 }  // namespace fastclipseg::preprocess
+
+#pragma GCC visibility pop

@@ -25,6 +25,10 @@
 #include <string_view>
 #include <vector>
 
+// Everything declared here is the library's API: visible outside it, while the library itself
+// is built with hidden visibility (CMakeLists.txt).
+#pragma GCC visibility push(default)
+
 namespace fastclipseg::rle {
 
 // Largest run length (and mask area h*w) accepted anywhere. Chosen so that
@@ -172,3 +176,5 @@ std::uint64_t checked_pixels(std::size_t k, std::size_t h, std::size_t w,
                              std::uint64_t max_pixels);
 
 }  // namespace fastclipseg::rle
+
+#pragma GCC visibility pop

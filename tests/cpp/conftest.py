@@ -1,0 +1,21 @@
+"""The C++ examples and test program, built once per session against the installed package."""
+
+from __future__ import annotations
+
+import pytest
+from helpers.cpp_build import build_cpp_tests
+
+
+@pytest.fixture(scope="session")
+def cpp_programs(tmp_path_factory):
+    """name -> path of segment_image, segment_frames, tokenize and test_runtime."""
+    try:
+        return build_cpp_tests(tmp_path_factory.mktemp("cpp-build"))
+    except RuntimeError as error:
+        pytest.fail(str(error), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def tokenize_exe(cpp_programs):
+    """The tokenize example (examples/cpp/tokenize.cpp)."""
+    return cpp_programs["tokenize"]
