@@ -4,7 +4,7 @@ weights, the real decoder when ../shared/data has it).
 
 - 1x1 and 1x8: one 640x480 image with 1 and 8 prompts, everything a caller gets (RLE, scores,
   stability, areas, boxes: Python's `segment(...).to_dict()`), prompts cached, median of
-  `--repeats` calls after a warm-up; the C++ side in its own process (benchmarks/cpp/bench_segment).
+  `--repeats` calls after 3 warm-up calls; the C++ side in its own process (benchmarks/cpp/bench_segment).
 - start-up: a fresh process that loads the export, segments one PNG with one prompt and prints
   the JSON: `segment_image` against `python -c "FastSegmenter.from_pretrained(...).segment(...)"`.
 
@@ -81,7 +81,8 @@ def main() -> None:
 
         def python_call(prompts: int) -> float:
             chosen = PROMPTS[:prompts]
-            python.segment(image, chosen).to_dict()  # warm-up (and the prompt cache)
+            for _ in range(3):  # warm-up (the prompt cache), as many calls as the C++ side's
+                python.segment(image, chosen).to_dict()
             times = []
             for _ in range(args.repeats):
                 started = time.perf_counter()
