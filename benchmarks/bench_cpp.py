@@ -26,13 +26,12 @@ import tempfile
 import time
 from pathlib import Path
 
+import fastclipseg
 import torch
 from _common import ROOT, build_fullsize_model, natural_image, write_result
-from PIL import Image
-
-import fastclipseg
 from fastclipseg import FastSegmenter
 from fastclipseg.bench.measure import cpu_flags, cpu_name
+from PIL import Image
 
 PROMPTS = ["a person", "a dog", "a car", "a tree", "the sky", "a road", "a building", "grass"]
 HEIGHT, WIDTH = 480, 640
@@ -66,8 +65,9 @@ def main() -> None:
         scratch = Path(scratch)
         programs = build(scratch / "build")
         model, processor, _ = build_fullsize_model()
-        export = FastSegmenter(model, processor, backend="torchscript").export(scratch / "export", backend="torchscript")
-        del model
+        segmenter = FastSegmenter(model, processor, backend="torchscript")
+        export = segmenter.export(scratch / "export", backend="torchscript")
+        del model, segmenter
         image = natural_image(HEIGHT, WIDTH)
         (scratch / "image.rgb").write_bytes(image.tobytes())
         Image.fromarray(image).save(scratch / "image.png")
@@ -93,7 +93,8 @@ def main() -> None:
         startup = {
             "cpp": [str(programs / "examples" / "segment_image"), str(export), str(scratch / "image.png"), "a person"],
             "python": [sys.executable, "-c", "import sys; from fastclipseg import FastSegmenter; "
-                       "s = FastSegmenter.from_pretrained(sys.argv[1]); print(s.segment(sys.argv[2], ['a person']).to_json())",
+                       "s = FastSegmenter.from_pretrained(sys.argv[1]); "
+                       "print(s.segment(sys.argv[2], ['a person']).to_json())",
                        str(export), str(scratch / "image.png")],
         }
         samples: dict[str, list[float]] = {}

@@ -5,7 +5,8 @@
 # tokenizer on hostile inputs (tests/native/tokenizer_inputs.jsonl) with the
 # real CLIP vocabulary when ../shared/data is there. Any sanitizer report
 # aborts the run (-fno-sanitize-recover=all), so a nonzero exit means a failure.
-# The libtorch runtime is not built here: libtorch itself is not instrumented.
+# Then, where torch and the installed package are present, the libtorch runtime (libtorch itself
+# is not instrumented) with tests/cpp/test_runtime and segment_image on a tiny export.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -38,4 +39,43 @@ if [[ -f "${vocabulary}" ]]; then
     echo "tokenizer: $(wc -l < "${build}/tokens.jsonl") lines tokenized under the sanitizers"
 else
     echo "tokenizer: ${vocabulary} is absent; the tokenizer ran only on its missing-file test"
+fi
+
+# The libtorch runtime (csrc/runtime) under the same sanitizers, where torch and the installed
+# package are there (CI installs them first): our code instrumented, libtorch as shipped.
+# tests/cpp/test_runtime (threads, errors, the cache) and segment_image on a tiny random export.
+python="${PYTHON:-python3}"
+if "${python}" -c "import torch, fastclipseg; fastclipseg.cmake_dir()" > /dev/null 2>&1; then
+    runtime_build="${root}/build/asan-runtime"
+    mkdir -p "${runtime_build}"
+    cmake -S "${root}/tests/cpp" -B "${runtime_build}" \
+        -DCMAKE_BUILD_TYPE=Debug \
+        -DCMAKE_CXX_FLAGS="${san} -O1 -g" \
+        -DCMAKE_EXE_LINKER_FLAGS="${san}" \
+        -DFASTCLIPSEG_EXAMPLES="${root}/examples/cpp" \
+        -DCMAKE_PREFIX_PATH="$("${python}" -m fastclipseg --cmake-dir);$("${python}" -c 'import torch; print(torch.utils.cmake_prefix_path)')" \
+        > "${runtime_build}/configure.log" 2>&1 || { cat "${runtime_build}/configure.log"; exit 1; }
+    cmake --build "${runtime_build}" --parallel "${jobs}" --target test_runtime segment_image > "${runtime_build}/build.log" 2>&1 ||
+        { tail -40 "${runtime_build}/build.log"; exit 1; }
+    PYTHONPATH="${root}/tests" "${python}" - "${runtime_build}/data" <<'PYTHON'
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from helpers.tiny_models import save_tiny_model
+
+from fastclipseg import FastSegmenter
+
+data = Path(sys.argv[1])
+model = save_tiny_model(data / "model")
+FastSegmenter.from_pretrained(model, backend="torchscript").export(data / "export", backend="torchscript", overwrite=True)
+Image.fromarray(np.random.default_rng(0).integers(0, 256, (61, 97, 3), dtype=np.uint8)).save(data / "image.png")
+PYTHON
+    "${runtime_build}/test_runtime" "${runtime_build}/data/export"
+    "${runtime_build}/examples/segment_image" "${runtime_build}/data/export" "${runtime_build}/data/image.png" \
+        "a cat" "a dog" > /dev/null
+    echo "runtime: test_runtime and segment_image ran clean under the sanitizers"
+else
+    echo "runtime: not run (torch or an installed fastclipseg is missing: pip install . first)"
 fi

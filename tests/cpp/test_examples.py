@@ -16,10 +16,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from fastclipseg import FastSegmenter
 from fastclipseg.engines.artifacts import MANIFEST_NAME, manifest_digest
+from PIL import Image
 
 SCORE_TOLERANCE = 1e-12
 
@@ -103,7 +102,8 @@ def test_segment_image_reads_jpeg(cpp_programs, shapes_export, shared_data, tmp_
     cpp = segment_image(cpp_programs, shapes_export, path, prompts)
     expected = python.segment(path, prompts).to_dict()
     for ours, theirs in zip(cpp["masks"], expected["masks"]):
-        a, b = (coco_mask.decode({"size": m["rle"]["size"], "counts": m["rle"]["counts"].encode()}) for m in (ours, theirs))
+        a, b = (coco_mask.decode({"size": m["rle"]["size"], "counts": m["rle"]["counts"].encode()})
+                for m in (ours, theirs))
         union = np.logical_or(a, b).sum()
         iou = np.logical_and(a, b).sum() / union if union else 1.0
         assert iou >= 0.97, (ours["prompt"], iou)

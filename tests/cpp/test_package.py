@@ -7,10 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import fastclipseg
 import numpy as np
 import pytest
-
-import fastclipseg
 from helpers.cpp_build import REPO
 
 CONSUMER = """
@@ -28,7 +27,7 @@ ENCODE = """
 int main() {
     std::vector<std::uint8_t> mask(5 * 7, 0);  // row-major 5 x 7
     for (int r = 1; r < 4; ++r) for (int c = 2; c < 6; ++c) mask[r * 7 + c] = 1;
-    std::cout << fastclipseg::rle::encode(mask.data(), 5, 7) << std::endl;
+    std::cout << fastclipseg::rle::encode(mask.data(), 5, 7, 7, 1) << std::endl;
 }
 """
 
@@ -69,7 +68,8 @@ def test_pycocotools_reads_what_a_consumer_of_the_kernels_prints(tmp_path):
 
     (tmp_path / "CMakeLists.txt").write_text(CONSUMER.format(components=""))
     (tmp_path / "encode.cpp").write_text(ENCODE)
-    configured = cmake("-S", str(tmp_path), "-B", str(tmp_path / "build"), f"-Dfastclipseg_DIR={fastclipseg.cmake_dir()}")
+    configured = cmake("-S", str(tmp_path), "-B", str(tmp_path / "build"),
+                       f"-Dfastclipseg_DIR={fastclipseg.cmake_dir()}")
     assert configured.returncode == 0, configured.stdout + configured.stderr
     built = cmake("--build", str(tmp_path / "build"))
     assert built.returncode == 0, built.stdout + built.stderr
@@ -82,7 +82,8 @@ def test_pycocotools_reads_what_a_consumer_of_the_kernels_prints(tmp_path):
 def test_runtime_component_without_libtorch_says_what_is_missing(tmp_path):
     (tmp_path / "CMakeLists.txt").write_text(CONSUMER.format(components="COMPONENTS runtime"))
     (tmp_path / "encode.cpp").write_text(ENCODE)
-    configured = cmake("-S", str(tmp_path), "-B", str(tmp_path / "build"), f"-Dfastclipseg_DIR={fastclipseg.cmake_dir()}",
+    configured = cmake("-S", str(tmp_path), "-B", str(tmp_path / "build"),
+                       f"-Dfastclipseg_DIR={fastclipseg.cmake_dir()}",
                        "-DCMAKE_DISABLE_FIND_PACKAGE_Torch=ON")
     assert configured.returncode != 0
     assert "fastclipseg::runtime was not built" in configured.stderr and "libtorch" in configured.stderr

@@ -1,4 +1,5 @@
-"""The tokenize example (C++ ClipTokenizer, examples/cpp/tokenize.cpp) against transformers' CLIPTokenizer, token for token.
+"""The tokenize example (C++ ClipTokenizer, examples/cpp/tokenize.cpp) against transformers'
+CLIPTokenizer, token for token.
 
 The C++ program reads JSON strings, one per line, and writes their ids; every text here goes
 through it twice, once with \\u escapes and once as raw UTF-8.

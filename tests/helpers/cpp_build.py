@@ -13,20 +13,32 @@ TEST_PROJECT = REPO / "tests" / "cpp"
 EXECUTABLES = ("segment_image", "segment_frames", "tokenize", "test_runtime")
 
 
+class MissingSystemLibraries(RuntimeError):
+    """The package config found no ICU, nlohmann-json or OpenSSL (a machine without the Debian
+    packages that .ci/run installs, such as the GPU machine)."""
+
+
 def _run(command: list[str], log: Path) -> None:
     with open(log, "a") as out:
         out.write("$ " + " ".join(command) + "\n")
         out.flush()
         status = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT).returncode
     if status != 0:
-        tail = "\n".join(log.read_text().splitlines()[-40:])
+        text = log.read_text()
+        tail = "\n".join(text.splitlines()[-40:])
+        missing = [line.strip() for line in text.splitlines()
+                   if "was not built: the" in line or "Could not find STB_INCLUDE_DIR" in line]
+        if missing:
+            reason = missing[0]
+            raise MissingSystemLibraries(reason)
         raise RuntimeError(f"{command[0]} failed (exit {status}); the end of {log}:\n{tail}")
 
 
 def build_cpp_tests(build_dir: Path) -> dict[str, Path]:
     """Configure and build tests/cpp (which adds examples/cpp) with find_package(fastclipseg)
     from `fastclipseg.cmake_dir()` and libtorch from `torch.utils.cmake_prefix_path`; returns
-    the executables by name. RuntimeError with the build log's end if anything fails."""
+    the executables by name. RuntimeError with the build log's end if anything fails;
+    MissingSystemLibraries if the C++ side's system libraries are not installed."""
     import fastclipseg
     import torch
 
