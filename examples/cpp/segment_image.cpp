@@ -6,21 +6,18 @@
 #include <stb/stb_image.h>
 
 #include <fastclipseg/runtime.hpp>
+
+#include "arguments.hpp"
 #include <iostream>
 #include <memory>
 #include <string>
 #include <vector>
 
 int main(int argc, char** argv) {
-    std::vector<std::string> args(argv + 1, argv + argc);
-    double threshold = 0.5;
-    for (std::size_t i = 0; i + 1 < args.size(); ++i) {
-        if (args[i] == "--threshold") {
-            threshold = std::stod(args[i + 1]);
-            args.erase(args.begin() + static_cast<long>(i), args.begin() + static_cast<long>(i) + 2);
-            break;
-        }
-    }
+    const auto parsed = parse_arguments(argc, argv);
+    if (!parsed) return 2;
+    const std::vector<std::string>& args = parsed->positional;
+    const double threshold = parsed->threshold;
     if (args.size() < 3) {
         std::cerr << "usage: segment_image EXPORT_DIR IMAGE PROMPT... [--threshold T]\n";
         return 2;

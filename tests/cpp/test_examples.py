@@ -130,6 +130,19 @@ def test_segment_frames_reports_a_truncated_frame(cpp_programs, tiny_export):
     assert "ended inside a frame (7 of 300 bytes)" in done.stderr.decode()
 
 
+def test_examples_refuse_bad_numbers(cpp_programs, tiny_export, tmp_path):
+    image = tmp_path / "image.png"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(image)
+    done = run(cpp_programs["segment_image"], tiny_export, image, "a cat", "--threshold", "half")
+    assert done.returncode == 2 and "--threshold needs a number, got 'half'" in done.stderr.decode()
+    done = run(cpp_programs["segment_image"], tiny_export, image, "a cat", "--threshold", "1.5")
+    assert done.returncode == 1 and "threshold must be between 0 and 1" in done.stderr.decode()
+    done = run(cpp_programs["segment_frames"], tiny_export, "wide", 10, "a cat", stdin=b"")
+    assert done.returncode == 2 and "WIDTH and HEIGHT must be whole numbers" in done.stderr.decode()
+    done = run(cpp_programs["segment_frames"], tiny_export, 100000, 100000, "a cat", stdin=b"")
+    assert done.returncode == 2 and "WIDTH x HEIGHT must be between 1 and 50000000 pixels" in done.stderr.decode()
+
+
 def test_runtime_checks(cpp_programs, tiny_export):
     """Threads, the prompt cache, masks/probabilities and bad input (tests/cpp/test_runtime.cpp)."""
     done = run(cpp_programs["test_runtime"], tiny_export)
