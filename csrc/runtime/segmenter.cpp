@@ -89,7 +89,11 @@ struct Segmenter::Impl {
         const std::vector<int64_t> ids = tokenizer.encode(text);
         torch::Tensor input_ids = torch::tensor(ids, torch::kLong).unsqueeze(0);
         c10::InferenceMode guard;
-        return prompt.forward({input_ids}).toTensor().to(torch::kFloat).contiguous();
+        try {
+            return prompt.forward({input_ids}).toTensor().to(torch::kFloat).contiguous();
+        } catch (const c10::Error& error) {
+            throw Error(std::string("the prompt stage failed: ") + error.what_without_backtrace());
+        }
     }
 
     torch::Tensor embedding(const std::string& text) const {

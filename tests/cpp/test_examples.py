@@ -1,7 +1,7 @@
 """The C++ examples (examples/cpp), built against the installed package, give what Python gives.
 
 fp32 TorchScript runs the same libtorch graphs on the same pixels (the native preprocessing is
-Pillow-exact), so the RLE, area and bbox must be identical and the scores equal to 1e-12 (they
+Pillow-exact), so the RLE, area and bbox must be identical (bf16 and int8 exports too) and the scores equal to 1e-12 (they
 are the same float64 sums; the tolerance only absorbs printing). JPEG is the exception: stb_image
 and Pillow's libjpeg-turbo decode a few pixel values differently, so there the masks must agree
 to an IoU of 0.97 instead.
@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fastclipseg import FastSegmenter
-from fastclipseg.engines.artifacts import MANIFEST_NAME, manifest_digest
+from fastclipseg.engines.artifacts import MANIFEST_NAME, file_sha256, manifest_digest
 from PIL import Image
 
 SCORE_TOLERANCE = 1e-12
@@ -77,6 +77,21 @@ def test_segment_image_equals_python_on_the_tiny_model(cpp_programs, tiny_export
             assert {k: cpp[k] for k in ("image", "height", "width", "threshold")} == \
                    {k: expected[k] for k in ("image", "height", "width", "threshold")}
             assert_same_masks(cpp["masks"], expected["masks"])
+
+
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+def test_segment_image_equals_python_for_other_precisions(cpp_programs, tiny_model_dir, tmp_path, precision):
+    """bf16 and int8 TorchScript exports run the same libtorch graphs in C++ as in Python, so they
+    too give Python's RLE exactly (each precision's parity with the fp32 reference is tested
+    in tests/engines)."""
+    segmenter = FastSegmenter.from_pretrained(tiny_model_dir, backend="torchscript", precision=precision)
+    export = segmenter.export(tmp_path / "export", backend="torchscript", precision=precision)
+    python = FastSegmenter.from_pretrained(export)
+    path = tmp_path / "image.png"
+    Image.fromarray(np.random.default_rng(5).integers(0, 256, (70, 90, 3), dtype=np.uint8)).save(path)
+    prompts = ["a cat", "red"]
+    assert_same_masks(segment_image(cpp_programs, export, path, prompts)["masks"],
+                      python.segment(path, prompts).to_dict()["masks"])
 
 
 def test_segment_image_equals_python_on_clipseg_shapes(cpp_programs, shapes_export, shared_data, tmp_path):
@@ -165,6 +180,7 @@ def _copy_export(source: Path, target: Path) -> Path:
     ("unlisted_file", "is not in the manifest"),
     ("other_backend", "is a onnxruntime export"),
     ("not_json", "is not valid JSON"),
+    ("not_torchscript", "libtorch could not load"),
 ])
 def test_segment_image_refuses_a_bad_export(cpp_programs, tiny_export, tmp_path, damage, message):
     folder = _copy_export(tiny_export, tmp_path / "export")
@@ -197,6 +213,12 @@ def test_segment_image_refuses_a_bad_export(cpp_programs, tiny_export, tmp_path,
         manifest_path.write_text(json.dumps(manifest))
     elif damage == "not_json":
         manifest_path.write_text("{not json")
+    elif damage == "not_torchscript":  # listed with a matching hash, but not a TorchScript archive
+        (folder / "vision.pt").write_bytes(b"not a zip archive")
+        manifest = json.loads(manifest_path.read_text())
+        manifest["files"]["vision"].update(sha256=file_sha256(folder / "vision.pt"), bytes=17)
+        manifest["manifest_sha256"] = manifest_digest(manifest)
+        manifest_path.write_text(json.dumps(manifest))
     image = tmp_path / "image.png"
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(image)
     done = run(cpp_programs["segment_image"], folder, image, "a cat")
