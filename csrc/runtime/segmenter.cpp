@@ -51,9 +51,12 @@ void check_image(const std::uint8_t* rgb, std::size_t width, std::size_t height,
     }
 }
 
+// The post-processing kernel's own check, run before the network rather than after it.
 void check_threshold(double threshold) {
-    if (!(threshold >= 0.0 && threshold <= 1.0)) {  // NaN fails both
-        throw Error("threshold must be between 0 and 1, got " + std::to_string(threshold));
+    try {
+        postprocess::threshold_logit(threshold);
+    } catch (const std::invalid_argument& error) {
+        throw Error(error.what());
     }
 }
 

@@ -16,6 +16,7 @@
 #include <unicode/unistr.h>
 #include <unicode/ustring.h>
 #include <unicode/utf16.h>
+#include <unicode/utf8.h>
 
 #include <algorithm>
 #include <array>
@@ -42,28 +43,6 @@ using Json = nlohmann::json;
 // UTF-8
 // ---------------------------------------------------------------------------------------------
 
-struct Utf8Lead {
-    int continuation_bytes;
-    char32_t payload;
-    // Allowed range of the second byte: narrower than 80..BF after E0, ED, F0 and F4, which
-    // rules out overlong forms, surrogates and values above U+10FFFF.
-    unsigned char second_min;
-    unsigned char second_max;
-};
-
-std::optional<Utf8Lead> classify_lead_byte(unsigned char lead) {
-    if (lead >= 0xC2 && lead <= 0xDF) return Utf8Lead{1, char32_t(lead & 0x1Fu), 0x80, 0xBF};
-    if (lead >= 0xE0 && lead <= 0xEF) {
-        return Utf8Lead{2, char32_t(lead & 0x0Fu), static_cast<unsigned char>(lead == 0xE0 ? 0xA0 : 0x80),
-                        static_cast<unsigned char>(lead == 0xED ? 0x9F : 0xBF)};
-    }
-    if (lead >= 0xF0 && lead <= 0xF4) {
-        return Utf8Lead{3, char32_t(lead & 0x07u), static_cast<unsigned char>(lead == 0xF0 ? 0x90 : 0x80),
-                        static_cast<unsigned char>(lead == 0xF4 ? 0x8F : 0xBF)};
-    }
-    return std::nullopt;
-}
-
 [[noreturn]] void throw_invalid_utf8(const std::string& text, std::size_t offset) {
     std::ostringstream message;
     message << "text is not valid UTF-8: ill-formed byte sequence at byte offset " << offset
@@ -72,50 +51,32 @@ std::optional<Utf8Lead> classify_lead_byte(unsigned char lead) {
     throw Error(message.str());
 }
 
-// Strict decoding (well-formed UTF-8 only), as the Rust strings the tokenizers library works on.
+// Strict decoding (well-formed UTF-8 only, as the Rust strings the tokenizers library works on):
+// ICU's U8_NEXT gives a negative code point for an ill-formed sequence, overlong forms and
+// surrogates included.
 std::u32string decode_utf8(const std::string& text) {
+    if (text.size() > static_cast<std::size_t>(std::numeric_limits<int32_t>::max())) {
+        throw Error("text of " + std::to_string(text.size()) + " bytes is too long to tokenize");
+    }
     std::u32string code_points;
     code_points.reserve(text.size());
-    std::size_t i = 0;
-    while (i < text.size()) {
-        const std::size_t start = i;
-        const auto lead = static_cast<unsigned char>(text[i++]);
-        if (lead < 0x80) {
-            code_points.push_back(lead);
-            continue;
-        }
-        const std::optional<Utf8Lead> sequence = classify_lead_byte(lead);
-        if (!sequence) throw_invalid_utf8(text, start);
-        char32_t c = sequence->payload;
-        for (int k = 0; k < sequence->continuation_bytes; ++k, ++i) {
-            if (i >= text.size()) throw_invalid_utf8(text, start);
-            const auto byte = static_cast<unsigned char>(text[i]);
-            const unsigned char min = k == 0 ? sequence->second_min : 0x80;
-            const unsigned char max = k == 0 ? sequence->second_max : 0xBF;
-            if (byte < min || byte > max) throw_invalid_utf8(text, start);
-            c = (c << 6) | (byte & 0x3Fu);
-        }
-        code_points.push_back(c);
+    const auto* bytes = reinterpret_cast<const uint8_t*>(text.data());
+    const auto length = static_cast<int32_t>(text.size());
+    for (int32_t i = 0; i < length;) {
+        const int32_t start = i;
+        UChar32 c;
+        U8_NEXT(bytes, i, length, c);
+        if (c < 0) throw_invalid_utf8(text, static_cast<std::size_t>(start));
+        code_points.push_back(static_cast<char32_t>(c));
     }
     return code_points;
 }
 
 void append_utf8(char32_t c, std::string& out) {
-    if (c < 0x80) {
-        out.push_back(static_cast<char>(c));
-    } else if (c < 0x800) {
-        out.push_back(static_cast<char>(0xC0 | (c >> 6)));
-        out.push_back(static_cast<char>(0x80 | (c & 0x3F)));
-    } else if (c < 0x10000) {
-        out.push_back(static_cast<char>(0xE0 | (c >> 12)));
-        out.push_back(static_cast<char>(0x80 | ((c >> 6) & 0x3F)));
-        out.push_back(static_cast<char>(0x80 | (c & 0x3F)));
-    } else {
-        out.push_back(static_cast<char>(0xF0 | (c >> 18)));
-        out.push_back(static_cast<char>(0x80 | ((c >> 12) & 0x3F)));
-        out.push_back(static_cast<char>(0x80 | ((c >> 6) & 0x3F)));
-        out.push_back(static_cast<char>(0x80 | (c & 0x3F)));
-    }
+    uint8_t bytes[U8_MAX_LENGTH];
+    int32_t length = 0;
+    U8_APPEND_UNSAFE(bytes, length, c);  // c comes from decode_utf8 or ICU: a valid code point
+    out.append(reinterpret_cast<const char*>(bytes), static_cast<std::size_t>(length));
 }
 
 std::string encode_utf8(std::u32string_view text) {

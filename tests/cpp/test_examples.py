@@ -151,7 +151,7 @@ def test_examples_refuse_bad_numbers(cpp_programs, tiny_export, tmp_path):
     done = run(cpp_programs["segment_image"], tiny_export, image, "a cat", "--threshold", "half")
     assert done.returncode == 2 and "--threshold needs a number, got 'half'" in done.stderr.decode()
     done = run(cpp_programs["segment_image"], tiny_export, image, "a cat", "--threshold", "1.5")
-    assert done.returncode == 1 and "threshold must be between 0 and 1" in done.stderr.decode()
+    assert done.returncode == 1 and "threshold 1.500000 is outside [0, 1]" in done.stderr.decode()
     done = run(cpp_programs["segment_frames"], tiny_export, "wide", 10, "a cat", stdin=b"")
     assert done.returncode == 2 and "WIDTH and HEIGHT must be whole numbers" in done.stderr.decode()
     done = run(cpp_programs["segment_frames"], tiny_export, 100000, 100000, "a cat", stdin=b"")
