@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -49,6 +51,9 @@ app = typer.Typer(
     cls=_OneLineErrors,
     help="Fast text-prompted image segmentation with CLIPSeg.",
     no_args_is_help=True,
+    # click's plain help: paragraphs reflowed to the terminal, `--overlay / --no-overlay` flags, and no
+    # rich import on every start.
+    rich_markup_mode=None,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
@@ -87,11 +92,29 @@ class _StderrHandler(logging.StreamHandler):
         super().emit(record)
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    typer.echo(f"warning: {message}", err=True)
+
+
+def _quiet_libraries() -> None:
+    """What a command prints is for its user: warnings as one `warning: ...` line; libraries'
+    deprecation notices (meant for developers) hidden unless asked for with -W / PYTHONWARNINGS;
+    transformers' info logs hidden; progress bars only on a terminal (HuggingFace's too)."""
+    warnings.showwarning = _show_warning
+    if not sys.warnoptions:
+        for category in (DeprecationWarning, PendingDeprecationWarning, FutureWarning):
+            warnings.filterwarnings("ignore", category=category)
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    if not sys.stderr.isatty():
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+
 @app.callback()
 def _options(
     version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
 ) -> None:
     """Fast text-prompted image segmentation with CLIPSeg."""
+    _quiet_libraries()
     # The library logs what takes time (compiling a backend, loading it from the cache) at INFO.
     logger = logging.getLogger("fastclipseg")
     if not logger.handlers:
@@ -109,36 +132,42 @@ CACHE_DIR_HELP = "Folder for compiled backends (default: $FASTCLIPSEG_CACHE or t
 
 
 # Options shared by segment, video and batch (typer reads these objects; sharing them keeps one text).
-DEVICE_OPTION = typer.Option("cpu", "--device", help="Torch device to run on, e.g. cpu or cuda.")
-PRECISION_OPTION = typer.Option(None, "--precision", help=PRECISION_HELP + " Default: fp32, or an export's own.")
-CACHE_DIR_OPTION = typer.Option(None, "--cache-dir", help=CACHE_DIR_HELP)
-NO_CACHE_OPTION = typer.Option(False, "--no-cache", help="Compile backends afresh and keep nothing on disk.")
-THRESHOLD_OPTION = typer.Option(0.5, "--threshold", "-t", help="Probability above which a pixel is in the mask, in [0, 1].")
-CALIBRATION_OPTION = typer.Option(None, "--calibration", help="Folder of images like yours to calibrate --backend tensorrt --precision int8 on.")
+DEVICE_OPTION = typer.Option("cpu", "--device", metavar="DEVICE", help="Torch device to run on, e.g. cpu or cuda.")
+PRECISION_OPTION = typer.Option(None, "--precision", metavar="NAME", help=PRECISION_HELP + " Default: fp32, or an export's own.")
+CACHE_DIR_OPTION = typer.Option(None, "--cache-dir", metavar="FOLDER", help=CACHE_DIR_HELP)
+CACHE_OPTION = typer.Option(True, "--cache/--no-cache", help="Keep compiled backends on disk and reuse them (--no-cache: compile afresh, keep nothing).")
+THRESHOLD_OPTION = typer.Option(0.5, "--threshold", "-t", metavar="P", help="Probability above which a pixel is in the mask, in [0, 1].")
+CALIBRATION_OPTION = typer.Option(None, "--calibration", metavar="FOLDER", help="Folder of images like yours to calibrate --backend tensorrt --precision int8 on.")
+THREADS_OPTION = typer.Option(None, "--threads", metavar="N", help="CPU threads for the network and the native kernels (default: all cores).")
+MODEL_HELP = "Hub id, local model folder (transformers layout), or a folder written by `fastclipseg export`."
+MODEL_OPTION = typer.Option(DEFAULT_MODEL, "--model", "-m", metavar="MODEL", help=MODEL_HELP)
 
 
 @app.command()
 def segment(
-    images: list[Path] = typer.Argument(..., help="Image files to segment (any format Pillow reads)."),
-    prompt: list[str] = typer.Option(..., "--prompt", "-p", help='A text prompt or a prompt expression, e.g. "(a dog OR a cat) AND NOT a collar {+5}" (AND, OR, NOT in capitals; {+N}/{-N} dilate/erode by N pixels, {t=0.3} a per-term threshold); repeat for several prompts.'),
-    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Hub id, local model folder (transformers layout), or a folder written by `fastclipseg export`."),
-    out: Path = typer.Option(Path("fastclipseg-out"), "--out", "-o", help="Output folder (created if missing)."),
+    images: list[Path] = typer.Argument(..., metavar="IMAGE...", help="Image files to segment (any format Pillow reads)."),
+    prompt: list[str] = typer.Option(..., "--prompt", "-p", metavar="PROMPT", help='A text prompt or a prompt expression, e.g. "(a dog OR a cat) AND NOT a collar {+5}" (AND, OR, NOT in capitals; {+N}/{-N} dilate/erode by N pixels, {t=0.3} a per-term threshold); repeat for several prompts.'),
+    model: str = MODEL_OPTION,
+    out: Path = typer.Option(Path("fastclipseg-out"), "--out", "-o", metavar="FOLDER", help="Output folder (created if missing)."),
     threshold: float = THRESHOLD_OPTION,
-    overlay: bool = typer.Option(False, "--overlay", help="Also write <stem>_overlay.png with the masks tinted over the image."),
+    overlay: bool = typer.Option(False, "--overlay/--no-overlay", help="Also write <stem>_overlay.png: each mask in its own colour with its contour, and a legend of prompts and scores."),
+    heatmap: bool = typer.Option(False, "--heatmap/--no-heatmap", help="Also write <stem>_heatmap.png: the probabilities (the highest over the prompts) as a heat-map over the image."),
     device: str = DEVICE_OPTION,
-    max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", help="Refuse images with more pixels than this."),
-    backend: Optional[str] = typer.Option(None, "--backend", "-b", help=BACKEND_HELP + " Default: torch, or an export's own."),
+    threads: Optional[int] = THREADS_OPTION,
+    max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", metavar="N", help="Refuse images with more pixels than this."),
+    backend: Optional[str] = typer.Option(None, "--backend", "-b", metavar="NAME", help=BACKEND_HELP + " Default: torch, or an export's own."),
     precision: Optional[str] = PRECISION_OPTION,
     cache_dir: Optional[Path] = CACHE_DIR_OPTION,
-    no_cache: bool = NO_CACHE_OPTION,
+    cache: bool = CACHE_OPTION,
     calibration: Optional[Path] = CALIBRATION_OPTION,
 ) -> None:
     """Segment IMAGES with each PROMPT.
 
-    For each image writes <stem>.json (image size; per prompt: prompt, score, area, bbox, COCO RLE)
-    and <stem>_<k>_<prompt>.png masks (255 inside) into --out, and prints one summary line. An
-    image that cannot be read gets a one-line error and the others are still processed; the exit
-    status is then 1.
+    For each image writes <stem>.json into --out (image size; per prompt: prompt, score,
+    stability, area, bbox as COCO [x, y, width, height], COCO RLE; its JSON Schema is
+    fastclipseg/schemas/segment.schema.json) and one <stem>_<k>_<prompt>.png mask per prompt
+    (255 inside), and prints one line per image. An image that cannot be read gets a one-line
+    error and the others are still processed; the exit status is then 1.
     """
     from .ops.validation import check_threshold, normalize_prompts
     from .prompts.resolve import resolve_prompts
@@ -151,13 +180,14 @@ def segment(
         _fail(str(error))
     _check_max_pixels(max_pixels)
     _check_engine_options(device, backend, precision)
+    _check_threads(threads)
     _prepare_out_dir(out)
-    # Imported here so that --help and argument errors answer without loading transformers.
+    # Imported here so that --help and argument errors answer without loading torch.
     from .ops.validation import load_image
     from .streams import writers as outputs
 
     segmenter = _load_segmenter(model, device=device, backend=backend, precision=precision, cache_dir=cache_dir,
-                                no_cache=no_cache, max_pixels=max_pixels, calibration=calibration)
+                                cache=cache, max_pixels=max_pixels, calibration=calibration, threads=threads)
 
     failures = 0
     stems = outputs.unique_stems(images)
@@ -177,7 +207,10 @@ def segment(
             outputs.write_mask_pngs(out, stem, record["masks"], masks)
             if overlay:
                 record["overlay_png"] = f"{stem}_overlay.png"
-                outputs.write_overlay_png(out / record["overlay_png"], rgb, masks)
+                outputs.write_overlay_png(out / record["overlay_png"], rgb, masks, record["masks"])
+            if heatmap:
+                record["heatmap_png"] = f"{stem}_heatmap.png"
+                outputs.write_heatmap_png(out / record["heatmap_png"], rgb, result.probs, result.prompts)
             outputs.write_json(out / f"{stem}.json", record)
         except OSError as error:
             # E.g. a full disk or a directory where a file should go: this image's outputs, not the run, fail.
@@ -206,6 +239,11 @@ def _check_engine_options(device: str, backend: Optional[str], precision: Option
         _fail(f"--device: {error}")
 
 
+def _check_threads(threads: Optional[int]) -> None:
+    if threads is not None and threads < 1:
+        _fail(f"--threads must be >= 1 (or left out for all cores), got {threads}")
+
+
 def _check_max_pixels(max_pixels: int) -> None:
     try:
         check_max_pixels(max_pixels, "--max-pixels")
@@ -219,13 +257,19 @@ def _calibration(folder: Optional[Path]) -> dict:
 
 
 def _load_segmenter(model: str, *, device: str, backend: Optional[str], precision: Optional[str], cache_dir: Optional[Path],
-                    no_cache: bool, max_pixels: int, batch_size: Optional[int] = None, calibration: Optional[Path] = None):
+                    cache: bool, max_pixels: int, batch_size: Optional[int] = None, calibration: Optional[Path] = None,
+                    threads: Optional[int] = None):
+    import torch
+
     from .segmenter import FastSegmenter
 
+    if threads is not None:
+        torch.set_num_threads(threads)  # the network (torch, TorchScript); ONNX Runtime and the kernels below
     try:
         return FastSegmenter.from_pretrained(
             model, device=device, max_image_pixels=max_pixels, backend=backend, precision=precision,
-            cache=not no_cache, cache_dir=cache_dir, batch_size=batch_size, **_calibration(calibration),
+            cache=cache, cache_dir=cache_dir, batch_size=batch_size, threads=threads, kernel_threads=threads,
+            **_calibration(calibration),
         )
     except (OSError, ValueError, TypeError, ImportError) as error:
         _fail(f"cannot load model {model}: {error}")
@@ -308,37 +352,38 @@ def _finish_run(summary, run, interrupted, kind: str, exit_now: bool = True) -> 
         raise typer.Exit(1)
 
 
-MODEL_HELP = "Hub id, local model folder (transformers layout), or a folder written by `fastclipseg export`."
-STREAM_BACKEND_OPTION = typer.Option(None, "--backend", "-b", help=BACKEND_HELP + " Default: auto, or an export's own.")
+STREAM_BACKEND_OPTION = typer.Option(None, "--backend", "-b", metavar="NAME", help=BACKEND_HELP + " Default: auto, or an export's own.")
 
 
 @app.command()
 def video(
-    source: str = typer.Argument(..., help="Video file (or URL) that FFmpeg reads: mp4, mkv, webm, avi, ..."),
-    prompt: list[str] = typer.Option(..., "--prompt", "-p", help="A text prompt (not an expression: see `segment`); repeat for several prompts."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output folder (created if missing)."),
-    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help=MODEL_HELP),
+    source: str = typer.Argument(..., metavar="VIDEO", help="Video file (or URL) that FFmpeg reads: mp4, mkv, webm, avi, ... (not a capture device such as /dev/video0: see README)."),
+    prompt: list[str] = typer.Option(..., "--prompt", "-p", metavar="PROMPT", help="A text prompt (not an expression: see `segment`); repeat for several prompts."),
+    out: Path = typer.Option(..., "--out", "-o", metavar="FOLDER", help="Output folder (created if missing)."),
+    model: str = MODEL_OPTION,
     threshold: float = THRESHOLD_OPTION,
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Frames per network call (default: the engine's)."),
-    every: int = typer.Option(1, "--every", help="Segment every N-th frame."),
-    start: Optional[float] = typer.Option(None, "--start", help="Start time in seconds."),
-    end: Optional[float] = typer.Option(None, "--end", help="End time in seconds (exclusive)."),
-    smooth: Optional[float] = typer.Option(None, "--smooth", help="Temporal smoothing: the newest frame's weight in (0, 1] of a moving average of the logits (0.5: a third of the noise variance, one frame of delay). Default: off."),
-    overlay: Optional[Path] = typer.Option(None, "--overlay", help="Also write an MP4 with the masks tinted over the frames."),
-    png: bool = typer.Option(False, "--png", help="Also write one PNG mask per frame and prompt into OUT/png/."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", metavar="N", help="Frames per network call (default: the engine's)."),
+    every: int = typer.Option(1, "--every", metavar="N", help="Segment every N-th frame."),
+    start: Optional[float] = typer.Option(None, "--start", metavar="SECONDS", help="Start time in seconds."),
+    end: Optional[float] = typer.Option(None, "--end", metavar="SECONDS", help="End time in seconds (exclusive)."),
+    smooth: Optional[float] = typer.Option(None, "--smooth", metavar="A", help="Temporal smoothing: the newest frame's weight in (0, 1] of a moving average of the logits (0.5: a third of the noise variance, one frame of delay). Default: off."),
+    overlay: Optional[Path] = typer.Option(None, "--overlay", metavar="FILE", help="Also write this MP4: the masks over the frames, a colour and a contour per prompt, with a legend."),
+    png: bool = typer.Option(False, "--png/--no-png", help="Also write one PNG mask per frame and prompt into OUT/png/."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in OUT (same settings), skipping the frames it wrote."),
     force: bool = typer.Option(False, "--force", help="Start over in an OUT that holds another run (its results are removed)."),
     device: str = DEVICE_OPTION,
+    threads: Optional[int] = THREADS_OPTION,
     backend: Optional[str] = STREAM_BACKEND_OPTION,
     precision: Optional[str] = PRECISION_OPTION,
     cache_dir: Optional[Path] = CACHE_DIR_OPTION,
-    no_cache: bool = NO_CACHE_OPTION,
+    cache: bool = CACHE_OPTION,
     calibration: Optional[Path] = CALIBRATION_OPTION,
 ) -> None:
     """Segment the frames of a video with each PROMPT.
 
     Writes OUT/masks.jsonl, one line per frame: frame, timestamp (s), width, height and per prompt
-    prompt, score, stability, area, bbox and COCO RLE; frames that fail to decode go to
+    prompt, score, stability, area, bbox (COCO [x, y, width, height]) and COCO RLE (JSON Schema:
+    fastclipseg/schemas/masks-line.schema.json); frames that fail to decode go to
     OUT/errors.jsonl and the run goes on. Decoding, preprocessing, the network and writing
     overlap in threads. Ctrl-C or SIGTERM stops after the current frame, leaving only complete
     lines; --resume continues from there. Exit status: 0, 1 if any frame failed, 128+signal if
@@ -349,6 +394,7 @@ def video(
 
     prompts = _stream_settings(prompt, threshold, batch_size)
     _check_engine_options(device, backend, precision)
+    _check_threads(threads)
     try:
         check_every(every)
         check_time_range(start, end)
@@ -377,8 +423,8 @@ def video(
     from .streams.jobs import render_overlay_video, run_video
 
     segmenter = _load_segmenter(model, device=device, backend=backend or "auto", precision=precision,
-                                cache_dir=cache_dir, no_cache=no_cache, max_pixels=DEFAULT_MAX_PIXELS,
-                                batch_size=batch_size, calibration=calibration)
+                                cache_dir=cache_dir, cache=cache, max_pixels=DEFAULT_MAX_PIXELS,
+                                batch_size=batch_size, calibration=calibration, threads=threads)
     summary, interrupted = _execute(run, lambda summary: run_video(
         segmenter, source, prompts, run, threshold=threshold, batch_size=batch_size, every_n=every, start=start,
         end=end, smooth=smooth, png=png, info=info, summary=summary))
@@ -395,28 +441,30 @@ def video(
 
 @app.command()
 def batch(
-    inputs: list[str] = typer.Argument(..., help="Image files, folders (searched recursively), glob patterns (quoted) or .txt files listing one path per line."),
-    prompt: list[str] = typer.Option(..., "--prompt", "-p", help="A text prompt (not an expression: see `segment`); repeat for several prompts."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output folder (created if missing)."),
-    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help=MODEL_HELP),
+    inputs: list[str] = typer.Argument(..., metavar="INPUT...", help="Image files, folders (searched recursively), glob patterns (quoted) or .txt files listing one path per line."),
+    prompt: list[str] = typer.Option(..., "--prompt", "-p", metavar="PROMPT", help="A text prompt (not an expression: see `segment`); repeat for several prompts."),
+    out: Path = typer.Option(..., "--out", "-o", metavar="FOLDER", help="Output folder (created if missing)."),
+    model: str = MODEL_OPTION,
     threshold: float = THRESHOLD_OPTION,
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Images per network call (default: the engine's)."),
-    png: bool = typer.Option(False, "--png", help="Also write one PNG mask per image and prompt into OUT/png/."),
-    overlay: bool = typer.Option(False, "--overlay", help="Also write OUT/png/<stem>_overlay.png with the masks tinted over each image."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", metavar="N", help="Images per network call (default: the engine's)."),
+    png: bool = typer.Option(False, "--png/--no-png", help="Also write one PNG mask per image and prompt into OUT/png/."),
+    overlay: bool = typer.Option(False, "--overlay/--no-overlay", help="Also write OUT/png/<stem>_overlay.png: each mask in its own colour with its contour, and a legend."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in OUT (same inputs and settings), skipping the images it wrote."),
     force: bool = typer.Option(False, "--force", help="Start over in an OUT that holds another run (its results are removed)."),
-    max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", help="Refuse images with more pixels than this."),
+    max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", metavar="N", help="Refuse images with more pixels than this."),
     device: str = DEVICE_OPTION,
+    threads: Optional[int] = THREADS_OPTION,
     backend: Optional[str] = STREAM_BACKEND_OPTION,
     precision: Optional[str] = PRECISION_OPTION,
     cache_dir: Optional[Path] = CACHE_DIR_OPTION,
-    no_cache: bool = NO_CACHE_OPTION,
+    cache: bool = CACHE_OPTION,
     calibration: Optional[Path] = CALIBRATION_OPTION,
 ) -> None:
     """Segment a collection of images with each PROMPT.
 
     Writes OUT/masks.jsonl, one line per image: image path, width, height and per prompt prompt,
-    score, stability, area, bbox and COCO RLE; every image that fails is listed with its reason
+    score, stability, area, bbox (COCO [x, y, width, height]) and COCO RLE (JSON Schema:
+    fastclipseg/schemas/masks-line.schema.json); every image that fails is listed with its reason
     in OUT/errors.jsonl and the run goes on. Files in folders or globs that are not images (by
     extension) are skipped and listed in OUT/skipped.txt. Ctrl-C or SIGTERM stops after the
     current image; --resume continues. Exit status: 0, 1 if any image failed, 128+signal if
@@ -427,6 +475,7 @@ def batch(
     prompts = _stream_settings(prompt, threshold, batch_size)
     _check_max_pixels(max_pixels)
     _check_engine_options(device, backend, precision)
+    _check_threads(threads)
     try:
         collected = collect_image_paths(inputs)
     except (OSError, ValueError) as error:
@@ -443,8 +492,8 @@ def batch(
         outputs.atomic_write_bytes(out / "skipped.txt", "".join(f"{p}\n" for p in collected.skipped).encode("utf-8"))
         typer.echo(f"skipped {len(collected.skipped)} files that are not images (listed in {out / 'skipped.txt'})", err=True)
     segmenter = _load_segmenter(model, device=device, backend=backend or "auto", precision=precision,
-                                cache_dir=cache_dir, no_cache=no_cache, max_pixels=max_pixels,
-                                batch_size=batch_size, calibration=calibration)
+                                cache_dir=cache_dir, cache=cache, max_pixels=max_pixels,
+                                batch_size=batch_size, calibration=calibration, threads=threads)
     summary, interrupted = _execute(run, lambda summary: run_batch(
         segmenter, collected.images, prompts, run, threshold=threshold, batch_size=batch_size, png=png,
         overlay=overlay, summary=summary))
@@ -453,10 +502,10 @@ def batch(
 
 @app.command()
 def convert(
-    checkpoint: Path = typer.Argument(..., help="Original CLIPSeg weights (.pth): CLIP + decoder, or decoder only."),
-    out: Path = typer.Option(..., "--out", "-o", help="Folder to write the transformers-layout model into."),
-    clip: Optional[Path] = typer.Option(None, "--clip", help="OpenAI-layout CLIP ViT-B/16 weights, for a decoder-only checkpoint."),
-    vocab: Optional[Path] = typer.Option(None, "--vocab", help="CLIP BPE vocabulary (bpe_simple_vocab_16e6.txt.gz) for the tokenizer files."),
+    checkpoint: Path = typer.Argument(..., metavar="CHECKPOINT", help="Original CLIPSeg weights (.pth): CLIP + decoder, or decoder only."),
+    out: Path = typer.Option(..., "--out", "-o", metavar="FOLDER", help="Folder to write the transformers-layout model into."),
+    clip: Optional[Path] = typer.Option(None, "--clip", metavar="FILE", help="OpenAI-layout CLIP ViT-B/16 weights, for a decoder-only checkpoint."),
+    vocab: Optional[Path] = typer.Option(None, "--vocab", metavar="FILE", help="CLIP BPE vocabulary (bpe_simple_vocab_16e6.txt.gz) for the tokenizer files."),
     allow_random_clip: bool = typer.Option(False, "--allow-random-clip", help="With a decoder-only checkpoint and no --clip: write random CLIP weights (for benchmarks and tests only)."),
     allow_torchscript: bool = typer.Option(False, "--allow-torchscript", help="Allow a TorchScript archive (e.g. OpenAI's ViT-B-16.pt) for --clip; it runs code, load only trusted files."),
     force: bool = typer.Option(False, "--force", help="Replace an existing --out folder."),
@@ -466,12 +515,12 @@ def convert(
         _fail(f"--out {out} is a file, not a folder: choose another path")
     if out.exists() and not force:
         _fail(f"output folder already exists: {out} (pass --force to replace it)")
-    from .model.convert import convert_original_checkpoint
+    from .model.convert import CLI_OPTION_NAMES, convert_original_checkpoint
 
     try:
         written = convert_original_checkpoint(
-            checkpoint, out, clip_path=clip, vocab_path=vocab,
-            allow_random_clip=allow_random_clip, allow_torchscript=allow_torchscript, overwrite=force,
+            checkpoint, out, clip_path=clip, vocab_path=vocab, allow_random_clip=allow_random_clip,
+            allow_torchscript=allow_torchscript, overwrite=force, option_names=CLI_OPTION_NAMES,
         )
     except (OSError, ValueError, TypeError) as error:
         _fail(str(error))
@@ -480,12 +529,12 @@ def convert(
 
 @app.command()
 def export(
-    model: str = typer.Argument(..., help="Hub id or local model folder (transformers layout)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Folder to write the export into (must not exist or be empty)."),
-    backend: str = typer.Option("auto", "--backend", "-b", help="torchscript, onnxruntime, or auto (the fastest for --precision)."),
-    precision: str = typer.Option("fp32", "--precision", help=PRECISION_HELP),
+    model: str = typer.Argument(..., metavar="MODEL", help="Hub id or local model folder (transformers layout)."),
+    out: Path = typer.Option(..., "--out", "-o", metavar="FOLDER", help="Folder to write the export into (must not exist or be empty)."),
+    backend: str = typer.Option("auto", "--backend", "-b", metavar="NAME", help="torchscript, onnxruntime, or auto (the fastest for --precision)."),
+    precision: str = typer.Option("fp32", "--precision", metavar="NAME", help=PRECISION_HELP),
     force: bool = typer.Option(False, "--force", help="Replace an existing non-empty --out folder."),
-    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help=CACHE_DIR_HELP + " A build there is copied, not recompiled."),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", metavar="FOLDER", help=CACHE_DIR_HELP + " A build there is copied, not recompiled."),
 ) -> None:
     """Compile MODEL's stages and write them with a manifest and the processor files to --out.
 
@@ -514,15 +563,15 @@ def export(
 
 @app.command()
 def bench(
-    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Hub id or local model folder to time."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", metavar="MODEL", help="Hub id or local model folder to time."),
     random_weights: bool = typer.Option(False, "--random-weights", help="Time a random model in the CIDAS/clipseg-rd64-refined shape instead (no download; speed does not depend on weights)."),
-    backends: str = typer.Option("torch,torchscript,onnxruntime", "--backends", help="Comma-separated backends to time."),
-    precisions: str = typer.Option("fp32,bf16,int8", "--precisions", help="Comma-separated precisions to time."),
-    threads: int = typer.Option(2, "--threads", help="Intra-op threads for every side."),
-    repeats: int = typer.Option(3, "--repeats", help="Timed repetitions per case (the median is reported)."),
-    frames: int = typer.Option(16, "--frames", help="Frames of 1280x720 in the video-like case."),
-    no_rss: bool = typer.Option(False, "--no-rss", help="Skip measuring peak memory (one extra process per side)."),
-    out: Path = typer.Option(Path("fastclipseg-bench"), "--out", "-o", help="Folder for the JSON result."),
+    backends: str = typer.Option("torch,torchscript,onnxruntime", "--backends", metavar="LIST", help="Comma-separated backends to time."),
+    precisions: str = typer.Option("fp32,bf16,int8", "--precisions", metavar="LIST", help="Comma-separated precisions to time."),
+    threads: int = typer.Option(2, "--threads", metavar="N", help="Intra-op threads for every side."),
+    repeats: int = typer.Option(3, "--repeats", metavar="N", help="Timed repetitions per case (the median is reported)."),
+    frames: int = typer.Option(16, "--frames", metavar="N", help="Frames of 1280x720 in the video-like case."),
+    rss: bool = typer.Option(True, "--rss/--no-rss", help="Measure peak memory (one extra process per side)."),
+    out: Path = typer.Option(Path("fastclipseg-bench"), "--out", "-o", metavar="FOLDER", help="Folder for the JSON result."),
 ) -> None:
     """Time transformers against every backend x precision on this machine, in one process.
 
@@ -552,7 +601,7 @@ def bench(
         _fail(f"cannot load model {model}: {error} (--random-weights needs no download)")
     record = run_benchmark(
         loaded_model, processor, model_source=source, backends=chosen_backends, precisions=chosen_precisions,
-        threads=threads, repeats=repeats, frames=frames, measure_rss=not no_rss,
+        threads=threads, repeats=repeats, frames=frames, measure_rss=rss,
         log=lambda line: typer.echo(line, err=True),
     )
     typer.echo(table(record))
@@ -588,8 +637,75 @@ def cache(
         _fail(f"cannot read the cache folder {folder}: {error.strerror or error}")
 
 
+def _click_style_arguments(group) -> None:
+    """Arguments with a metavar shown as click shows them, `IMAGE...`, rather than as typer 0.2x
+    does, `{IMAGE...}...` and `<list[Path]>`."""
+    for command in group.commands.values():
+        for param in command.params:
+            if param.param_type_name == "argument" and param.metavar:
+                param.display_type_rich = lambda ctx: None
+                param._usage_display_name = (lambda metavar: lambda: metavar)(param.metavar)
+
+
+@app.command()
+def demo(
+    model: str = MODEL_OPTION,
+    images: Optional[Path] = typer.Option(None, "--images", metavar="FOLDER", help="A folder of images (searched recursively) that the page offers besides uploads."),
+    host: str = typer.Option("127.0.0.1", "--host", metavar="ADDRESS", help="Address to listen on. The default answers this machine only; the demo has no login, so any other address lets in whoever can reach it."),
+    port: int = typer.Option(8000, "--port", metavar="N", help="Port to listen on (0: a free one); the page's URL is printed."),
+    max_upload_mb: float = typer.Option(20.0, "--max-upload-mb", metavar="MB", help="Refuse uploaded files larger than this (MiB)."),
+    max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", metavar="N", help="Refuse images with more pixels than this."),
+    threshold: float = THRESHOLD_OPTION,
+    device: str = DEVICE_OPTION,
+    threads: Optional[int] = THREADS_OPTION,
+    backend: Optional[str] = typer.Option(None, "--backend", "-b", metavar="NAME", help=BACKEND_HELP + " Default: torch, or an export's own."),
+    precision: Optional[str] = PRECISION_OPTION,
+    cache_dir: Optional[Path] = CACHE_DIR_OPTION,
+    cache: bool = CACHE_OPTION,
+) -> None:
+    """Serve an interactive page: open an image, type prompts or expressions, refine, undo, download.
+
+    Needs the demo extra (pip install "fastclipseg[demo]": FastAPI and uvicorn). Prints the page's
+    URL and serves until Ctrl-C. Each browser tab gets its own session (the 8 most recent are
+    kept); images, results and downloads stay in memory: the demo writes no file.
+    """
+    import importlib.util
+    import math
+
+    missing = [name for name in ("fastapi", "uvicorn") if importlib.util.find_spec(name) is None]
+    if missing:
+        _fail(f'the demo needs {" and ".join(missing)}, which are not installed: pip install "fastclipseg[demo]"')
+    from .ops.validation import check_threshold
+
+    try:
+        threshold = check_threshold(threshold, "--threshold")
+    except (TypeError, ValueError) as error:
+        _fail(str(error))
+    if not (math.isfinite(max_upload_mb) and max_upload_mb > 0):
+        _fail(f"--max-upload-mb must be a number of megabytes > 0, got {max_upload_mb}")
+    if images is not None and not images.is_dir():
+        _fail(f"--images {images} is not a folder")
+    if not 0 <= port <= 65535:
+        _fail(f"--port must be between 0 and 65535, got {port}")
+    _check_max_pixels(max_pixels)
+    _check_threads(threads)
+    _check_engine_options(device, backend, precision)
+    from .demo import listen, serve
+
+    try:
+        listener = listen(host, port)  # before the model loads: a port in use fails at once
+    except OSError as error:
+        _fail(f"cannot listen on {host} port {port}: {error.strerror or error}")
+    segmenter = _load_segmenter(model, device=device, backend=backend, precision=precision, cache_dir=cache_dir,
+                                cache=cache, max_pixels=max_pixels, threads=threads)
+    serve(segmenter, listener=listener, images_dir=images, max_upload_bytes=int(max_upload_mb * 2**20),
+          max_pixels=max_pixels, threshold=threshold, announce=typer.echo)
+
+
 def main() -> None:
-    app()
+    group = typer.main.get_command(app)
+    _click_style_arguments(group)
+    group(prog_name="fastclipseg")
 
 
 if __name__ == "__main__":

@@ -134,6 +134,28 @@ class SegmentationResult:
         """`to_dict()` as a JSON string; keyword arguments go to `json.dumps`."""
         return json.dumps(self.to_dict(), **kwargs)
 
+    def overlay(self, image: np.ndarray | None = None, **options) -> np.ndarray:
+        """The masks over `image` (`H x W x 3` uint8; a stream's frame by default): a colour per
+        prompt, contours and a legend of prompts and scores (`fastclipseg.overlays.draw_overlay`,
+        whose keyword options `options` are)."""
+        from .overlays import draw_overlay
+
+        return draw_overlay(self._image(image), self.masks, labels=self.prompts, scores=list(self.scores), **options)
+
+    def heatmap(self, image: np.ndarray | None = None, **options) -> np.ndarray:
+        """The probabilities (the pixelwise maximum over prompts) as a heat-map over `image`
+        (`fastclipseg.overlays.draw_heatmap`, whose keyword options `options` are)."""
+        from .overlays import draw_heatmap
+
+        label = self.prompts[0] if len(self.prompts) == 1 else None
+        return draw_heatmap(self._image(image), self.probs, label=label, **options)
+
+    def _image(self, image: np.ndarray | None) -> np.ndarray:
+        image = getattr(self, "image", None) if image is None else image
+        if image is None:
+            raise ValueError("pass the image the result was computed on: this result does not hold it")
+        return np.asarray(image)
+
 
 @dataclass(eq=False)
 class FrameResult(SegmentationResult):

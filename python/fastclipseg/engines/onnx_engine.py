@@ -88,6 +88,8 @@ def build(stages: PreparedStages, directory: Path, inputs: dict[str, tuple[torch
             # The decoder's two "pairs" axes are one Dim on purpose (they must be equal); the
             # exporter warns that it keeps one name for both.
             warnings.filterwarnings("ignore", message=r".*axis name: pairs will not be used.*")
+            # torch.export's own use of a pytree API it deprecated (torch 2.13): not the user's business.
+            warnings.filterwarnings("ignore", category=FutureWarning, message=r".*LeafSpec.*")
             torch.onnx.export(
                 module.eval(), inputs[stage], str(paths[stage]), input_names=input_names, output_names=output_names,
                 dynamic_shapes=dynamic_shapes, dynamo=True, external_data=False, verbose=False,

@@ -43,6 +43,13 @@ from transformers import CLIPSegConfig, CLIPSegForImageSegmentation, CLIPSegProc
 from .configs import reference_config
 from .tokenizer_files import load_clip_tokenizer, write_clip_tokenizer_files
 
+# How error messages name the caller's options: the Python API's keywords, or the command line's
+# flags (`fastclipseg convert` passes CLI_OPTION_NAMES), so that each user reads the names they typed.
+PYTHON_OPTION_NAMES = {"clip": "clip_path", "random_clip": "allow_random_clip=True",
+                       "torchscript": "allow_torchscript=True", "vocab": "vocab_path", "overwrite": "overwrite=True"}
+CLI_OPTION_NAMES = {"clip": "--clip", "random_clip": "--allow-random-clip", "torchscript": "--allow-torchscript",
+                    "vocab": "--vocab", "overwrite": "--force"}
+
 StateDict = Mapping[str, torch.Tensor]
 
 COMBINED_CLIP_PREFIX = "clip_model."
@@ -477,7 +484,7 @@ def convert_state_dict(
     map_all(sources.decoder, DECODER_RULES, {})
     map_all(sources.clip, CLIP_RULES, sources.clip_names)
     if unknown:
-        raise ValueError(_unknown_keys_message(unknown, clip_given=bool(sources.clip), none_known=not report.mapped))
+        raise UnknownKeysError(unknown, clip_given=bool(sources.clip), none_known=not report.mapped)
 
     facts = _decoder_facts(sources.decoder) + _clip_facts(sources.clip, sources.clip_names)
     if config is None:
@@ -489,17 +496,27 @@ def convert_state_dict(
     return hf, report
 
 
-def _unknown_keys_message(unknown: list[str], clip_given: bool, none_known: bool = False) -> str:
-    names = sorted(unknown)
-    shown = ", ".join(names[:20]) + (f", ... ({len(names) - 20} more)" if len(names) > 20 else "")
-    message = f"{len(names)} checkpoint key(s) have no place in the transformers CLIPSeg layout: {shown}"
-    if none_known:
-        message += (" (no key at all is a CLIPSeg key: this is not an original CLIPSeg checkpoint such as "
-                    "rd64-uni.pth, rd64-uni-refined.pth or clip_plus_rd64-uni.pth)")
-    looks_like_clip = any(rule.pattern.fullmatch(key) for key in unknown for rule in CLIP_RULES)
-    if looks_like_clip and not clip_given:
-        message += " (these look like OpenAI CLIP keys: pass that state dict as clip_sd / clip_path)"
-    return message
+class UnknownKeysError(ValueError):
+    """Checkpoint keys with no place in the CLIPSeg layout. When they look like OpenAI CLIP keys
+    given as the decoder, the message says to pass them as the CLIP weights, by `clip_option`: the
+    name the caller knows that option by (`convert_original_checkpoint` sets its own)."""
+
+    def __init__(self, unknown: list[str], clip_given: bool, none_known: bool = False) -> None:
+        names = sorted(unknown)
+        shown = ", ".join(names[:20]) + (f", ... ({len(names) - 20} more)" if len(names) > 20 else "")
+        self.message = f"{len(names)} checkpoint key(s) have no place in the transformers CLIPSeg layout: {shown}"
+        if none_known:
+            self.message += (" (no key at all is a CLIPSeg key: this is not an original CLIPSeg checkpoint such as "
+                             "rd64-uni.pth, rd64-uni-refined.pth or clip_plus_rd64-uni.pth)")
+        self.looks_like_clip = not clip_given and any(
+            rule.pattern.fullmatch(key) for key in unknown for rule in CLIP_RULES)
+        self.clip_option = "clip_sd"
+        super().__init__(self.message)
+
+    def __str__(self) -> str:
+        if not self.looks_like_clip:
+            return self.message
+        return f"{self.message} (these look like OpenAI CLIP keys: pass that file as {self.clip_option})"
 
 
 def _check_against_model(hf: StateDict, config: CLIPSegConfig, report: ConversionReport) -> list[str]:
@@ -580,7 +597,8 @@ def _load_error(path: Path, error: Exception) -> ValueError:
                       f"{str(error).strip().splitlines()[0] if text.strip() else 'no detail'}): copy or download it again")
 
 
-def load_state_dict_file(path: str | Path, allow_torchscript: bool = False) -> dict[str, torch.Tensor]:
+def load_state_dict_file(path: str | Path, allow_torchscript: bool = False,
+                         option_names: Mapping[str, str] = PYTHON_OPTION_NAMES) -> dict[str, torch.Tensor]:
     """Load a state dict with ``torch.load(weights_only=True)``: no arbitrary unpickling.
 
     OpenAI's ``ViT-B-16.pt`` is a TorchScript archive; loading one means running the code inside
@@ -599,7 +617,7 @@ def load_state_dict_file(path: str | Path, allow_torchscript: bool = False) -> d
         if not allow_torchscript:
             raise ValueError(
                 f"{path} is a TorchScript archive; loading it runs code from the file. "
-                "Pass allow_torchscript=True if you trust it (e.g. OpenAI's ViT-B-16.pt)."
+                f"Pass {option_names['torchscript']} if you trust it (e.g. OpenAI's ViT-B-16.pt)."
             )
         try:
             return dict(torch.jit.load(str(path), map_location="cpu").state_dict())
@@ -649,7 +667,8 @@ def build_processor(tokenizer, pil_backend: bool = False):
     return CLIPSegProcessor(image_processor=build_image_processor(pil_backend), tokenizer=tokenizer)
 
 
-def _missing_clip_decision(report: ConversionReport, allow_random_clip: bool) -> list[str]:
+def _missing_clip_decision(report: ConversionReport, allow_random_clip: bool,
+                           option_names: Mapping[str, str]) -> list[str]:
     """Refuse incomplete conversions; returns the clip.* keys that will stay random."""
     missing_clip = [k for k in report.not_provided if k.startswith("clip.")]
     missing_other = [k for k in report.not_provided if not k.startswith("clip.")]
@@ -662,8 +681,9 @@ def _missing_clip_decision(report: ConversionReport, allow_random_clip: bool) ->
         raise ValueError(f"the CLIP weights are incomplete, {len(missing_clip)} key(s) missing: {missing_clip[:20]}")
     if not allow_random_clip:
         raise ValueError(
-            "decoder-only checkpoint and no CLIP weights: pass clip_path (an OpenAI CLIP ViT-B/16 state dict), "
-            "or allow_random_clip=True to write a model with RANDOM CLIP weights (benchmarks/tests only)"
+            f"decoder-only checkpoint and no CLIP weights: pass {option_names['clip']} (an OpenAI CLIP ViT-B/16 "
+            f"state dict), or {option_names['random_clip']} to write a model with RANDOM CLIP weights "
+            "(benchmarks/tests only)"
         )
     warnings.warn(
         f"writing a CLIPSeg model whose {len(missing_clip)} CLIP tensors are RANDOM: its masks are meaningless; "
@@ -697,7 +717,8 @@ def _save_model(model: CLIPSegForImageSegmentation, folder: Path) -> None:
         raise RuntimeError(f"save_pretrained did not write {folder / 'model.safetensors'}")
 
 
-def _write_folder(folder: Path, model, vocab_path: Path | None, report: ConversionReport, meta: dict) -> None:
+def _write_folder(folder: Path, model, vocab_path: Path | None, report: ConversionReport, meta: dict,
+                  option_names: Mapping[str, str]) -> None:
     _save_model(model, folder)
     if vocab_path is not None:
         write_clip_tokenizer_files(vocab_path, folder)
@@ -708,8 +729,8 @@ def _write_folder(folder: Path, model, vocab_path: Path | None, report: Conversi
         processor.image_processor.save_pretrained(str(folder))
     else:
         warnings.warn(
-            "no vocab_path: the converted folder has no tokenizer, so CLIPSegProcessor.from_pretrained will "
-            "not load it; pass bpe_simple_vocab_16e6.txt.gz as vocab_path",
+            f"no {option_names['vocab']}: the converted folder has no tokenizer, so it will not load as a model "
+            f"until one is added; pass bpe_simple_vocab_16e6.txt.gz as {option_names['vocab']}",
             UserWarning,
             stacklevel=4,  # the caller of convert_original_checkpoint
         )
@@ -728,6 +749,7 @@ def convert_original_checkpoint(
     allow_random_clip: bool = False,
     allow_torchscript: bool = False,
     overwrite: bool = False,
+    option_names: Mapping[str, str] = PYTHON_OPTION_NAMES,
 ) -> Path:
     """Convert an original CLIPSeg checkpoint into a transformers folder; returns ``out_dir``.
 
@@ -737,20 +759,26 @@ def convert_original_checkpoint(
     half-written output. A decoder-only checkpoint needs ``clip_path``, or ``allow_random_clip=True``
     for a benchmark/test model with random CLIP weights (warned about, and recorded in config.json
     as ``fastclipseg_random_clip``). ``allow_torchscript`` permits a TorchScript CLIP file such as
-    OpenAI's ``ViT-B-16.pt``; loading one executes code from it.
+    OpenAI's ``ViT-B-16.pt``; loading one executes code from it. ``option_names``: how error
+    messages name these options (`CLI_OPTION_NAMES` for the command line's flags).
     """
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite:
-        raise FileExistsError(f"output folder already exists: {out_dir} (pass overwrite=True to replace it)")
+        raise FileExistsError(
+            f"output folder already exists: {out_dir} (pass {option_names['overwrite']} to replace it)")
     vocab = Path(vocab_path) if vocab_path is not None else None
     if vocab is not None and not vocab.is_file():
         raise FileNotFoundError(f"BPE vocabulary not found: {vocab}")
 
-    decoder_sd = load_state_dict_file(decoder_path, allow_torchscript=False)
-    clip_sd = load_state_dict_file(clip_path, allow_torchscript) if clip_path is not None else None
+    decoder_sd = load_state_dict_file(decoder_path, allow_torchscript=False, option_names=option_names)
+    clip_sd = load_state_dict_file(clip_path, allow_torchscript, option_names) if clip_path is not None else None
     try:
-        hf, report = convert_state_dict(decoder_sd, clip_sd, config=config)
-        random_keys = _missing_clip_decision(report, allow_random_clip)
+        try:
+            hf, report = convert_state_dict(decoder_sd, clip_sd, config=config)
+        except UnknownKeysError as error:
+            error.clip_option = option_names["clip"]
+            raise
+        random_keys = _missing_clip_decision(report, allow_random_clip, option_names)
         config = copy.deepcopy(report.config)
         config.fastclipseg_random_clip = bool(random_keys)  # saved in config.json so loaders can tell
         model = _load_into_model(hf, config, random_keys)
@@ -767,7 +795,7 @@ def convert_original_checkpoint(
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
     try:
-        _write_folder(tmp, model, vocab, report, meta)
+        _write_folder(tmp, model, vocab, report, meta, option_names)
         _replace_folder(tmp, out_dir)
     finally:
         if tmp.exists():

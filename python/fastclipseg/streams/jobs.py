@@ -17,6 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..ops import rle
+from ..overlays import draw_overlay
 from ..results import FrameError, FrameResult
 from . import writers as outputs
 from .pipeline import FrameStream, StageTimes
@@ -137,13 +138,13 @@ def render_overlay_video(video: str, masks_jsonl: Path, out: Path, *, every_n: i
             rate = stream_in.average_rate or 25
             codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
             stream_out = None
-            masks = None
+            masks = shown = None
             for index, frame in _numbered_frames(source, stream_in):
                 if index > last_frame:
                     break  # stop decoding: a run with --end need not read the rest of the video
                 record = records.get(index)
                 if record is not None:
-                    masks = _frame_masks(record, frame.height, frame.width, masks_jsonl)
+                    masks, shown = _frame_masks(record, frame.height, frame.width, masks_jsonl), record
                 if masks is None:
                     continue
                 rgb = frame.to_ndarray(format="rgb24")
@@ -151,7 +152,8 @@ def render_overlay_video(video: str, masks_jsonl: Path, out: Path, *, every_n: i
                     stream_out = sink.add_stream(codec, rate=rate)
                     stream_out.width, stream_out.height = rgb.shape[1] // 2 * 2, rgb.shape[0] // 2 * 2
                     stream_out.pix_fmt = "yuv420p"
-                drawn = outputs.overlay(rgb, masks)
+                drawn = draw_overlay(rgb, masks, labels=[m["prompt"] for m in shown["masks"]],
+                                     scores=[m["score"] for m in shown["masks"]])
                 drawn = np.ascontiguousarray(drawn[: stream_out.height, : stream_out.width])
                 for encoded in stream_out.encode(av.VideoFrame.from_ndarray(drawn, format="rgb24")):
                     sink.mux(encoded)
@@ -218,7 +220,7 @@ def run_batch(segmenter, images: list[str], prompts: list[str], run: RunFolder, 
             outputs.write_mask_pngs(run.folder, f"png/{stem}", record["masks"], masks)
         if overlay:
             record["overlay_png"] = f"png/{stem}_overlay.png"
-            outputs.write_overlay_png(run.folder / record["overlay_png"], result.image, masks)
+            outputs.write_overlay_png(run.folder / record["overlay_png"], result.image, masks, record["masks"])
         return record
 
     stream = segmenter.segment_stream(images, prompts, threshold=threshold, batch_size=batch_size,

@@ -12,6 +12,7 @@ import glob
 import math
 import numbers
 import os
+import stat
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,6 +84,10 @@ def open_video(path: str | os.PathLike):
     name = str(path)
     if "://" not in name:
         local = Path(name)
+        if _is_capture_device(local):
+            raise ValueError(
+                f"{name}: capture devices (cameras) are not supported yet; record a clip first (e.g. `ffmpeg -f v4l2 "
+                f"-i {name} -t 10 clip.mp4`), or pass segment_video an iterable of frames from your own capture loop")
         if not local.exists():
             raise FileNotFoundError(f"video file not found: {name}")
         if local.is_dir():
@@ -95,6 +100,16 @@ def open_video(path: str | os.PathLike):
         container.close()
         raise ValueError(f"{name}: has no video stream")
     return container
+
+
+def _is_capture_device(path: Path) -> bool:
+    """/dev/video0 and the like, present or not, and any other character device."""
+    if str(path).startswith("/dev/video"):
+        return True
+    try:
+        return stat.S_ISCHR(path.stat().st_mode)
+    except OSError:
+        return False
 
 
 def video_info(path: str | os.PathLike) -> dict:

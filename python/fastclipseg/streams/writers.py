@@ -85,21 +85,19 @@ def write_mask_pngs(root: Path, prefix: str, records: list[dict], masks: np.ndar
         write_mask_png(root / record["mask_png"], mask)
 
 
-# Distinct colours for up to 8 prompts, then repeated.
-PALETTE = np.array(
-    [(230, 25, 75), (60, 180, 75), (0, 130, 200), (255, 225, 25), (145, 30, 180), (70, 240, 240), (245, 130, 48), (240, 50, 230)],
-    dtype=np.float32,
-)
+def write_overlay_png(path: Path, image: np.ndarray, masks: np.ndarray, records: list[dict]) -> None:
+    """The masks drawn over the image (`fastclipseg.overlays.draw_overlay`: a colour per prompt,
+    contours, a legend of each record's prompt and score) as a PNG."""
+    from ..overlays import draw_overlay
+
+    labels = [record["prompt"] for record in records]
+    scores = [record["score"] for record in records]
+    atomic_write_bytes(path, png_bytes(draw_overlay(image, masks, labels=labels, scores=scores)))
 
 
-def overlay(image: np.ndarray, masks: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-    """The RGB image with each mask tinted in its own colour."""
-    out = image.astype(np.float32)
-    for index, mask in enumerate(masks):
-        colour = PALETTE[index % len(PALETTE)]
-        out[mask] = (1 - alpha) * out[mask] + alpha * colour
-    return np.clip(out, 0, 255).astype(np.uint8)
+def write_heatmap_png(path: Path, image: np.ndarray, probabilities: np.ndarray, labels: list[str]) -> None:
+    """The probability map (the pixelwise maximum over prompts) as a heat-map over the image, as a PNG."""
+    from ..overlays import draw_heatmap
 
-
-def write_overlay_png(path: Path, image: np.ndarray, masks: np.ndarray) -> None:
-    atomic_write_bytes(path, png_bytes(overlay(image, masks)))
+    label = labels[0] if len(labels) == 1 else None
+    atomic_write_bytes(path, png_bytes(draw_heatmap(image, probabilities, label=label)))
