@@ -21,14 +21,14 @@ PACKAGE = Path(fastclipseg.__file__).parent
 # Lowest first: a module may import from its own layer and the layers below (never above).
 LAYERS = [
     ("fastclipseg", "fastclipseg._moved", "fastclipseg._core", "fastclipseg.native_package"),
-    ("fastclipseg.ops",),
+    ("fastclipseg.ops", "fastclipseg.overlays"),
     ("fastclipseg.model",),
     ("fastclipseg.engines",),
     ("fastclipseg.prompts", "fastclipseg.results"),
     ("fastclipseg.core",),
     ("fastclipseg.features", "fastclipseg.session", "fastclipseg.streams"),
     ("fastclipseg.segmenter",),
-    ("fastclipseg.bench", "fastclipseg.cli", "fastclipseg.integrations"),
+    ("fastclipseg.bench", "fastclipseg.cli", "fastclipseg.demo", "fastclipseg.integrations"),
     ("fastclipseg.__main__",),
 ]
 
@@ -46,7 +46,8 @@ DEFERRED = {
 DEFERRED_ANYTHING = {"fastclipseg.cli", "fastclipseg.__main__"}
 
 # Private attributes of other libraries' objects that the package uses on purpose.
-FOREIGN_PRIVATE = {"_asdict", "_POOL_HANDLE"}
+# `_usage_display_name`: typer's argument usage text, replaced by click's in cli._click_style_arguments.
+FOREIGN_PRIVATE = {"_asdict", "_POOL_HANDLE", "_usage_display_name"}
 
 
 def _modules() -> dict[str, Path]:

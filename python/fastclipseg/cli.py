@@ -54,6 +54,7 @@ app = typer.Typer(
     # click's plain help: paragraphs reflowed to the terminal, `--overlay / --no-overlay` flags, and no
     # rich import on every start.
     rich_markup_mode=None,
+    context_settings={"max_content_width": 100},
     add_completion=False,
     pretty_exceptions_enable=False,
 )

@@ -12,6 +12,7 @@ import numpy as np
 from . import ops
 from .ops import rle as coco_rle
 from .ops.postprocess import PackedMasks
+from .overlays import draw_heatmap, draw_overlay
 
 # Everything a summary needs, computed in one native pass.
 _SUMMARY_OUTPUTS = {"rle": True, "area": True, "bbox": True, "score": True, "stability": True}
@@ -138,15 +139,11 @@ class SegmentationResult:
         """The masks over `image` (`H x W x 3` uint8; a stream's frame by default): a colour per
         prompt, contours and a legend of prompts and scores (`fastclipseg.overlays.draw_overlay`,
         whose keyword options `options` are)."""
-        from .overlays import draw_overlay
-
         return draw_overlay(self._image(image), self.masks, labels=self.prompts, scores=list(self.scores), **options)
 
     def heatmap(self, image: np.ndarray | None = None, **options) -> np.ndarray:
         """The probabilities (the pixelwise maximum over prompts) as a heat-map over `image`
         (`fastclipseg.overlays.draw_heatmap`, whose keyword options `options` are)."""
-        from .overlays import draw_heatmap
-
         label = self.prompts[0] if len(self.prompts) == 1 else None
         return draw_heatmap(self._image(image), self.probs, label=label, **options)
 

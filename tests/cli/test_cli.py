@@ -34,7 +34,7 @@ def test_help_explains_every_option():
         assert "Usage" in result.stdout
     segment_help = run_cli("segment", "--help").stdout
     for option in ("--prompt", "--model", "--out", "--threshold", "--overlay", "--device", "--max-pixels",
-                   "--backend", "--precision", "--cache-dir", "--no-cache"):
+                   "--backend", "--precision", "--cache-dir", "--no-cache", "--threads", "--heatmap"):
         assert option in segment_help
     bench_help = run_cli("bench", "--help").stdout
     for option in ("--random-weights", "--backends", "--precisions", "--threads", "--repeats", "--frames", "--no-rss"):
@@ -92,6 +92,9 @@ def test_convert_then_segment(shared_data, images, tmp_path):
     model_dir = tmp_path / "refined"
     refused = run_cli("convert", str(shared_data / "rd64-uni-refined.pth"), "--out", str(model_dir))
     assert refused.returncode == 2 and "CLIP" in refused.stderr and not model_dir.exists()
+    # The command line's flags, not the Python API's keywords.
+    assert "--clip" in refused.stderr and "--allow-random-clip" in refused.stderr, refused.stderr
+    assert "clip_path" not in refused.stderr and "allow_random_clip" not in refused.stderr
     converted = run_cli(
         "convert", str(shared_data / "rd64-uni-refined.pth"), "--out", str(model_dir),
         "--vocab", str(shared_data / "bpe_simple_vocab_16e6.txt.gz"), "--allow-random-clip",

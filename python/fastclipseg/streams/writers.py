@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..overlays import draw_heatmap, draw_overlay
+
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write `data` to `path` so that `path` is either absent/old or complete, never half-written."""
@@ -88,8 +90,6 @@ def write_mask_pngs(root: Path, prefix: str, records: list[dict], masks: np.ndar
 def write_overlay_png(path: Path, image: np.ndarray, masks: np.ndarray, records: list[dict]) -> None:
     """The masks drawn over the image (`fastclipseg.overlays.draw_overlay`: a colour per prompt,
     contours, a legend of each record's prompt and score) as a PNG."""
-    from ..overlays import draw_overlay
-
     labels = [record["prompt"] for record in records]
     scores = [record["score"] for record in records]
     atomic_write_bytes(path, png_bytes(draw_overlay(image, masks, labels=labels, scores=scores)))
@@ -97,7 +97,5 @@ def write_overlay_png(path: Path, image: np.ndarray, masks: np.ndarray, records:
 
 def write_heatmap_png(path: Path, image: np.ndarray, probabilities: np.ndarray, labels: list[str]) -> None:
     """The probability map (the pixelwise maximum over prompts) as a heat-map over the image, as a PNG."""
-    from ..overlays import draw_heatmap
-
     label = labels[0] if len(labels) == 1 else None
     atomic_write_bytes(path, png_bytes(draw_heatmap(image, probabilities, label=label)))
