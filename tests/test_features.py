@@ -54,8 +54,21 @@ def deep_segmenter(tiny_reference):
     return FastSegmenter(model, processor)
 
 
-@pytest.fixture(params=["tiny", "deep"])
-def segmenter(request, tiny_segmenter, deep_segmenter):
+def _segmenter_extracting(tiny_reference, extract_layers: tuple[int, ...], seed: int) -> FastSegmenter:
+    """A tiny 4-layer model whose `extract_layers` reach the tower's last layer (3), the one the
+    dense-feature methods change: the features must start before it."""
+    _, processor = tiny_reference
+    config = tiny_config(extract_layers=extract_layers, vocab_size=len(processor.tokenizer))
+    config.vision_config.num_hidden_layers = 4
+    return FastSegmenter(tiny_model(config, seed=seed), processor)
+
+
+@pytest.fixture(params=["tiny", "deep", "reaches_last", "only_last"])
+def segmenter(request, tiny_segmenter, deep_segmenter, tiny_reference):
+    if request.param == "reaches_last":  # starts from layer 1's output
+        return _segmenter_extracting(tiny_reference, (1, 3), seed=6)
+    if request.param == "only_last":  # no activation before the last layer: starts from the embedded pixels
+        return _segmenter_extracting(tiny_reference, (3,), seed=7)
     return tiny_segmenter if request.param == "tiny" else deep_segmenter
 
 

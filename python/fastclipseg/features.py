@@ -37,6 +37,7 @@ import torch.nn.functional as F
 
 from .core import InferenceCore, core_of
 from .model.dense_heads import METHODS, check_method, compute_dense_features
+from .model.stages import VisionStage
 from .ops.validation import describe, load_image, normalize_prompts
 
 # The published methods' softmax sharpness over classes, as a temperature (1 / logit scale):
@@ -180,7 +181,12 @@ def _target_size(size: Size, image_size: tuple[int, int], stride: int | None = N
 
 
 
-def _deepest_activation(core: InferenceCore, activations: torch.Tensor) -> tuple[torch.Tensor, int]:
+def _features_input(core: InferenceCore, activations: torch.Tensor, array: np.ndarray) -> tuple[torch.Tensor, int]:
+    """(the hidden state the dense-feature head starts from, the encoder layer it enters).
+
+    The deepest extracted activation that has not passed the tower's last layer (the one the
+    method changes); a model whose `extract_layers` all reach that layer gets the tower's input
+    instead (the embedded pixels, one extra eager pass through the layers)."""
     extract_layers = [int(i) for i in core.model.config.extract_layers]
     if not isinstance(activations, torch.Tensor):
         raise TypeError(f"activations must be the tensor segmenter.engine.encode_images returned, got {describe(activations)}")
@@ -189,8 +195,15 @@ def _deepest_activation(core: InferenceCore, activations: torch.Tensor) -> tuple
             f"activations must be ({len(extract_layers)}, 1, tokens, width) (the vision stage's output for this one "
             f"image; for image i of a batch pass activations[:, i:i+1]), got {tuple(activations.shape)}"
         )
-    deepest = max(extract_layers)
-    return activations[extract_layers.index(deepest), :, :, :], deepest + 1
+    last = len(core.model.clip.vision_model.encoder.layers) - 1
+    before_last = [layer for layer in extract_layers if layer + 1 <= last]
+    if before_last:
+        deepest = max(before_last)
+        return activations[extract_layers.index(deepest), :, :, :], deepest + 1
+    pixel_values = core.pixel_values([array]).float()
+    tower_input = VisionStage(core.model, int(pixel_values.shape[-1]), depth=0)
+    with torch.inference_mode():
+        return tower_input.embed(pixel_values.to(tower_input.patch_embedding.weight.device)), 0
 
 
 def _check_model(core: InferenceCore) -> None:
@@ -217,7 +230,8 @@ def dense_features(
     `activations`: what `segmenter.engine.encode_images` already returned for this image (shape
     `(len(extract_layers), 1, tokens, width)`, any precision), so the vision stage is not run
     again; otherwise it runs here. Only the remaining encoder layers run on top, in fp32 eager
-    torch with the model's weights.
+    torch with the model's weights (all of them, from the embedded pixels, for a model whose
+    `extract_layers` reach the tower's last layer).
     """
     check_method(method)
     core = core_of(segmenter)
@@ -227,7 +241,7 @@ def dense_features(
     target = _target_size(size, image_size, stride)  # validate before the network runs
     if activations is None:
         activations = core.encode_images(core.pixel_values([array]))
-    hidden, layer = _deepest_activation(core, activations)
+    hidden, layer = _features_input(core, activations, array)
     embeddings = compute_dense_features(core.model, hidden, method, layer=layer)[0].cpu().numpy()
     features = DenseFeatures(embeddings, image_size, method, encode_text=lambda texts: core.encode_prompts(texts).float().cpu())
     return features.upsample(target) if target is not None else features
