@@ -37,6 +37,10 @@ OPTIONAL = {"av", "onnxruntime", "onnx", "onnxscript", "ray", "torch_tensorrt", 
 DEFERRED = {
     # A segmenter loaded from an export runs without transformers (tests/engines/test_export_cache.py).
     "fastclipseg.segmenter": {"transformers", "fastclipseg.model.loading"},
+    # Model folders load without transformers; it is imported only on request (the escape hatch), and
+    # huggingface_hub (0.2 s to import) only to download a model that is not cached (issue 17).
+    "fastclipseg.model.loading": {"transformers"},
+    "fastclipseg.model.hub": {"huggingface_hub"},
     # numpy callers of the kernels never import torch (the command line checks its arguments first).
     "fastclipseg.ops.preprocess": {"torch"},
     # Benchmarks run where torch is missing (CPU-only machine facts).

@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from transformers import CLIPSegForImageSegmentation
 
     from .model.stages import Stages
+    from .model.standalone import StandaloneCLIPSeg
 
 
 # What to do instead, when a core loaded from an export is asked for image prompts.
@@ -79,7 +80,7 @@ class InferenceCore:
     segmenter loaded from an export.
 
     Public members (what sessions, streams, features and integrations may use):
-    `engine`, `model` (the transformers model, None when loaded from an export), `stages`,
+    `engine`, `model` (the CLIPSeg model's modules, None when loaded from an export), `stages`,
     `processor`, `preprocess_config`, `batch_size`, `max_image_pixels`, `kernel_threads`,
     `text_encoder`, `prompt_cache`, `image_prompt_cache`, `device_processing`, `device`,
     `embedding_device`, `embedding_dim`; `require_model`, `tokenize`, `encode_prompts`,
@@ -88,7 +89,8 @@ class InferenceCore:
     """
 
     def __init__(
-        self, engine: Engine, processor, max_prompt_tokens: int, *, model: CLIPSegForImageSegmentation | None = None,
+        self, engine: Engine, processor, max_prompt_tokens: int, *,
+        model: CLIPSegForImageSegmentation | StandaloneCLIPSeg | None = None,
         stages: Stages | None = None, prompt_cache_size: int = 1024, max_image_pixels: int = DEFAULT_MAX_PIXELS,
         batch_size: int | None = None, kernel_threads: int | None = None,
         text_encoder: Callable[[list[str]], object] | None = None, device_processing: bool | None = None,

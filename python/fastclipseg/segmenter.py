@@ -2,8 +2,9 @@
 
 A thin facade over `fastclipseg.core.InferenceCore`: it loads a model (hub id, local folder,
 export or loaded model), checks the arguments of `segment` / `segment_batch`, and hands sessions,
-streams and dense features the core. transformers is imported only where a model is built or
-loaded: a segmenter loaded from an export runs without it (see `model/export_processor.py`).
+streams and dense features the core. transformers is never imported unless the caller passes a
+transformers model: a model folder or hub id loads into `StandaloneCLIPSeg` (see
+`model/loading.py`), and an export needs no model at all (see `model/export_processor.py`).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from .model import DEFAULT_MODEL
 from .model.export_processor import PROCESSOR_FILES, ExportProcessor
 from .model.files import ModelLoadError
 from .model.stages import Stages
+from .model.standalone import StandaloneCLIPSeg, is_clipseg_model
 from .ops.image_processor import PreprocessConfig, preprocess_images
 from .ops.postprocess import PackedMasks
 from .ops.validation import (
@@ -94,7 +96,7 @@ class FastSegmenter:
 
     def __init__(
         self,
-        model: CLIPSegForImageSegmentation,
+        model: CLIPSegForImageSegmentation | StandaloneCLIPSeg,
         processor,
         *,
         device: str | torch.device = "cpu",
@@ -130,11 +132,9 @@ class FastSegmenter:
         the processor resizes bilinearly (CLIPSeg's does; another filter keeps the host path).
         `calibration`: a folder of images like yours, for backend "tensorrt" in precision "int8".
         """
-        # Imported here: transformers is needed to build from a model, not to load an export.
-        from transformers import CLIPSegForImageSegmentation
-
-        if not isinstance(model, CLIPSegForImageSegmentation):
-            raise TypeError(f"model must be a transformers CLIPSegForImageSegmentation, got {type(model).__name__}")
+        if not is_clipseg_model(model):
+            raise TypeError("model must be a CLIPSeg model (a transformers CLIPSegForImageSegmentation, or the "
+                            f"StandaloneCLIPSeg fastclipseg loads from a folder), got {type(model).__name__}")
         check_processor(processor)
         model = model.eval()
         preprocess_config = PreprocessConfig.from_image_processor(processor.image_processor)
@@ -173,7 +173,8 @@ class FastSegmenter:
     # -- what the core holds ----------------------------------------------------------------
 
     engine = _core_attribute("engine", "The `Engine` that runs the network's stages.", settable=True)
-    model = _core_attribute("model", "The transformers model (None for a segmenter loaded from an export).")
+    model = _core_attribute("model", "The CLIPSeg model: a `StandaloneCLIPSeg` (loaded from a folder or hub id) or the "
+                                     "transformers model passed in; None for a segmenter loaded from an export.")
     stages = _core_attribute("stages", "The network's stages (`fastclipseg.model.stages.Stages`; None for an export).")
     processor = _core_attribute("processor", "The model's processor (tokenizer and image processor).")
     preprocess_config = _core_attribute("preprocess_config", "Resize and normalisation settings (`PreprocessConfig`).")
@@ -199,7 +200,7 @@ class FastSegmenter:
     @classmethod
     def from_pretrained(
         cls,
-        name_or_path: str | os.PathLike | CLIPSegForImageSegmentation = DEFAULT_MODEL,
+        name_or_path: str | os.PathLike | CLIPSegForImageSegmentation | StandaloneCLIPSeg = DEFAULT_MODEL,
         *,
         processor=None,
         device: str | torch.device = "cpu",
@@ -210,11 +211,12 @@ class FastSegmenter:
     ) -> FastSegmenter:
         """Load from a hub id, a local folder in the transformers layout, an export, or a loaded model.
 
-        `name_or_path`: a hub id such as "CIDAS/clipseg-rd64-refined" (downloaded and cached the
-        usual transformers way), a folder with config.json, model.safetensors, tokenizer and
-        preprocessor files, a folder written by `export()` (its backend and precision are used;
-        the transformers model is not loaded), or a `CLIPSegForImageSegmentation` (then
-        `processor` is required). `backend` and `precision` default to "torch" and "fp32".
+        `name_or_path`: a hub id such as "CIDAS/clipseg-rd64-refined" (taken from the HuggingFace
+        cache, or downloaded into it), a folder with config.json, model.safetensors, tokenizer and
+        preprocessor files (both load without importing transformers: `model.loading`), a folder
+        written by `export()` (its backend and precision are used; no model is loaded), or a
+        `CLIPSegForImageSegmentation` or `StandaloneCLIPSeg` (then `processor` is required).
+        `backend` and `precision` default to "torch" and "fp32".
         Other keyword arguments (`cache`, `cache_dir`, `threads`, `providers`,
         `prompt_cache_size`, `max_image_pixels`, `batch_size`, `kernel_threads`, `text_encoder`,
         `device_processing`, `calibration`) go to the constructor.
@@ -222,15 +224,13 @@ class FastSegmenter:
         if isinstance(name_or_path, (str, os.PathLike)) and (Path(name_or_path).expanduser() / MANIFEST_NAME).is_file():
             return cls._from_export(Path(name_or_path).expanduser(), device=device, precision=precision,
                                     backend=backend, processor=processor, **options)
-        from transformers import CLIPSegForImageSegmentation
-
         from .model.loading import load_model_and_processor
 
         backend = backend or "torch"
         precision = precision or "fp32"
-        if isinstance(name_or_path, CLIPSegForImageSegmentation):
+        if is_clipseg_model(name_or_path):
             if processor is None:
-                raise ValueError("a loaded CLIPSegForImageSegmentation needs its processor: pass processor=")
+                raise ValueError(f"a loaded {type(name_or_path).__name__} needs its processor: pass processor=")
             model = name_or_path
         elif isinstance(name_or_path, (str, os.PathLike)):
             model, loaded_processor = load_model_and_processor(name_or_path, local_files_only=local_files_only)

@@ -149,7 +149,8 @@ def load_model(source: str):
 
         return random_reference_model()
 
-    return load_model_and_processor(source)
+    # The reference runs transformers' own forward and processor: load them, not the standalone tree.
+    return load_model_and_processor(source, with_transformers=True)
 
 
 # -- the benchmark ------------------------------------------------------------------------------

@@ -29,41 +29,30 @@ MAX_IMAGE_SIZE = 4096  # CLIPSeg runs at 352; far larger is a damaged setting, n
 REEXPORT = "export the model again"
 
 
-class ExportTokenizer:
-    """The subset of a transformers tokenizer call that `PromptTokenizer` uses, on `tokenizer.json`."""
+class TokenizerCall:
+    """The subset of a transformers tokenizer call that `PromptTokenizer` uses, on a `tokenizers.Tokenizer`
+    (whose own padding and truncation settings are replaced by each call's, as transformers does)."""
 
-    def __init__(self, folder: Path) -> None:
-        path = folder / "tokenizer.json"
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} is missing: export the model again to write its tokenizer")
-        read_json_object(path, REEXPORT)  # names the file when it is not JSON (tokenizers would not)
-        try:
-            text = path.read_bytes().decode("utf-8")
-            self._plain = Tokenizer.from_str(text)
-            self._truncating = Tokenizer.from_str(text)
-        except Exception as error:  # tokenizers raises a bare Exception for a file it cannot use
-            raise ModelLoadError(f"{path} is not a tokenizers tokenizer file ({first_line(error)}): {REEXPORT}") from error
-        self._truncating_length: int | None = None
+    def __init__(self, backend: Tokenizer, pad_token_id: int) -> None:
+        self.backend = backend
+        self.pad_token_id = pad_token_id
+        self._truncation: int | None = None
         self._lock = threading.Lock()  # truncation is a setting of the tokenizer object
-        config_path = folder / "tokenizer_config.json"
-        config = read_json_object(config_path, REEXPORT) if config_path.is_file() else {}
-        pad = config.get("pad_token") or config.get("eos_token") or "<|endoftext|>"
-        pad = pad.get("content") if isinstance(pad, dict) else pad
-        self.pad_token_id = self._plain.token_to_id(pad) if isinstance(pad, str) else None
-        if self.pad_token_id is None:
-            raise ModelLoadError(f"{config_path}: pad token {pad!r} is not in the vocabulary of {path}: {REEXPORT}")
+        backend.no_padding()
+        backend.no_truncation()
 
     def __call__(self, text, padding: bool = False, truncation: bool = False, max_length: int | None = None,
                  return_tensors: str | None = None) -> dict:
         texts = [text] if isinstance(text, str) else list(text)
+        truncate_to = max_length if truncation else None
         with self._lock:
-            if truncation and max_length is not None:
-                if self._truncating_length != max_length:
-                    self._truncating.enable_truncation(max_length)  # counts the special tokens, as transformers does
-                    self._truncating_length = max_length
-                encodings = self._truncating.encode_batch(texts)
-            else:
-                encodings = self._plain.encode_batch(texts)
+            if self._truncation != truncate_to:
+                if truncate_to is None:
+                    self.backend.no_truncation()
+                else:
+                    self.backend.enable_truncation(truncate_to)  # counts the special tokens, as transformers does
+                self._truncation = truncate_to
+            encodings = self.backend.encode_batch(texts)
         ids = [encoding.ids for encoding in encodings]
         if padding:
             longest = max(len(row) for row in ids)
@@ -73,6 +62,29 @@ class ExportTokenizer:
         return {"input_ids": ids[0] if isinstance(text, str) else ids}
 
 
+class ExportTokenizer(TokenizerCall):
+    """An export's `tokenizer.json` (which the export wrote: the pipeline transformers runs)."""
+
+    def __init__(self, folder: Path) -> None:
+        path = folder / "tokenizer.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing: export the model again to write its tokenizer")
+        read_json_object(path, REEXPORT)  # names the file when it is not JSON (tokenizers would not)
+        try:
+            backend = Tokenizer.from_str(path.read_bytes().decode("utf-8"))
+        except Exception as error:  # tokenizers raises a bare Exception for a file it cannot use
+            raise ModelLoadError(f"{path} is not a tokenizers tokenizer file ({first_line(error)}): "
+                                 f"{REEXPORT}") from error
+        config_path = folder / "tokenizer_config.json"
+        config = read_json_object(config_path, REEXPORT) if config_path.is_file() else {}
+        pad = config.get("pad_token") or config.get("eos_token") or "<|endoftext|>"
+        pad = pad.get("content") if isinstance(pad, dict) else pad
+        pad_token_id = backend.token_to_id(pad) if isinstance(pad, str) else None
+        if pad_token_id is None:
+            raise ModelLoadError(f"{config_path}: pad token {pad!r} is not in the vocabulary of {path}: {REEXPORT}")
+        super().__init__(backend, pad_token_id)
+
+
 def image_settings(folder: Path) -> SimpleNamespace:
     """The image processor's settings, as attributes (what `PreprocessConfig.from_image_processor` reads)."""
     processor_config = folder / "processor_config.json"
@@ -80,13 +92,14 @@ def image_settings(folder: Path) -> SimpleNamespace:
     if processor_config.is_file():
         settings = read_json_object(processor_config, REEXPORT).get("image_processor")
         if settings is not None and not isinstance(settings, dict):
-            raise ModelLoadError(f"{processor_config}: image_processor must be an object, got {type(settings).__name__}: "
-                                 f"{REEXPORT}")
+            raise ModelLoadError(f"{processor_config}: image_processor must be an object, got "
+                                 f"{type(settings).__name__}: {REEXPORT}")
     if settings is None and (folder / "preprocessor_config.json").is_file():
         source = folder / "preprocessor_config.json"
         settings = read_json_object(source, REEXPORT)
     if settings is None:
-        raise FileNotFoundError(f"{folder} has no image processor settings (processor_config.json or preprocessor_config.json)")
+        raise FileNotFoundError(f"{folder} has no image processor settings (processor_config.json or "
+                                "preprocessor_config.json)")
     missing = [name for name in IMAGE_SETTINGS if name not in settings]
     if missing:
         raise ModelLoadError(f"{source}: the image processor settings lack {', '.join(missing)}: {REEXPORT}")
