@@ -122,16 +122,22 @@ def _font(image_height: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
         return ImageFont.load_default()
 
 
-def _draw_legend(rgb: np.ndarray, entries: list[tuple[tuple[int, int, int], str]]) -> np.ndarray:
-    """Rows of (colour swatch, text) in a translucent dark box at the top left."""
-    if not entries:
-        return rgb
+def _annotation_layer(rgb: np.ndarray):
+    """(picture, a transparent layer over it, its ImageDraw, font, line height, padding): what a
+    legend or colour bar is drawn with, sized to the picture's height."""
     picture = Image.fromarray(rgb).convert("RGBA")
     layer = Image.new("RGBA", picture.size, (0, 0, 0, 0))
     draw = ImageDraw.Draw(layer)
     font = _font(picture.height)
     line = _line_height(draw, font)
-    pad = max(2, line // 4)
+    return picture, layer, draw, font, line, max(2, line // 4)
+
+
+def _draw_legend(rgb: np.ndarray, entries: list[tuple[tuple[int, int, int], str]]) -> np.ndarray:
+    """Rows of (colour swatch, text) in a translucent dark box at the top left."""
+    if not entries:
+        return rgb
+    picture, layer, draw, font, line, pad = _annotation_layer(rgb)
     width = max(draw.textlength(text, font=font) for _, text in entries)
     box = (pad, pad, int(3 * pad + line + width + pad), int(pad + len(entries) * (line + pad) + pad))
     draw.rectangle(box, fill=(0, 0, 0, 150))
@@ -144,12 +150,7 @@ def _draw_legend(rgb: np.ndarray, entries: list[tuple[tuple[int, int, int], str]
 
 def _draw_colour_bar(rgb: np.ndarray, label: str | None) -> np.ndarray:
     """A horizontal 0 .. 1 colour bar (and `label` above it) in a translucent box at the top left."""
-    picture = Image.fromarray(rgb).convert("RGBA")
-    layer = Image.new("RGBA", picture.size, (0, 0, 0, 0))
-    draw = ImageDraw.Draw(layer)
-    font = _font(picture.height)
-    line = _line_height(draw, font)
-    pad = max(2, line // 4)
+    picture, layer, draw, font, line, pad = _annotation_layer(rgb)
     bar_width = max(16, min(picture.width // 4, 256))
     text = f"probability{'' if label is None else ' of ' + _legend_text(label, None)}"
     width = max(bar_width + 2 * draw.textlength("0", font=font) + 2 * pad, draw.textlength(text, font=font))
