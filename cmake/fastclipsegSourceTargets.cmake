@@ -38,8 +38,8 @@ function(fastclipseg_add_runtime source_dir include_dir)
         return()
     endif()
     find_package(OpenSSL QUIET COMPONENTS Crypto)
-    find_package(Torch QUIET)
-    if(NOT OpenSSL_FOUND OR NOT Torch_FOUND)
+    fastclipseg_find_libtorch(torch_found torch_libraries torch_include_dirs torch_definitions)
+    if(NOT OpenSSL_FOUND OR NOT torch_found)
         set(FASTCLIPSEG_MISSING_DEPENDENCIES
             "the runtime needs OpenSSL (libssl-dev) and libtorch: add the output of python -c \"import torch; print(torch.utils.cmake_prefix_path)\" to CMAKE_PREFIX_PATH"
             PARENT_SCOPE)
@@ -54,8 +54,78 @@ function(fastclipseg_add_runtime source_dir include_dir)
         POSITION_INDEPENDENT_CODE ON CXX_VISIBILITY_PRESET hidden VISIBILITY_INLINES_HIDDEN ON)
     target_link_libraries(fastclipseg_runtime
         PUBLIC fastclipseg::tokenizer fastclipseg::kernels
-        PRIVATE ${TORCH_LIBRARIES} OpenSSL::Crypto nlohmann_json::nlohmann_json)
+        PRIVATE ${torch_libraries} OpenSSL::Crypto nlohmann_json::nlohmann_json)
+    target_include_directories(fastclipseg_runtime SYSTEM PRIVATE ${torch_include_dirs})
+    target_compile_definitions(fastclipseg_runtime PRIVATE ${torch_definitions})
     # libtorch's flags (its C++ ABI) only for the runtime's sources: the public header has no torch.
     separate_arguments(torch_flags UNIX_COMMAND "${TORCH_CXX_FLAGS}")
     target_compile_options(fastclipseg_runtime PRIVATE ${torch_flags})
+endfunction()
+
+# libtorch for the runtime: TORCH_LIBRARIES from find_package(Torch), or, for a CUDA build of
+# torch on a machine without the CUDA toolkit, its CPU libraries directly. PyPI's torch for Linux
+# is a CUDA build, and its CMake config stops with a fatal error ("Your installed Caffe2 version
+# uses CUDA but I cannot find the CUDA libraries") where the CUDA toolkit is missing, although the runtime
+# runs TorchScript on the CPU. Linked that way, the runtime has no CUDA (a CUDA device is an error).
+function(fastclipseg_find_libtorch found_var libraries_var include_dirs_var definitions_var)
+    set(caffe2_config "")
+    foreach(prefix IN LISTS Torch_DIR CMAKE_PREFIX_PATH)
+        foreach(candidate "${prefix}/../Caffe2/Caffe2Config.cmake" "${prefix}/Caffe2/Caffe2Config.cmake"
+                          "${prefix}/share/cmake/Caffe2/Caffe2Config.cmake")
+            if(NOT caffe2_config AND EXISTS "${candidate}")
+                get_filename_component(caffe2_config "${candidate}" ABSOLUTE)
+            endif()
+        endforeach()
+    endforeach()
+    set(cpu_only FALSE)
+    if(caffe2_config)
+        file(READ "${caffe2_config}" caffe2_text)
+        string(FIND "${caffe2_text}" "set(CAFFE2_USE_CUDA 1)" cuda_build)
+        if(NOT cuda_build EQUAL -1)
+            # Whether torch's config accepts this machine's CUDA (headers, cudart, nvcc...) is
+            # asked of the config itself, in a separate configure run: its error is fatal here.
+            if(NOT DEFINED FASTCLIPSEG_TORCH_CONFIG_WORKS)
+                set(probe "${CMAKE_BINARY_DIR}/fastclipseg-torch-probe")
+                file(WRITE "${probe}/CMakeLists.txt"
+                     "cmake_minimum_required(VERSION 3.18)\nproject(probe LANGUAGES CXX)\nfind_package(Torch REQUIRED)\n")
+                set(probe_options "-DCMAKE_PREFIX_PATH=${CMAKE_PREFIX_PATH}")
+                if(Torch_DIR)
+                    list(APPEND probe_options "-DTorch_DIR=${Torch_DIR}")
+                endif()
+                execute_process(COMMAND "${CMAKE_COMMAND}" -S "${probe}" -B "${probe}/build" ${probe_options}
+                                "-DCMAKE_CXX_COMPILER=${CMAKE_CXX_COMPILER}"
+                                RESULT_VARIABLE probe_status OUTPUT_QUIET ERROR_QUIET)
+                if(probe_status EQUAL 0)
+                    set(FASTCLIPSEG_TORCH_CONFIG_WORKS TRUE CACHE INTERNAL "find_package(Torch) works here")
+                else()
+                    set(FASTCLIPSEG_TORCH_CONFIG_WORKS FALSE CACHE INTERNAL "find_package(Torch) works here")
+                endif()
+            endif()
+            if(NOT FASTCLIPSEG_TORCH_CONFIG_WORKS)
+                set(cpu_only TRUE)
+            endif()
+        endif()
+    endif()
+    if(NOT cpu_only)
+        find_package(Torch QUIET)
+        set(${found_var} "${Torch_FOUND}" PARENT_SCOPE)
+        set(${libraries_var} "${TORCH_LIBRARIES}" PARENT_SCOPE)
+        set(${include_dirs_var} "" PARENT_SCOPE)
+        set(${definitions_var} "" PARENT_SCOPE)
+        return()
+    endif()
+    get_filename_component(torch_root "${caffe2_config}/../../../.." ABSOLUTE)
+    find_library(fastclipseg_torch_cpu torch_cpu PATHS "${torch_root}/lib" NO_DEFAULT_PATH)
+    find_library(fastclipseg_c10 c10 PATHS "${torch_root}/lib" NO_DEFAULT_PATH)
+    if(NOT fastclipseg_torch_cpu OR NOT fastclipseg_c10 OR NOT EXISTS "${torch_root}/include/torch/script.h")
+        set(${found_var} FALSE PARENT_SCOPE)
+        return()
+    endif()
+    message(STATUS "fastclipseg: ${torch_root} is a CUDA build of torch and there is no CUDA toolkit: "
+                   "the runtime links its CPU libraries (torch_cpu, c10) and runs on the CPU only")
+    set(${found_var} TRUE PARENT_SCOPE)
+    set(${libraries_var} "${fastclipseg_torch_cpu};${fastclipseg_c10}" PARENT_SCOPE)
+    set(${include_dirs_var} "${torch_root}/include;${torch_root}/include/torch/csrc/api/include" PARENT_SCOPE)
+    # What torch_cpu's imported target would give its users (Caffe2Targets.cmake).
+    set(${definitions_var} "USE_DISTRIBUTED;USE_C10D_GLOO;USE_RPC;USE_TENSORPIPE" PARENT_SCOPE)
 endfunction()
