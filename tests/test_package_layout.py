@@ -24,7 +24,7 @@ LAYERS = [
     ("fastclipseg.ops", "fastclipseg.overlays"),
     ("fastclipseg.model",),
     ("fastclipseg.engines",),
-    ("fastclipseg.prompts", "fastclipseg.results"),
+    ("fastclipseg.prompts", "fastclipseg.results", "fastclipseg.instances"),
     ("fastclipseg.core",),
     ("fastclipseg.features", "fastclipseg.session", "fastclipseg.streams"),
     ("fastclipseg.segmenter",),

@@ -11,6 +11,7 @@ namespace fastclipseg::bindings {
 void register_rle(py::module_& m);
 void register_preprocess(py::module_& m);
 void register_postprocess(py::module_& m);
+void register_instances(py::module_& m);
 }  // namespace fastclipseg::bindings
 
 PYBIND11_MODULE(_core, m) {
@@ -18,4 +19,5 @@ PYBIND11_MODULE(_core, m) {
     fastclipseg::bindings::register_rle(m);
     fastclipseg::bindings::register_preprocess(m);
     fastclipseg::bindings::register_postprocess(m);
+    fastclipseg::bindings::register_instances(m);
 }

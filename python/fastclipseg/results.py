@@ -10,6 +10,7 @@ from typing import cast
 import numpy as np
 
 from . import ops
+from .instances import Instance, find_instances
 from .ops import rle as coco_rle
 from .ops.postprocess import PackedMasks
 from .overlays import draw_heatmap, draw_overlay
@@ -124,6 +125,16 @@ class SegmentationResult:
                 self.prompts, self.scores, self.stability, self.areas, self.bboxes, self.rle
             )
         ]
+
+    def instances(self, k: int, *, min_area: int = 0, connectivity: int = 8) -> list[Instance]:
+        """The objects in prompt `k`'s mask: its connected components (`connectivity` 4 or 8) of
+        at least `min_area` pixels, each with its RLE, COCO bbox, area, score (mean probability)
+        and stability, in raster order of their first pixel (`fastclipseg.instances`)."""
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 0 <= k < len(self.prompts):
+            raise ValueError(f"k must be the index of a prompt, 0 .. {len(self.prompts) - 1}, got {k!r}")
+        logits = ops.upsample(self.logits[k:k + 1], self.image_size, threads=self.threads)[0]
+        return find_instances(logits, self.threshold, self.prompts[k], int(k), min_area=min_area,
+                              connectivity=connectivity)
 
     def to_dict(self) -> dict:
         """JSON-ready summary: image size and, per prompt, score, stability, area, bbox and RLE."""

@@ -48,7 +48,7 @@ from .rle import RLE
 from .threads import native_threads
 from .validation import check_threshold
 
-__all__ = ["PackedMasks", "Postprocessed", "postprocess", "upsample"]
+__all__ = ["PackedMasks", "Postprocessed", "postprocess", "stability_thresholds", "threshold_logit", "upsample"]
 
 ProbsDtype = Literal["float32", "uint8"]
 
@@ -160,6 +160,19 @@ def upsample(logits: Any, size: tuple[int, int], *, threads: int | None = None) 
     arr = _as_array(logits)
     height, width = _check_size(size)
     return _core.postprocess_upsample(arr, height, width, _check_threads(threads))
+
+
+def threshold_logit(threshold: float) -> float:
+    """The float32 logit cut of probability `threshold`: `logit > threshold_logit(t)` is exactly
+    the masks' test (`log(t / (1 - t))` in double; -inf for 0, +inf for 1)."""
+    return float(_core.postprocess_threshold_logit(check_threshold(threshold)))
+
+
+def stability_thresholds(threshold: float, offset: float) -> tuple[float, float]:
+    """The float32 logit cuts `(low, high)` of the stability score: `threshold_logit` minus and
+    plus `offset` (logit units), as the kernel compares them."""
+    low, high = _core.postprocess_stability_thresholds(check_threshold(threshold), float(offset))
+    return float(low), float(high)
 
 
 def _as_array(logits: Any) -> np.ndarray:
