@@ -153,6 +153,9 @@ def segment(
     threshold: float = THRESHOLD_OPTION,
     overlay: bool = typer.Option(False, "--overlay/--no-overlay", help="Also write <stem>_overlay.png: each mask in its own colour with its contour, and a legend of prompts and scores."),
     heatmap: bool = typer.Option(False, "--heatmap/--no-heatmap", help="Also write <stem>_heatmap.png: the probabilities (the highest over the prompts) as a heat-map over the image."),
+    instances: bool = typer.Option(False, "--instances/--no-instances", help='List each mask\'s objects (connected components, 8-connected) under "instances" in <stem>.json: score, stability, area, bbox, RLE.'),
+    min_area: int = typer.Option(0, "--min-area", metavar="N", help="With --instances: leave out objects smaller than N pixels."),
+    coco: Optional[Path] = typer.Option(None, "--coco", metavar="FILE", help="Also write a COCO results file (pycocotools' loadRes reads it): one detection per non-empty mask, or per object with --instances; image_id is the image's position among IMAGE... and category_id the prompt's, both from 1."),
     device: str = DEVICE_OPTION,
     threads: Optional[int] = THREADS_OPTION,
     max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", metavar="N", help="Refuse images with more pixels than this."),
@@ -168,7 +171,8 @@ def segment(
     stability, area, bbox as COCO [x, y, width, height], COCO RLE; its JSON Schema is
     fastclipseg/schemas/segment.schema.json) and one <stem>_<k>_<prompt>.png mask per prompt
     (255 inside), and prints one line per image. An image that cannot be read gets a one-line
-    error and the others are still processed; the exit status is then 1.
+    error and the others are still processed; the exit status is then 1. With --coco, the COCO
+    results file is written once all images are done.
     """
     from .ops.validation import check_threshold, normalize_prompts
     from .prompts.resolve import resolve_prompts
@@ -182,17 +186,24 @@ def segment(
     _check_max_pixels(max_pixels)
     _check_engine_options(device, backend, precision)
     _check_threads(threads)
+    if min_area < 0:
+        _fail(f"--min-area must be >= 0 (pixels), got {min_area}")
+    if coco is not None and coco.is_dir():
+        _fail(f"--coco {coco} is a folder: name the results file to write, e.g. {coco / 'results.json'}")
     _prepare_out_dir(out)
     # Imported here so that --help and argument errors answer without loading torch.
     from .ops.validation import load_image
+    from .results import coco_detections
     from .streams import writers as outputs
 
     segmenter = _load_segmenter(model, device=device, backend=backend, precision=precision, cache_dir=cache_dir,
                                 cache=cache, max_pixels=max_pixels, calibration=calibration, threads=threads)
 
     failures = 0
+    detections: list[dict] = []
+    category_ids = list(range(1, len(prompts) + 1))
     stems = outputs.unique_stems(images)
-    for path in tqdm(images, desc="segmenting", unit="image", disable=None, file=sys.stderr):
+    for image_id, path in enumerate(tqdm(images, desc="segmenting", unit="image", disable=None, file=sys.stderr), 1):
         try:
             rgb = load_image(path, max_pixels)
             result = segmenter.segment(rgb, prompts, threshold=threshold)
@@ -204,6 +215,16 @@ def segment(
         stem = stems[str(path)]
         masks = result.masks  # first: the summary below then comes from the same native pass
         record = result.to_dict()
+        objects = []
+        if instances:
+            for k, mask_record in enumerate(record["masks"]):
+                found = [instance.to_dict() for instance in result.instances(k, min_area=min_area)]
+                mask_record["instances"] = [{key: value for key, value in entry.items()
+                                             if key not in ("prompt", "prompt_index")} for entry in found]
+                objects.extend(found)
+        if coco is not None:
+            records = objects if instances else [{**m, "prompt_index": k} for k, m in enumerate(record["masks"])]
+            detections.extend(coco_detections(records, image_id, category_ids))
         try:
             outputs.write_mask_pngs(out, stem, record["masks"], masks)
             if overlay:
@@ -221,6 +242,12 @@ def segment(
         height, width = result.image_size
         parts = [f"{e['prompt']!r} score {e['score']:.2f} area {100 * e['area'] / (height * width):.1f}%" for e in record["masks"]]
         tqdm.write(f"{path}: {width}x{height}, " + "; ".join(parts))
+    if coco is not None:
+        try:
+            outputs.write_json(coco, detections)
+        except OSError as error:
+            _fail(f"cannot write --coco {coco} ({error.strerror or error})")
+        typer.echo(f"{coco}: {len(detections)} detections", err=True)
     if failures:
         typer.echo(f"{failures} of {len(images)} images failed", err=True)
         raise typer.Exit(1)

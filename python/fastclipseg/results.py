@@ -136,6 +136,25 @@ class SegmentationResult:
         return find_instances(logits, self.threshold, self.prompts[k], int(k), min_area=min_area,
                               connectivity=connectivity)
 
+    def to_coco(self, image_id: int = 1, *, instances: bool = False, min_area: int = 0,
+                connectivity: int = 8, category_ids: list[int] | None = None) -> list[dict]:
+        """A COCO results list (what `pycocotools.coco.COCO.loadRes` and `COCOeval` read): one
+        detection `{image_id, category_id, segmentation, score, bbox, area}` per non-empty mask, or
+        with `instances=True` per object of each mask (`instances`, with `min_area` and
+        `connectivity`). `category_ids[k]` is prompt k's category (default: k + 1)."""
+        if isinstance(image_id, bool) or not isinstance(image_id, (int, np.integer)):
+            raise TypeError(f"image_id must be an int, got {type(image_id).__name__}")
+        if category_ids is None:
+            category_ids = list(range(1, len(self.prompts) + 1))
+        if len(category_ids) != len(self.prompts):
+            raise ValueError(f"category_ids has {len(category_ids)} ids for {len(self.prompts)} prompts")
+        if instances:
+            records = [instance.to_dict() for k in range(len(self.prompts))
+                       for instance in self.instances(k, min_area=min_area, connectivity=connectivity)]
+        else:
+            records = [{**record, "prompt_index": k} for k, record in enumerate(self.mask_records())]
+        return coco_detections(records, int(image_id), category_ids)
+
     def to_dict(self) -> dict:
         """JSON-ready summary: image size and, per prompt, score, stability, area, bbox and RLE."""
         height, width = self.image_size
@@ -163,6 +182,15 @@ class SegmentationResult:
         if image is None:
             raise ValueError("pass the image the result was computed on: this result does not hold it")
         return np.asarray(image)
+
+
+def coco_detections(records: list[dict], image_id: int, category_ids: list[int]) -> list[dict]:
+    """COCO detections of mask or instance records (with "prompt_index", "rle", "score", "bbox",
+    "area"); empty ones are left out."""
+    return [{"image_id": image_id, "category_id": int(category_ids[record["prompt_index"]]),
+             "segmentation": record["rle"], "score": record["score"], "bbox": record["bbox"],
+             "area": float(record["area"])}
+            for record in records if record["area"] > 0]
 
 
 @dataclass(eq=False)

@@ -155,3 +155,56 @@ def test_bench_runs_and_writes_its_record(tiny_model_dir, tmp_path):
     record = json.loads(written.read_text())
     assert [row["case"] for row in record["rows"]][-1] == "1 frames 1280x720 x 2 prompts"
     assert record["peak_rss"] == {} and set(record["startup"]) == {"torch fp32", "torchscript fp32"}
+
+
+def test_segment_instances_and_coco_results(tiny_model_dir, images, tmp_path):
+    """--instances lists each mask's objects as the Python API finds them; --coco writes detections
+    that pycocotools loads and COCOeval scores (AP 1 against ground truth made of themselves)."""
+    from fastclipseg import FastSegmenter
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    out, coco = tmp_path / "out", tmp_path / "results" / "coco.json"
+    coco.parent.mkdir()
+    paths = [images / "cat.png", images / "corrupt.png", images / "dog.jpg"]
+    done = run_cli("segment", *map(str, paths), "-p", "a cat", "-p", "red dog", "-m", str(tiny_model_dir),
+                   "-o", str(out), "--instances", "--min-area", "2", "--coco", str(coco), "--threshold", "0.45")
+    assert done.returncode == 1 and "1 of 3 images failed" in done.stderr, done.stderr
+    detections = json.loads(coco.read_text())
+    assert f"{coco}: {len(detections)} detections" in done.stderr
+
+    segmenter = FastSegmenter.from_pretrained(tiny_model_dir)
+    expected = []
+    for image_id, path in ((1, paths[0]), (3, paths[2])):
+        result = segmenter.segment(path, ["a cat", "red dog"], threshold=0.45)
+        record = json.loads((out / f"{path.stem}.json").read_text())
+        for k, entry in enumerate(record["masks"]):
+            found = result.instances(k, min_area=2)
+            assert entry["instances"] == [
+                {key: value for key, value in i.to_dict().items() if key not in ("prompt", "prompt_index")}
+                for i in found]
+            assert all(item["area"] >= 2 for item in entry["instances"])
+        expected += result.to_coco(image_id, instances=True, min_area=2)
+    assert detections == json.loads(json.dumps(expected))
+    assert {d["image_id"] for d in detections} <= {1, 3} and len(detections) > 2, "the test needs objects"
+
+    ground_truth = COCO()
+    ground_truth.dataset = {
+        "images": [{"id": i, "width": w, "height": h} for i, (w, h) in ((1, (60, 40)), (3, (20, 30)))],
+        "categories": [{"id": 1, "name": "a cat"}, {"id": 2, "name": "red dog"}],
+        "annotations": [{**d, "id": n + 1, "iscrowd": 0} for n, d in enumerate(detections)],
+    }
+    ground_truth.createIndex()
+    evaluation = COCOeval(ground_truth, ground_truth.loadRes(detections), iouType="segm")
+    evaluation.evaluate()
+    evaluation.accumulate()
+    evaluation.summarize()
+    assert evaluation.stats[0] == pytest.approx(1.0)
+
+
+def test_segment_instance_options_are_checked(tiny_model_dir, images, tmp_path):
+    base = ["segment", str(images / "cat.png"), "-p", "a cat", "-m", str(tiny_model_dir), "-o", str(tmp_path / "o")]
+    done = run_cli(*base, "--min-area", "-1")
+    assert done.returncode == 2 and "--min-area must be >= 0" in done.stderr
+    done = run_cli(*base, "--coco", str(tmp_path))
+    assert done.returncode == 2 and "is a folder: name the results file" in done.stderr

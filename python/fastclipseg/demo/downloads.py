@@ -48,18 +48,10 @@ def result_json(result: SegmentationResult, name: str) -> bytes:
     return json.dumps(record, indent=1).encode("utf-8")
 
 
-def coco_results(result: SegmentationResult, image_id: int = 1) -> list[dict]:
-    """A COCO results list (what `pycocotools.coco.COCO.loadRes` reads): one detection per mask,
-    whose `category_id` is its prompt's position in the result, counted from 1."""
-    return [
-        {"image_id": image_id, "category_id": k + 1, "segmentation": record["rle"], "score": record["score"],
-         "bbox": record["bbox"], "area": float(record["area"])}
-        for k, record in enumerate(result.mask_records())
-    ]
-
-
 def coco_json(result: SegmentationResult, image_id: int = 1) -> bytes:
-    return json.dumps(coco_results(result, image_id)).encode("utf-8")
+    """`SegmentationResult.to_coco`: one detection per non-empty mask, whose `category_id` is its
+    prompt's position in the result, counted from 1."""
+    return json.dumps(result.to_coco(image_id)).encode("utf-8")
 
 
 def legend(result: SegmentationResult) -> list[dict]:
