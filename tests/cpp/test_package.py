@@ -21,6 +21,7 @@ add_executable(encode encode.cpp)
 target_link_libraries(encode PRIVATE fastclipseg::kernels)
 """
 ENCODE = """
+#include <fastclipseg/instances.hpp>
 #include <fastclipseg/rle.hpp>
 #include <iostream>
 #include <vector>
@@ -28,6 +29,9 @@ int main() {
     std::vector<std::uint8_t> mask(5 * 7, 0);  // row-major 5 x 7
     for (int r = 1; r < 4; ++r) for (int c = 2; c < 6; ++c) mask[r * 7 + c] = 1;
     std::cout << fastclipseg::rle::encode(mask.data(), 5, 7, 7, 1) << std::endl;
+    mask[2 * 7 + 4] = mask[2 * 7 + 3] = 0, mask[1 * 7 + 3] = mask[3 * 7 + 3] = 0;  // cut column 3: two objects
+    std::vector<std::int32_t> labels(mask.size());
+    std::cout << fastclipseg::instances::label(mask.data(), 5, 7, 4, labels.data(), labels.size()) << std::endl;
 }
 """
 
@@ -56,9 +60,11 @@ def test_kernels_library_exposes_only_its_api():
         if len(fields) == 8 and fields[4] in ("GLOBAL", "WEAK") and fields[5] == "DEFAULT" and fields[6] != "UND":
             if "fastclipseg::" in fields[7]:
                 visible.add(fields[7].split("(")[0])
-    public = ("fastclipseg::rle::", "fastclipseg::preprocess::", "fastclipseg::postprocess::")
+    public = ("fastclipseg::rle::", "fastclipseg::preprocess::", "fastclipseg::postprocess::",
+              "fastclipseg::instances::")
     assert {"fastclipseg::rle::encode[abi:cxx11]", "fastclipseg::postprocess::run",
-            "fastclipseg::preprocess::preprocess"} <= visible
+            "fastclipseg::preprocess::preprocess", "fastclipseg::instances::label",
+            "fastclipseg::instances::measure"} <= visible
     assert not [name for name in visible if not name.startswith(public) or "detail" in name or "anonymous" in name]
 
 
@@ -73,10 +79,12 @@ def test_pycocotools_reads_what_a_consumer_of_the_kernels_prints(tmp_path):
     assert configured.returncode == 0, configured.stdout + configured.stderr
     built = cmake("--build", str(tmp_path / "build"))
     assert built.returncode == 0, built.stdout + built.stderr
-    counts = subprocess.run([str(tmp_path / "build" / "encode")], capture_output=True, text=True, check=True).stdout
+    counts, objects = subprocess.run([str(tmp_path / "build" / "encode")], capture_output=True, text=True,
+                                     check=True).stdout.split()
     mask = np.zeros((5, 7), np.uint8)
     mask[1:4, 2:6] = 1
-    assert counts.strip() == coco_mask.encode(np.asfortranarray(mask))["counts"].decode()
+    assert counts == coco_mask.encode(np.asfortranarray(mask))["counts"].decode()
+    assert objects == "2"  # the installed instances header and kernel
 
 
 def test_runtime_component_without_libtorch_says_what_is_missing(tmp_path):
