@@ -58,13 +58,15 @@ def runs(tiny_model_dir, tmp_path_factory):
     commands = {
         "segment": ["segment", images / "a.png", images / "broken.png", *model, "-o", root / "segment", "--overlay",
                     "--heatmap", "--instances"],
-        "batch": ["batch", images, *model, "-o", root / "batch", "--png", "--overlay", "--backend", "torch"],
+        "batch": ["batch", images, *model, "-o", root / "batch", "--png", "--overlay", "--backend", "torch",
+                  "--instances"],
     }
     if HAVE_AV:
         # A faststart MP4 cut at 60 %: frames decode, a damaged packet and the missing ones fail.
         whole = make_video(root / "whole.mp4", frames=12).read_bytes()
         (root / "cut.mp4").write_bytes(whole[: len(whole) * 6 // 10])
-        commands["video"] = ["video", root / "cut.mp4", *model, "-o", root / "video", "--png", "--backend", "torch"]
+        commands["video"] = ["video", root / "cut.mp4", *model, "-o", root / "video", "--png", "--backend", "torch",
+                             "--instances", "--min-area", "3"]
     # Output to files, not pipes: a process whose pipe nobody reads yet would stall.
     processes = {}
     for name, args in commands.items():
@@ -112,8 +114,8 @@ def _fields(node, document, where="#"):
 def test_shared_definitions_agree():
     segment, line = schema("segment")["$defs"], schema("masks-line")["$defs"]
     assert segment["bbox"] == line["bbox"] and segment["rle"] == line["rle"]
-    # "instances": segment --instances only, so far (issue 18 adds it to batch and video next).
-    assert segment["mask"]["properties"].keys() - {"instances"} == line["mask"]["properties"].keys()
+    assert segment["mask"]["properties"].keys() == line["mask"]["properties"].keys()
+    assert segment["instance"] == line["instance"]
 
 
 def test_unknown_schema_name_lists_the_names():
@@ -151,6 +153,8 @@ def test_batch_lines_match_schemas(runs):
         assert_valid("masks-line", record)
         assert (out / record["overlay_png"]).is_file()
         assert all((out / m["mask_png"]).is_file() for m in record["masks"])
+        # --instances: the objects tile each mask.
+        assert all(sum(i["area"] for i in m["instances"]) == m["area"] for m in record["masks"])
     errors = jsonl(out / "errors.jsonl")
     assert len(errors) == 1 and errors[0]["image"].endswith("broken.png")
     assert_valid("errors-line", errors[0])
@@ -165,6 +169,9 @@ def test_video_lines_match_schemas(runs):
     for record in lines:
         assert_valid("masks-line", record)
         assert all((out / m["mask_png"]).is_file() for m in record["masks"])
+        # --instances --min-area 3: objects of 3 pixels or more, inside their mask.
+        assert all(i["area"] >= 3 for m in record["masks"] for i in m["instances"])
+        assert all(sum(i["area"] for i in m["instances"]) <= m["area"] for m in record["masks"])
     for record in errors:
         assert_valid("errors-line", record)
         assert record["key"].startswith("packet:")

@@ -140,6 +140,8 @@ CACHE_OPTION = typer.Option(True, "--cache/--no-cache", help="Keep compiled back
 THRESHOLD_OPTION = typer.Option(0.5, "--threshold", "-t", metavar="P", help="Probability above which a pixel is in the mask, in [0, 1].")
 CALIBRATION_OPTION = typer.Option(None, "--calibration", metavar="FOLDER", help="Folder of images like yours to calibrate --backend tensorrt --precision int8 on.")
 THREADS_OPTION = typer.Option(None, "--threads", metavar="N", help="CPU threads for the network and the native kernels (default: all cores).")
+INSTANCES_OPTION = typer.Option(False, "--instances/--no-instances", help='List each mask\'s objects (connected components, 8-connected) under "instances" in each record: score, stability, area, bbox, RLE.')
+MIN_AREA_OPTION = typer.Option(0, "--min-area", metavar="N", help="With --instances: leave out objects smaller than N pixels.")
 MODEL_HELP = "Hub id, local model folder (transformers layout), or a folder written by `fastclipseg export`."
 MODEL_OPTION = typer.Option(DEFAULT_MODEL, "--model", "-m", metavar="MODEL", help=MODEL_HELP)
 
@@ -153,8 +155,8 @@ def segment(
     threshold: float = THRESHOLD_OPTION,
     overlay: bool = typer.Option(False, "--overlay/--no-overlay", help="Also write <stem>_overlay.png: each mask in its own colour with its contour, and a legend of prompts and scores."),
     heatmap: bool = typer.Option(False, "--heatmap/--no-heatmap", help="Also write <stem>_heatmap.png: the probabilities (the highest over the prompts) as a heat-map over the image."),
-    instances: bool = typer.Option(False, "--instances/--no-instances", help='List each mask\'s objects (connected components, 8-connected) under "instances" in <stem>.json: score, stability, area, bbox, RLE.'),
-    min_area: int = typer.Option(0, "--min-area", metavar="N", help="With --instances: leave out objects smaller than N pixels."),
+    instances: bool = INSTANCES_OPTION,
+    min_area: int = MIN_AREA_OPTION,
     coco: Optional[Path] = typer.Option(None, "--coco", metavar="FILE", help="Also write a COCO results file (pycocotools' loadRes reads it): one detection per non-empty mask, or per object with --instances; image_id is the image's position among IMAGE... and category_id the prompt's, both from 1."),
     device: str = DEVICE_OPTION,
     threads: Optional[int] = THREADS_OPTION,
@@ -186,8 +188,7 @@ def segment(
     _check_max_pixels(max_pixels)
     _check_engine_options(device, backend, precision)
     _check_threads(threads)
-    if min_area < 0:
-        _fail(f"--min-area must be >= 0 (pixels), got {min_area}")
+    _check_min_area(min_area)
     if coco is not None and coco.is_dir():
         _fail(f"--coco {coco} is a folder: name the results file to write, e.g. {coco / 'results.json'}")
     _prepare_out_dir(out)
@@ -215,15 +216,13 @@ def segment(
         stem = stems[str(path)]
         masks = result.masks  # first: the summary below then comes from the same native pass
         record = result.to_dict()
-        objects = []
         if instances:
-            for k, mask_record in enumerate(record["masks"]):
-                found = [instance.to_dict() for instance in result.instances(k, min_area=min_area)]
-                mask_record["instances"] = [{key: value for key, value in entry.items()
-                                             if key not in ("prompt", "prompt_index")} for entry in found]
-                objects.extend(found)
+            for mask_record, objects in zip(record["masks"], result.instance_records(min_area)):
+                mask_record["instances"] = objects
         if coco is not None:
-            records = objects if instances else [{**m, "prompt_index": k} for k, m in enumerate(record["masks"])]
+            key = "instances" if instances else None
+            records = [{**item, "prompt_index": k} for k, m in enumerate(record["masks"])
+                       for item in (m[key] if key else [m])]
             detections.extend(coco_detections(records, image_id, category_ids))
         try:
             outputs.write_mask_pngs(out, stem, record["masks"], masks)
@@ -265,6 +264,16 @@ def _check_engine_options(device: str, backend: Optional[str], precision: Option
         parse_device(device)
     except ValueError as error:
         _fail(f"--device: {error}")
+
+
+def _check_min_area(min_area: int) -> None:
+    if min_area < 0:
+        _fail(f"--min-area must be >= 0 (pixels), got {min_area}")
+
+
+def _instance_settings(instances: bool, min_area: int) -> dict:
+    """What run.json records of --instances: nothing without it, so earlier runs still resume."""
+    return {"instances": {"min_area": min_area}} if instances else {}
 
 
 def _check_threads(threads: Optional[int]) -> None:
@@ -397,6 +406,8 @@ def video(
     smooth: Optional[float] = typer.Option(None, "--smooth", metavar="A", help="Temporal smoothing: the newest frame's weight in (0, 1] of a moving average of the logits (0.5: a third of the noise variance, one frame of delay). Default: off."),
     overlay: Optional[Path] = typer.Option(None, "--overlay", metavar="FILE", help="Also write this MP4: the masks over the frames, a colour and a contour per prompt, with a legend."),
     png: bool = typer.Option(False, "--png/--no-png", help="Also write one PNG mask per frame and prompt into OUT/png/."),
+    instances: bool = INSTANCES_OPTION,
+    min_area: int = MIN_AREA_OPTION,
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in OUT (same settings), skipping the frames it wrote."),
     force: bool = typer.Option(False, "--force", help="Start over in an OUT that holds another run (its results are removed)."),
     device: str = DEVICE_OPTION,
@@ -423,6 +434,7 @@ def video(
     prompts = _stream_settings(prompt, threshold, batch_size)
     _check_engine_options(device, backend, precision)
     _check_threads(threads)
+    _check_min_area(min_area)
     try:
         check_every(every)
         check_time_range(start, end)
@@ -446,7 +458,7 @@ def video(
             _fail(f"cannot write the overlay into {overlay.parent}: {error.strerror or error}")
     settings = {"command": "video", "source": source, "prompts": prompts, "model": model, "threshold": threshold,
                 "every": every, "start": start, "end": end, "smooth": smooth, "backend": backend,
-                "precision": precision, "device": device}
+                "precision": precision, "device": device, **_instance_settings(instances, min_area)}
     run = _open_run(out, settings, resume, force)
     from .streams.jobs import render_overlay_video, run_video
 
@@ -455,7 +467,7 @@ def video(
                                 batch_size=batch_size, calibration=calibration, threads=threads)
     summary, interrupted = _execute(run, lambda summary: run_video(
         segmenter, source, prompts, run, threshold=threshold, batch_size=batch_size, every_n=every, start=start,
-        end=end, smooth=smooth, png=png, info=info, summary=summary))
+        end=end, smooth=smooth, png=png, info=info, summary=summary, min_area=min_area if instances else None))
     if overlay is not None and interrupted is None:
         try:
             written = render_overlay_video(source, run.masks_path, overlay, every_n=every)
@@ -477,6 +489,8 @@ def batch(
     batch_size: Optional[int] = typer.Option(None, "--batch-size", metavar="N", help="Images per network call (default: the engine's)."),
     png: bool = typer.Option(False, "--png/--no-png", help="Also write one PNG mask per image and prompt into OUT/png/."),
     overlay: bool = typer.Option(False, "--overlay/--no-overlay", help="Also write OUT/png/<stem>_overlay.png: each mask in its own colour with its contour, and a legend."),
+    instances: bool = INSTANCES_OPTION,
+    min_area: int = MIN_AREA_OPTION,
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in OUT (same inputs and settings), skipping the images it wrote."),
     force: bool = typer.Option(False, "--force", help="Start over in an OUT that holds another run (its results are removed)."),
     max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", metavar="N", help="Refuse images with more pixels than this."),
@@ -504,6 +518,7 @@ def batch(
     _check_max_pixels(max_pixels)
     _check_engine_options(device, backend, precision)
     _check_threads(threads)
+    _check_min_area(min_area)
     try:
         collected = collect_image_paths(inputs)
     except (OSError, ValueError) as error:
@@ -511,7 +526,8 @@ def batch(
     if not collected.images:
         _fail(f"no image files in {' '.join(inputs)}" + (f" ({len(collected.skipped)} other files skipped)" if collected.skipped else ""))
     settings = {"command": "batch", "inputs": list(inputs), "prompts": prompts, "model": model, "threshold": threshold,
-                "backend": backend, "precision": precision, "device": device, "max_pixels": max_pixels}
+                "backend": backend, "precision": precision, "device": device, "max_pixels": max_pixels,
+                **_instance_settings(instances, min_area)}
     run = _open_run(out, settings, resume, force)
     from .streams import writers as outputs
     from .streams.jobs import run_batch
@@ -524,7 +540,7 @@ def batch(
                                 batch_size=batch_size, calibration=calibration, threads=threads)
     summary, interrupted = _execute(run, lambda summary: run_batch(
         segmenter, collected.images, prompts, run, threshold=threshold, batch_size=batch_size, png=png,
-        overlay=overlay, summary=summary))
+        overlay=overlay, summary=summary, min_area=min_area if instances else None))
     _finish_run(summary, run, interrupted, "images")
 
 

@@ -136,6 +136,13 @@ class SegmentationResult:
         return find_instances(logits, self.threshold, self.prompts[k], int(k), min_area=min_area,
                               connectivity=connectivity)
 
+    def instance_records(self, min_area: int = 0, connectivity: int = 8) -> list[list[dict]]:
+        """Per prompt, its instances as JSON-ready records (score, stability, area, bbox, RLE):
+        what the command line writes under each mask's "instances"."""
+        return [[{key: value for key, value in instance.to_dict().items() if key not in ("prompt", "prompt_index")}
+                 for instance in self.instances(k, min_area=min_area, connectivity=connectivity)]
+                for k in range(len(self.prompts))]
+
     def to_coco(self, image_id: int = 1, *, instances: bool = False, min_area: int = 0,
                 connectivity: int = 8, category_ids: list[int] | None = None) -> list[dict]:
         """A COCO results list (what `pycocotools.coco.COCO.loadRes` and `COCOeval` read): one

@@ -208,3 +208,23 @@ def test_segment_instance_options_are_checked(tiny_model_dir, images, tmp_path):
     assert done.returncode == 2 and "--min-area must be >= 0" in done.stderr
     done = run_cli(*base, "--coco", str(tmp_path))
     assert done.returncode == 2 and "is a folder: name the results file" in done.stderr
+
+
+def test_batch_instances_are_a_setting_of_the_run(tiny_model_dir, images, tmp_path):
+    """batch --instances writes the objects, and run.json records it: resuming without it, or with
+    another --min-area, is refused; a run without --instances resumes as before."""
+    out = tmp_path / "run"
+    base = ["batch", str(images / "cat.png"), str(images / "dog.jpg"), "-p", "a cat", "-m", str(tiny_model_dir),
+            "-o", str(out), "--backend", "torch"]
+    done = run_cli(*base, "--instances", "--min-area", "2")
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(line) for line in (out / "masks.jsonl").read_text().splitlines()]
+    assert all("instances" in m for line in lines for m in line["masks"])
+    assert json.loads((out / "run.json").read_text())["instances"] == {"min_area": 2}
+    for other in ([], ["--instances", "--min-area", "5"]):
+        refused = run_cli(*base, *other, "--resume")
+        assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
+    assert run_cli(*base, "--instances", "--min-area", "2", "--resume").returncode == 0
+    plain = run_cli(*base, "-o", str(tmp_path / "plain"))
+    assert plain.returncode == 0 and "instances" not in (tmp_path / "plain" / "masks.jsonl").read_text()
+    assert "instances" not in json.loads((tmp_path / "plain" / "run.json").read_text())

@@ -86,10 +86,11 @@ def _progress(total: int | None, unit: str, done: int) -> tqdm:
 
 def run_video(segmenter, video: str, prompts: list[str], run: RunFolder, *, threshold: float, batch_size: int | None,
               every_n: int, start: float | None, end: float | None, smooth: float | None, png: bool,
-              info: dict | None = None, summary: RunSummary | None = None) -> RunSummary:
+              info: dict | None = None, summary: RunSummary | None = None, min_area: int | None = None) -> RunSummary:
     """Segment `video` into `run` (masks.jsonl, errors.jsonl, PNG masks with `png`). `info`: the
     video's `sources.video_info`, when the caller has it already. `summary`: filled as frames are
-    written (pass one to keep the counts when the run is interrupted); a new one by default."""
+    written (pass one to keep the counts when the run is interrupted); a new one by default.
+    `min_area`: list each mask's objects of at least that many pixels (None: no objects)."""
 
     info = video_info(video) if info is None else info
     total = None
@@ -105,6 +106,7 @@ def run_video(segmenter, video: str, prompts: list[str], run: RunFolder, *, thre
         masks = result.masks if png else None
         record = {"frame": result.index, "timestamp": result.timestamp, "width": result.image_size[1],
                   "height": result.image_size[0], "masks": result.mask_records()}
+        _add_instances(record, result, min_area)
         if png:
             outputs.write_mask_pngs(run.folder, f"png/frame{result.index:06d}", record["masks"], masks)
         return record
@@ -115,6 +117,13 @@ def run_video(segmenter, video: str, prompts: list[str], run: RunFolder, *, thre
     with _progress(total if start is None and end is None else None, "frame", len(run.done)) as progress:
         _consume(stream, run, handle, progress, summary, save_state=smooth is not None)
     return summary
+
+
+def _add_instances(record: dict, result: FrameResult, min_area: int | None) -> None:
+    """Each mask record's objects under "instances", when asked for (`min_area` not None)."""
+    if min_area is not None:
+        for mask_record, objects in zip(record["masks"], result.instance_records(min_area)):
+            mask_record["instances"] = objects
 
 
 def render_overlay_video(video: str, masks_jsonl: Path, out: Path, *, every_n: int = 1) -> int:
@@ -199,10 +208,11 @@ def _numbered_frames(container, stream) -> Iterator[tuple[int, object]]:
 
 
 def run_batch(segmenter, images: list[str], prompts: list[str], run: RunFolder, *, threshold: float,
-              batch_size: int | None, png: bool, overlay: bool, summary: RunSummary | None = None) -> RunSummary:
+              batch_size: int | None, png: bool, overlay: bool, summary: RunSummary | None = None,
+              min_area: int | None = None) -> RunSummary:
     """Segment image files into `run` (masks.jsonl, errors.jsonl, PNG masks / overlays when asked).
     `summary`: filled as images are written (pass one to keep the counts when the run is
-    interrupted); a new one by default."""
+    interrupted); a new one by default. `min_area`: as in `run_video`."""
     stems = unique_stems(images)
     summary = RunSummary() if summary is None else summary
     already_done = sum(1 for p in images if p in run.done)
@@ -215,6 +225,7 @@ def run_batch(segmenter, images: list[str], prompts: list[str], run: RunFolder, 
         masks = result.masks if png or overlay else None
         record = {"image": result.source, "width": result.image_size[1], "height": result.image_size[0],
                   "masks": result.mask_records()}
+        _add_instances(record, result, min_area)
         stem = stems[result.key]
         if png:
             outputs.write_mask_pngs(run.folder, f"png/{stem}", record["masks"], masks)
