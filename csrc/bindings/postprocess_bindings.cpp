@@ -80,10 +80,28 @@ std::vector<py::ssize_t> dims3(const pp::Shape& s) {
             static_cast<py::ssize_t>(s.width)};
 }
 
+// The guide image as a C-contiguous uint8 (H, W) or (H, W, C) array.
+py::array_t<std::uint8_t, py::array::c_style> as_guide(const py::object& obj) {
+    if (!py::isinstance<py::array>(obj)) {
+        throw py::type_error("the guide image must be a numpy.ndarray of uint8, got " + type_name(obj));
+    }
+    const auto arr = py::reinterpret_borrow<py::array>(obj);
+    if (!arr.dtype().attr("__eq__")(py::dtype::of<std::uint8_t>()).cast<bool>()) {
+        throw py::type_error("the guide image dtype must be uint8, got " + std::string(py::str(arr.dtype())));
+    }
+    if (arr.ndim() != 2 && arr.ndim() != 3) {
+        throw py::value_error("the guide image must be H x W or H x W x C, got shape " +
+                              std::string(py::str(obj.attr("shape"))));
+    }
+    return py::array_t<std::uint8_t, py::array::c_style>::ensure(
+        py::module_::import("numpy").attr("ascontiguousarray")(arr));
+}
+
 py::dict postprocess(const py::object& logits_obj, long long height, long long width,
                      double threshold, bool masks, const py::object& probs, bool rle, bool area,
                      bool bbox, bool score, long long threads, bool stability,
-                     double stability_offset) {
+                     double stability_offset, const py::object& guide_obj, long long radius,
+                     double eps, bool colour) {
     const auto logits = as_logits(logits_obj);
     const pp::Shape shape = shape_of(logits, height, width);
     std::string probs_kind;
@@ -102,6 +120,22 @@ py::dict postprocess(const py::object& logits_obj, long long height, long long w
     // Validate everything before allocating a (possibly huge) output.
     pp::stability_thresholds(threshold, stability_offset);  // the threshold and the offset
     const std::uint64_t total = pp::output_elements(shape);
+    py::array_t<std::uint8_t, py::array::c_style> guide_arr;
+    fastclipseg::edges::Guide guide;
+    if (!guide_obj.is_none()) {
+        if (radius < 1) throw py::value_error("edge radius must be >= 1, got " + std::to_string(radius));
+        guide_arr = as_guide(guide_obj);
+        guide.pixels = guide_arr.data();
+        guide.size = static_cast<std::size_t>(guide_arr.size());
+        guide.height = static_cast<std::size_t>(guide_arr.shape(0));
+        guide.width = static_cast<std::size_t>(guide_arr.shape(1));
+        guide.channels = guide_arr.ndim() == 3 ? static_cast<std::size_t>(guide_arr.shape(2)) : 1;
+        req.guide = &guide;
+        req.edges.radius = static_cast<std::size_t>(radius);
+        req.edges.eps = eps;
+        req.edges.mode = colour ? fastclipseg::edges::GuideMode::colour : fastclipseg::edges::GuideMode::grey;
+        fastclipseg::edges::check(guide, req.edges, shape.height, shape.width);
+    }
 
     py::object masks_out = py::none(), probs_out = py::none();
     if (masks) {
@@ -198,11 +232,25 @@ void register_postprocess(py::module_& m) {
           py::arg("threshold"), py::arg("masks"), py::arg("probs"), py::arg("rle"),
           py::arg("area"), py::arg("bbox"), py::arg("score"), py::arg("threads"),
           py::arg("stability") = false, py::arg("stability_offset") = 1.0,
+          py::arg("guide") = py::none(), py::arg("radius") = 4, py::arg("eps") = 1e-3,
+          py::arg("colour") = false,
           "Upsample float32 (K, h, w) logits to (height, width) and derive masks, probabilities "
           "(None, 'float32' or 'uint8'), COCO RLE strings, area, bbox, score and SAM stability "
           "score (offset stability_offset in logit units, finite and >= 0) in one pass. "
-          "threads=0: hardware concurrency. Returns a dict with keys masks, probs, rle, area, "
-          "bbox, score, stability (None where not requested). See fastclipseg.ops.postprocess.");
+          "threads=0: hardware concurrency. With a guide image (uint8 (height, width) or "
+          "(height, width, 1|3)), the fast guided filter of the probabilities (box radius, eps, "
+          "grey or colour guide) replaces the bilinear upsampling. Returns a dict with keys masks, "
+          "probs, rle, area, bbox, score, stability (None where not requested). See "
+          "fastclipseg.ops.postprocess.");
+    m.attr("EDGES_MAX_RADIUS") = py::int_(fastclipseg::edges::kMaxRadius);
+    m.def("edges_probability_cuts",
+          [](double threshold, double offset) {
+              const std::array<float, 3> c = fastclipseg::edges::probability_cuts(threshold, offset);
+              return py::make_tuple(c[0], c[1], c[2]);
+          },
+          py::arg("threshold"), py::arg("offset"),
+          "The float32 cuts (mask, low, high) of the filtered probability: q > mask exactly when "
+          "q > t; low/high: sigmoid(log(t / (1 - t)) -/+ offset).");
     m.def("postprocess_upsample", &upsample, py::arg("logits"), py::arg("height"),
           py::arg("width"), py::arg("threads"),
           "Bilinear (align_corners=False) upsampling of float32 (K, h, w) logits to "

@@ -4,9 +4,11 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <exception>
+#include <limits>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -97,6 +99,22 @@ void parallel_for(std::size_t n, std::size_t threads, F&& f) {
     work(0);
     for (auto& th : pool) th.join();
     if (error) std::rethrow_exception(error);
+}
+
+// ---------------------------------------------------------------------------
+// Thresholds
+// ---------------------------------------------------------------------------
+
+// The largest float <= x (finite x): a float v is > x exactly when v > the
+// result. Beyond the float range that is FLT_MAX (only +inf exceeds x) or
+// -inf (every float but -inf and NaN does).
+inline float round_down(double x) {
+    constexpr float kMax = std::numeric_limits<float>::max();
+    if (x >= static_cast<double>(kMax)) return kMax;
+    if (x < -static_cast<double>(kMax)) return -std::numeric_limits<float>::infinity();
+    float f = static_cast<float>(x);
+    if (static_cast<double>(f) > x) f = std::nextafter(f, -std::numeric_limits<float>::infinity());
+    return f;
 }
 
 }  // namespace fastclipseg::detail

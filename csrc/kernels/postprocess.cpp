@@ -182,6 +182,34 @@ FCS_INLINE void vinterp_threshold_impl(const float* t0, const float* t1, float l
     }
 }
 
+// Guided rows (fastclipseg/edges.hpp): q = clamp(B + A . guide, 0, 1) from the
+// upsampled coefficient rows and the raw uint8 guide row (A is pre-scaled by
+// 1/255), and mask = q > cut, in one sweep.
+template <bool kFma>
+FCS_INLINE void edge_grey_impl(const float* const* coef, const std::uint8_t* guide, std::size_t n,
+                               float cut, float* out, std::uint8_t* mask) {
+    const float* a = coef[0];
+    const float* b = coef[1];
+    for (std::size_t c = 0; c < n; ++c) {
+        const float q = std::min(std::max(fused<kFma>(a[c], static_cast<float>(guide[c]), b[c]), 0.0f), 1.0f);
+        out[c] = q;
+        mask[c] = q > cut ? 1 : 0;
+    }
+}
+
+template <bool kFma>
+FCS_INLINE void edge_colour_impl(const float* const* coef, const std::uint8_t* rgb, std::size_t n,
+                                 float cut, float* out, std::uint8_t* mask) {
+    const float *a0 = coef[0], *a1 = coef[1], *a2 = coef[2], *b = coef[3];
+    for (std::size_t c = 0; c < n; ++c) {
+        float q = fused<kFma>(a2[c], static_cast<float>(rgb[3 * c + 2]), b[c]);
+        q = fused<kFma>(a1[c], static_cast<float>(rgb[3 * c + 1]), q);
+        q = std::min(std::max(fused<kFma>(a0[c], static_cast<float>(rgb[3 * c]), q), 0.0f), 1.0f);
+        out[c] = q;
+        mask[c] = q > cut ? 1 : 0;
+    }
+}
+
 // Number of set bytes in a row of 0/1 bytes (n < 2^32).
 FCS_INLINE std::uint32_t count_impl(const std::uint8_t* m, std::size_t n) {
     std::uint32_t total = 0;
@@ -307,6 +335,8 @@ struct RowOps {
     void (*sigmoid)(const float*, std::size_t, float*);
     void (*to_u8)(const float*, std::size_t, std::uint8_t*);
     double (*masked_sum)(const float*, const std::uint8_t*, std::size_t, float*);
+    void (*edge_grey)(const float* const*, const std::uint8_t*, std::size_t, float, float*, std::uint8_t*);
+    void (*edge_colour)(const float* const*, const std::uint8_t*, std::size_t, float, float*, std::uint8_t*);
 };
 
 // NAME##_hinterp and NAME##_masked_sum are defined separately (the AVX2 ones
@@ -331,9 +361,18 @@ struct RowOps {
     ATTR void NAME##_to_u8(const float* p, std::size_t n, std::uint8_t* out) {                      \
         to_u8_impl(p, n, out);                                                                      \
     }                                                                                               \
+    ATTR void NAME##_edge_grey(const float* const* coef, const std::uint8_t* g, std::size_t n,      \
+                               float cut, float* out, std::uint8_t* mask) {                         \
+        edge_grey_impl<FMA>(coef, g, n, cut, out, mask);                                            \
+    }                                                                                               \
+    ATTR void NAME##_edge_colour(const float* const* coef, const std::uint8_t* g, std::size_t n,    \
+                                 float cut, float* out, std::uint8_t* mask) {                       \
+        edge_colour_impl<FMA>(coef, g, n, cut, out, mask);                                          \
+    }                                                                                               \
     constexpr RowOps NAME##_ops = {NAME##_hinterp, NAME##_vinterp,      NAME##_vinterp_threshold,   \
                                    NAME##_count,   NAME##_count_above,  NAME##_sigmoid,             \
-                                   NAME##_to_u8,   NAME##_masked_sum};
+                                   NAME##_to_u8,   NAME##_masked_sum,   NAME##_edge_grey,           \
+                                   NAME##_edge_colour};
 
 void baseline_hinterp(const float* x, const Axis& ax, std::size_t n, float* out) {
     hinterp_impl<FCS_BASELINE_FMA>(x, ax, 0, n, out);
@@ -558,32 +597,25 @@ using detail::parallel_workers;
 // ---------------------------------------------------------------------------
 struct RowSource {
     const RowOps& ops;
-    const float* logits;  // first logit of this mask
+    const float* logits;  // first logit of this mask (or coefficient of a plane)
     std::size_t w;
+    std::size_t h;
     const Axis& cols;  // horizontal weights (W entries)
     const Axis& rows;  // vertical weights (H entries)
 };
 
-// Two horizontally interpolated logit rows, recomputed as the output row
-// advances (the source rows only move forward within a block).
-struct Scratch {
+// Two horizontally interpolated rows of one source plane, recomputed as the
+// output row advances (the source rows only move forward within a block).
+struct RowCache {
     std::vector<float> hrow[2];
     std::size_t hidx[2] = {SIZE_MAX, SIZE_MAX};
-    std::vector<float> vrow;              // one upsampled output row
-    std::vector<float> prob;              // sigmoid of it
-    std::vector<float> tmp;               // masked probabilities for the score
-    std::vector<std::uint8_t> mrow[2];    // mask rows when not written to the output
-    std::vector<std::size_t> col_start;   // RLE bucketing
-    std::vector<std::uint32_t> rows_by_col;
-    std::vector<std::uint64_t> counts;
 
     void reset(std::size_t width) {
         for (auto& r : hrow) r.resize(width);
-        vrow.resize(width);
         hidx[0] = hidx[1] = SIZE_MAX;
     }
 
-    // Horizontally interpolated logit row r, never evicting row `keep`.
+    // Horizontally interpolated row r, never evicting row `keep`.
     const float* hrow_for(const RowSource& src, std::size_t r, std::size_t keep) {
         if (hidx[0] == r) return hrow[0].data();
         if (hidx[1] == r) return hrow[1].data();
@@ -597,22 +629,75 @@ struct Scratch {
         return hrow[slot].data();
     }
 
-    // Upsampled logits of output row R, in vrow (or `out` when given); with
-    // `mask`, also its 0/1 bytes logit > thr.
-    float* upsample_row(const RowSource& src, std::size_t R, float* out = nullptr,
-                        std::uint8_t* mask = nullptr, float thr = 0.0f) {
+    // Upsampled row R into `out`; with `mask`, also its 0/1 bytes out > thr.
+    void upsample_row(const RowSource& src, std::size_t R, float* out, std::uint8_t* mask = nullptr,
+                      float thr = 0.0f) {
         const std::size_t r0 = static_cast<std::size_t>(src.rows.i0[R]);
         const std::size_t r1 = static_cast<std::size_t>(src.rows.i1[R]);
         const float* t0 = hrow_for(src, r0, SIZE_MAX);
         const float* t1 = hrow_for(src, r1, r0);
-        float* dst = out != nullptr ? out : vrow.data();
         const std::size_t n = src.cols.i0.size();
         if (mask != nullptr) {
-            src.ops.vinterp_threshold(t0, t1, src.rows.l0[R], src.rows.l1[R], n, thr, dst, mask);
+            src.ops.vinterp_threshold(t0, t1, src.rows.l0[R], src.rows.l1[R], n, thr, out, mask);
         } else {
-            src.ops.vinterp(t0, t1, src.rows.l0[R], src.rows.l1[R], n, dst);
+            src.ops.vinterp(t0, t1, src.rows.l0[R], src.rows.l1[R], n, out);
         }
+    }
+};
+
+// One mask's guided-filter coefficients and the guide (fastclipseg/edges.hpp).
+struct EdgeSource {
+    const float* coef = nullptr;       // planes x h x w
+    std::size_t planes = 0;            // 2 (grey) or 4 (colour)
+    const std::uint8_t* guide = nullptr;  // H x W x (planes - 1) uint8
+};
+
+struct Scratch {
+    RowCache logit;                       // the logit rows
+    std::vector<RowCache> coef;           // the coefficient planes' rows (edges)
+    std::vector<float> coef_row[4];       // their upsampled rows
+    std::vector<float> vrow;              // one upsampled output row
+    std::vector<float> prob;              // sigmoid of it
+    std::vector<float> tmp;               // masked probabilities for the score
+    std::vector<std::uint8_t> mrow[2];    // mask rows when not written to the output
+    std::vector<std::size_t> col_start;   // RLE bucketing
+    std::vector<std::uint32_t> rows_by_col;
+    std::vector<std::uint64_t> counts;
+
+    void reset(std::size_t width, std::size_t planes = 0) {
+        logit.reset(width);
+        vrow.resize(width);
+        coef.resize(planes);
+        for (std::size_t j = 0; j < planes; ++j) {
+            coef[j].reset(width);
+            coef_row[j].resize(width);
+        }
+    }
+
+    // Upsampled logits of output row R, in vrow (or `out` when given); with
+    // `mask`, also its 0/1 bytes logit > thr.
+    float* upsample_row(const RowSource& src, std::size_t R, float* out = nullptr,
+                        std::uint8_t* mask = nullptr, float thr = 0.0f) {
+        float* dst = out != nullptr ? out : vrow.data();
+        logit.upsample_row(src, R, dst, mask, thr);
         return dst;
+    }
+
+    // The filtered probabilities of output row R in vrow, and its mask bytes q > cut.
+    float* edge_row(const RowSource& src, const EdgeSource& e, std::size_t R, std::uint8_t* mask,
+                    float cut) {
+        const std::size_t W = src.cols.i0.size();
+        const float* rows[4];
+        for (std::size_t j = 0; j < e.planes; ++j) {
+            const RowSource plane_src{src.ops, e.coef + j * src.h * src.w, src.w, src.h, src.cols, src.rows};
+            coef[j].upsample_row(plane_src, R, coef_row[j].data());
+            rows[j] = coef_row[j].data();
+        }
+        const std::size_t channels = e.planes - 1;
+        const std::uint8_t* g = e.guide + R * W * channels;
+        if (channels == 1) src.ops.edge_grey(rows, g, W, cut, vrow.data(), mask);
+        else src.ops.edge_colour(rows, g, W, cut, vrow.data(), mask);
+        return vrow.data();
     }
 };
 
@@ -626,17 +711,7 @@ struct Block {
     std::size_t min_r = 0, max_r = 0, min_c = 0, max_c = 0;
 };
 
-// The largest float <= x (finite x): a float v is > x exactly when v > the
-// result. Beyond the float range that is FLT_MAX (only +inf exceeds x) or
-// -inf (every float but -inf and NaN does).
-float round_down(double x) {
-    constexpr float kMax = std::numeric_limits<float>::max();
-    if (x >= static_cast<double>(kMax)) return kMax;
-    if (x < -static_cast<double>(kMax)) return -std::numeric_limits<float>::infinity();
-    float f = static_cast<float>(x);
-    if (static_cast<double>(f) > x) f = std::nextafter(f, -std::numeric_limits<float>::infinity());
-    return f;
-}
+using detail::round_down;
 
 void check_stability_offset(double offset) {
     if (std::isnan(offset)) fail("stability offset is NaN; expected a finite value >= 0");
@@ -680,9 +755,17 @@ std::uint64_t output_elements(const Shape& shape) {
 Result run(const float* logits, std::size_t logits_size, const Shape& shape,
            const Request& req) {
     const Plan p = validate(logits, logits_size, shape);
-    const float thr = threshold_logit(req.threshold);
-    // Validated whether or not the score is wanted.
-    const std::array<float, 2> stab = stability_thresholds(req.threshold, req.stability_offset);
+    const bool guided = req.guide != nullptr;
+    if (guided) edges::check(*req.guide, req.edges, p.height, p.width);
+    // Validated whether or not the score is wanted. With a guide every test is
+    // on the filtered probability instead of the logit.
+    std::array<float, 2> stab = stability_thresholds(req.threshold, req.stability_offset);
+    float thr = threshold_logit(req.threshold);
+    if (guided) {
+        const std::array<float, 3> cuts = edges::probability_cuts(req.threshold, req.stability_offset);
+        thr = cuts[0];
+        stab = {cuts[1], cuts[2]};
+    }
     check_buffer(req.masks, req.masks_size, p.total, "masks");
     check_buffer(req.probs_f32, req.probs_f32_size, p.total, "float32 probabilities");
     check_buffer(req.probs_u8, req.probs_u8_size, p.total, "uint8 probabilities");
@@ -701,6 +784,9 @@ Result run(const float* logits, std::size_t logits_size, const Shape& shape,
     const std::size_t rows_per_block = (H + nb - 1) / nb;
     const std::size_t blocks = (H + rows_per_block - 1) / rows_per_block;
     const bool need_stats = req.area || req.bbox || req.score;
+    edges::Coefficients coef;
+    if (guided) coef = edges::coefficients(logits, logits_size, K, p.h, p.w, *req.guide, req.edges, threads);
+    const std::uint8_t* guide_pixels = !guided ? nullptr : coef.grey.empty() ? req.guide->pixels : coef.grey.data();
 
     std::vector<Block> out_blocks(K * blocks);
     std::vector<double> row_score(req.score ? K * H : 0);
@@ -714,19 +800,25 @@ Result run(const float* logits, std::size_t logits_size, const Shape& shape,
         const std::size_t R0 = (item % blocks) * rows_per_block;
         const std::size_t R1 = std::min(H, R0 + rows_per_block);
         Scratch& s = scratch[worker];
-        s.reset(W);
+        s.reset(W, coef.planes);
         s.mrow[0].resize(W);
         s.mrow[1].resize(W);
         if (req.score || req.probs_u8 != nullptr) s.prob.resize(W);
         if (req.score) s.tmp.resize(W);
         Block& b = out_blocks[item];
-        const RowSource src{ops, logits + i * p.h * p.w, p.w, cols, rows};
+        const RowSource src{ops, logits + i * p.h * p.w, p.w, p.h, cols, rows};
+        const EdgeSource edge{coef.data.data() + i * coef.planes * p.h * p.w, coef.planes, guide_pixels};
+        // Output row R (the upsampled logits, or with a guide the filtered
+        // probabilities) and its mask bytes.
+        const auto output_row = [&](std::size_t R, std::uint8_t* mask) -> const float* {
+            return guided ? s.edge_row(src, edge, R, mask, thr) : s.upsample_row(src, R, nullptr, mask, thr);
+        };
         const std::size_t plane_off = i * H;  // row index of this mask's row 0
         int spare = 0;                        // which scratch mask row is free
         const std::uint8_t* prev = nullptr;
         if (req.rle && R0 > 0) {
             // The row above the block, for its first row's boundaries.
-            s.upsample_row(src, R0 - 1, nullptr, s.mrow[spare].data(), thr);
+            output_row(R0 - 1, s.mrow[spare].data());
             prev = s.mrow[spare].data();
             spare ^= 1;
         }
@@ -741,12 +833,13 @@ Result run(const float* logits, std::size_t logits_size, const Shape& shape,
                 m = s.mrow[spare].data();
                 spare ^= 1;
             }
-            const float* v = s.upsample_row(src, R, nullptr, m, thr);
+            const float* v = output_row(R, m);
             // Probabilities over the whole row when returned; the score needs
-            // them over the foreground only.
-            const float* prob = nullptr;
+            // them over the foreground only. A guided row is probabilities already.
+            const float* prob = guided ? v : nullptr;
             if (probs_row != nullptr) {
-                ops.sigmoid(v, W, probs_row);
+                if (guided) std::memcpy(probs_row, v, W * sizeof(float));
+                else ops.sigmoid(v, W, probs_row);
                 prob = probs_row;
             }
             if (req.probs_u8 != nullptr) {
@@ -914,7 +1007,7 @@ void upsample(const float* logits, std::size_t logits_size, const Shape& shape, 
         const std::size_t R1 = std::min(H, R0 + rows_per_block);
         Scratch& s = scratch[worker];
         s.reset(W);
-        const RowSource src{ops, logits + i * p.h * p.w, p.w, cols, rows};
+        const RowSource src{ops, logits + i * p.h * p.w, p.w, p.h, cols, rows};
         for (std::size_t R = R0; R < R1; ++R) s.upsample_row(src, R, out + (i * H + R) * W);
     });
 }

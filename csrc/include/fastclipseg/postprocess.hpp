@@ -57,6 +57,8 @@
 #include <string>
 #include <vector>
 
+#include "fastclipseg/edges.hpp"
+
 // Everything declared here is the library's API: visible outside it, while the library itself
 // is built with hidden visibility (CMakeLists.txt).
 #pragma GCC visibility push(default)
@@ -98,6 +100,13 @@ struct Request {
     bool stability = false;         // SAM stability score per mask
     double stability_offset = 1.0;  // its offset d in logit units: finite, >= 0
                                     // (validated even when stability is false)
+
+    // Edge-aware upsampling (fastclipseg/edges.hpp) when set: the guide is the
+    // image, H x W. Every output then derives from the filtered probability q
+    // instead of the upsampled logit: masks q > t, probabilities q, score the
+    // mean q over the mask, stability from the cuts sigmoid(L -/+ d).
+    const edges::Guide* guide = nullptr;
+    edges::Params edges;
 
     unsigned threads = 0;  // 0: default_threads(); at most kMaxThreads are used
 };

@@ -26,6 +26,11 @@ requested output from each upsampled row while it is in cache:
   counts are 0 (the two masks are identical: both empty), so always 1.0 for
   ``threshold=1``, and 1.0 for every mask when ``d = 0``. NaN logits count in neither.
 
+With ``edges`` (and the image as ``guide``), the fast guided filter of the probabilities replaces
+the bilinear upsampling (`fastclipseg.ops.edges`): every output then derives from the filtered
+probability ``q`` (masks ``q > threshold``, probabilities ``q``, score the mean ``q`` over the
+mask, stability ``count(q > sigmoid(L + d)) / count(q > sigmoid(L - d))``).
+
 When only ``rle``/``area``/``bbox``/``score``/``stability`` are requested no full-size array
 of any kind is allocated. Results are bit-identical for every ``threads``
 value. NaN logits are background, their float32 probability is NaN and their
@@ -44,6 +49,7 @@ from typing import Any, Literal, cast
 import numpy as np
 
 from .. import _core
+from .edges import Edges, as_edges, check_guide
 from .rle import RLE
 from .threads import native_threads
 from .validation import check_threshold
@@ -102,6 +108,8 @@ def postprocess(
     threads: int | None = None,
     stability: bool = False,
     stability_offset: float = 1.0,
+    edges: Edges | bool | dict | None = None,
+    guide: Any = None,
 ) -> Postprocessed:
     """Upsample logits to ``size`` and compute the requested per-mask outputs in one pass.
 
@@ -124,6 +132,9 @@ def postprocess(
             (1.0 when both counts are 0).
         stability_offset: the offset ``d`` in logit units, finite and >= 0 (SAM's
             ``stability_score_offset``); checked even when ``stability`` is False.
+        edges: edge-aware upsampling (`fastclipseg.ops.edges.Edges`, True for its defaults, a
+            dict of its fields; None or False: bilinear).
+        guide: with ``edges``, the image itself, ``(H, W, 3)`` or ``(H, W)`` uint8 of the output size.
 
     Returns:
         A `Postprocessed` with the requested fields set.
@@ -132,7 +143,8 @@ def postprocess(
         TypeError: logits is not float32, or an argument has the wrong type.
         ValueError: logits is not 3-D, a size is < 1 or too large, the threshold is NaN or
             outside [0, 1], ``probs`` is not None/"float32"/"uint8", threads < 1, or
-            ``stability_offset`` is NaN, infinite or negative.
+            ``stability_offset`` is NaN, infinite or negative, or ``edges`` has bad parameters or
+            no guide of the output's size.
     """
     arr = _as_array(logits)
     height, width = _check_size(size)
@@ -140,8 +152,18 @@ def postprocess(
     offset = _check_stability_offset(stability_offset)
     if probs is not None and (not isinstance(probs, str) or probs not in ("float32", "uint8")):
         raise ValueError(f"probs must be None, 'float32' or 'uint8', got {probs!r}")
+    options = as_edges(edges)
+    guide_image = None
+    if options is not None:
+        if guide is None:
+            raise ValueError("edges needs the image as guide= (H x W x 3 uint8, the output's size)")
+        guide_image = check_guide(guide, (height, width))
+        if options.guide == "colour" and guide_image.ndim != 3:
+            raise ValueError("the colour edges guide needs an RGB image (H x W x 3), got a grey one")
     out = _core.postprocess(arr, height, width, t, bool(masks), probs, bool(rle), bool(area),
-                            bool(bbox), bool(score), _check_threads(threads), bool(stability), offset)
+                            bool(bbox), bool(score), _check_threads(threads), bool(stability), offset,
+                            guide_image, options.radius if options else 4, options.eps if options else 1e-3,
+                            options is not None and options.guide == "colour")
     counts = cast("list[str] | None", out["rle"])
     rles: list[RLE] | None = None
     if counts is not None:

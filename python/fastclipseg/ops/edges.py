@@ -1,0 +1,182 @@
+"""Masks that follow the image's edges: the fast guided filter (He & Sun, 2015) of the probabilities.
+
+CLIPSeg decides at 22 x 22 patches decoded to 352 x 352 logits; upsampled bilinearly to 1080p its
+masks are blobs that cut across object edges. The guided filter fits, in every window of the
+model's grid, the probability as a linear function of the image (``q = a . I + b``); upsampling
+``a`` and ``b`` instead of the probability and applying them to the full-resolution image puts the
+mask's edge where the image's edge is. The low-resolution half (the box filters, all at the model's
+352 x 352 grid) and the full-resolution half (one multiply-add per pixel and guide channel, fused
+into the post-processing row loop) are native (``csrc/kernels/edges.cpp``, ``postprocess.cpp``);
+`guided_probabilities` is its torch twin for the device path.
+
+`Edges` holds the parameters:
+
+- ``radius``: the box radius r on the model's grid (window ``2r + 1`` cells; one cell is
+  ``image size / 352`` pixels). Larger windows pull the mask further towards the image's edges
+  and smooth more.
+- ``eps``: regularisation, in units of the guide's variance (guide in [0, 1]). Edges whose
+  contrast variance is well above ``eps`` steer the mask; flatter regions keep the model's
+  probabilities.
+- ``guide``: ``"grey"`` (the image's grey value, as Pillow's ``convert("L")``) or ``"colour"``
+  (the three RGB channels: also follows edges between colours of the same brightness, at about
+  twice the full-resolution cost).
+
+With edges on, every output derives from the filtered probability ``q`` in [0, 1] rather than
+from the upsampled logit: masks are ``q > threshold``, probabilities are ``q``, the score is the
+mean ``q`` over the mask, and the stability score counts ``q`` above ``sigmoid(logit(t) -/+ d)``.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .. import _core
+from .validation import check_threshold
+
+__all__ = ["DEFAULT_EDGES", "GUIDES", "Edges", "as_edges", "check_guide", "guided_probabilities", "probability_cuts"]
+
+GUIDES = ("grey", "colour")
+
+
+@dataclass(frozen=True)
+class Edges:
+    """Parameters of edge-aware upsampling (see the module docstring). Defaults were chosen on
+    held-out shapes scenes by ``benchmarks/bench_edges.py`` (README, "Masks that follow edges")."""
+
+    radius: int = 4
+    eps: float = 1e-3
+    guide: str = "grey"
+
+    def __post_init__(self) -> None:
+        radius, eps, guide = self.radius, self.eps, self.guide
+        if isinstance(radius, (bool, np.bool_)) or not isinstance(radius, numbers.Integral):
+            raise TypeError(f"edges radius must be an int, got {type(radius).__name__}")
+        if not 1 <= radius <= _core.EDGES_MAX_RADIUS:
+            raise ValueError(f"edges radius must be in [1, {_core.EDGES_MAX_RADIUS}] (cells of the model's grid), "
+                             f"got {radius}")
+        if isinstance(eps, (bool, np.bool_)) or not isinstance(eps, numbers.Real):
+            raise TypeError(f"edges eps must be a real number > 0, got {type(eps).__name__}")
+        if not math.isfinite(float(eps)) or float(eps) <= 0.0:
+            raise ValueError(f"edges eps must be finite and > 0, got {float(eps)!r}")
+        if guide not in GUIDES:
+            raise ValueError(f"edges guide must be 'grey' or 'colour', got {guide!r}")
+        object.__setattr__(self, "radius", int(radius))
+        object.__setattr__(self, "eps", float(eps))
+
+    def to_dict(self) -> dict:
+        return {"radius": self.radius, "eps": self.eps, "guide": self.guide}
+
+
+DEFAULT_EDGES = Edges()
+
+
+def as_edges(value: Any) -> Edges | None:
+    """The `Edges` of an ``edges=`` argument: None/False (off), True (the defaults), an `Edges`,
+    or a dict of its fields."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        return DEFAULT_EDGES
+    if isinstance(value, Edges):
+        return value
+    if isinstance(value, dict):
+        unknown = set(value) - {"radius", "eps", "guide"}
+        if unknown:
+            raise ValueError(f"edges: unknown parameter(s) {sorted(unknown)}; expected radius, eps, guide")
+        return Edges(**value)
+    raise TypeError(f"edges must be None, a bool, an Edges or a dict, got {type(value).__name__}")
+
+
+def check_guide(image: Any, size: tuple[int, int]) -> np.ndarray:
+    """The guide image as a C-contiguous uint8 ``(H, W)`` or ``(H, W, 3)`` array of the output size."""
+    if isinstance(image, torch.Tensor):
+        image = image.detach().cpu().numpy()
+    if not isinstance(image, np.ndarray):
+        raise TypeError(f"the edges guide must be the image as a uint8 numpy array, got {type(image).__name__}")
+    if image.dtype != np.uint8:
+        raise TypeError(f"the edges guide must be uint8, got {image.dtype}")
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    if not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 3)):
+        raise ValueError(f"the edges guide must be H x W (grey) or H x W x 3 (RGB), got shape {image.shape}")
+    if tuple(image.shape[:2]) != tuple(size):
+        raise ValueError(f"the edges guide is {image.shape[0]} x {image.shape[1]} but the output is "
+                         f"{size[0]} x {size[1]}: guide with the image itself, at its own size")
+    return np.ascontiguousarray(image)
+
+
+def probability_cuts(threshold: float, offset: float = 1.0) -> tuple[float, float, float]:
+    """The native kernel's float32 cuts ``(mask, low, high)`` of the filtered probability:
+    ``q > mask`` exactly when ``q > threshold``; ``low`` / ``high`` are
+    ``sigmoid(logit(t) -/+ offset)`` (the stability score's)."""
+    cut, low, high = _core.edges_probability_cuts(check_threshold(threshold), float(offset))
+    return float(cut), float(low), float(high)
+
+
+# -- the torch twin -----------------------------------------------------------------------------
+
+def _grey(image: torch.Tensor) -> torch.Tensor:
+    """Pillow's convert("L") of an (H, W, 3) uint8 tensor, as int32."""
+    rgb = image.to(torch.int32)
+    return (rgb[..., 0] * 19595 + rgb[..., 1] * 38470 + rgb[..., 2] * 7471 + 32768) >> 16
+
+
+def guided_probabilities(logits: torch.Tensor, image: torch.Tensor, edges: Edges) -> torch.Tensor:
+    """The filtered probabilities ``(K, H, W)`` float32 in [0, 1], on the logits' device: the same
+    computation as the native kernel (``fastclipseg/edges.hpp``) in torch operations, for the device
+    path. ``logits``: ``(K, h, w)``; ``image``: ``(H, W)`` or ``(H, W, 3)`` uint8 on any device.
+
+    Low-resolution maths in float64 (as the kernel), the full-resolution ``A . I + B`` in float32
+    without fused multiply-adds, so it differs from the kernel by a few float32 ulp."""
+    device = logits.device
+    image = image.to(device)
+    if image.ndim == 2:
+        image = image[..., None]
+    if edges.guide == "grey" and image.shape[-1] == 3:
+        guide = _grey(image)[None]
+    elif edges.guide == "grey":
+        guide = image[..., 0].to(torch.int32)[None]
+    else:
+        if image.shape[-1] != 3:
+            raise ValueError("the colour guide needs an RGB image (3 channels)")
+        guide = image.permute(2, 0, 1).to(torch.int32)
+    count, h, w = logits.shape
+    height, width = guide.shape[1:]
+    channels = guide.shape[0]
+    low = F.adaptive_avg_pool2d(guide[None].to(torch.float64), (h, w))[0] / 255.0  # (C, h, w)
+    r = edges.radius
+
+    def box(x: torch.Tensor) -> torch.Tensor:
+        # (..., h, w) -> window means clipped at the borders; a window wider than the grid is the
+        # whole grid's mean along that side, which avg_pool2d's padding limit cannot express.
+        size = x.shape
+        flat = x.reshape(-1, 1, h, w)
+        ry, rx = min(r, h - 1), min(r, w - 1)
+        out = F.avg_pool2d(flat, (2 * ry + 1, 2 * rx + 1), stride=1, padding=(ry, rx), count_include_pad=False)
+        return out.reshape(size)
+
+    mean_i = box(low)  # (C, h, w)
+    p = torch.sigmoid(logits.to(torch.float64)).nan_to_num(nan=0.0)  # (K, h, w)
+    mean_p = box(p)
+    cov_ip = box(low[None] * p[:, None]) - mean_i[None] * mean_p[:, None]  # (K, C, h, w)
+    if channels == 1:
+        var = box(low * low) - mean_i * mean_i  # (1, h, w)
+        a = cov_ip / (var[None] + edges.eps)
+    else:
+        sigma = box(low[:, None] * low[None]) - mean_i[:, None] * mean_i[None]  # (3, 3, h, w)
+        sigma = sigma.permute(2, 3, 0, 1) + edges.eps * torch.eye(3, dtype=torch.float64, device=device)
+        a = torch.linalg.solve(sigma[None], cov_ip.permute(0, 2, 3, 1)[..., None])[..., 0].permute(0, 3, 1, 2)
+    b = mean_p - (a * mean_i[None]).sum(dim=1)
+    coef = torch.cat([box(a) / 255.0, box(b)[:, None]], dim=1).to(torch.float32)  # (K, C + 1, h, w)
+    if count == 0:
+        return torch.zeros((0, height, width), dtype=torch.float32, device=device)
+    up = F.interpolate(coef, size=(height, width), mode="bilinear", align_corners=False)
+    q = up[:, channels] + (up[:, :channels] * guide[None].to(torch.float32)).sum(dim=1)
+    return q.clamp_(0.0, 1.0)
