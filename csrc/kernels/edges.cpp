@@ -25,7 +25,7 @@ std::string size_text(std::size_t a, std::size_t b) {
 std::size_t guide_channels(const Params& params) { return params.mode == GuideMode::colour ? 3 : 1; }
 
 // Pillow's convert("L") of one RGB pixel.
-inline std::uint8_t grey_of(const std::uint8_t* rgb) {
+FCS_INLINE std::uint8_t grey_of(const std::uint8_t* rgb) {
     return static_cast<std::uint8_t>((rgb[0] * 19595u + rgb[1] * 38470u + rgb[2] * 7471u + 0x8000u) >> 16);
 }
 
@@ -46,179 +46,225 @@ Bins make_bins(std::size_t in, std::size_t out) {
     return b;
 }
 
-// Mean over the (2r + 1)^2 window clipped to the h x w grid, in double:
-// prefix sums along rows, then a running sum down the columns.
+// Reciprocals of the clipped window lengths along an axis of n cells.
+std::vector<double> window_reciprocals(std::size_t n, std::size_t r) {
+    std::vector<double> inv(n);
+    for (std::size_t i = 0; i < n; ++i) {
+        const std::size_t lo = i >= r ? i - r : 0, hi = std::min(i + r + 1, n);
+        inv[i] = 1.0 / static_cast<double>(hi - lo);
+    }
+    return inv;
+}
+
+// Mean over the (2r + 1)^2 window clipped to the h x w grid, in double: a
+// running sum down the columns (vectorised across the row), then a running
+// sum along the rows, four rows at a time (four independent add chains: one
+// chain alone waits on the add latency). The input is produced row by row by
+// `row_of(y, dst)`, so products like I * p need no plane of their own.
 struct BoxFilter {
+    static constexpr std::size_t kGroup = 4;
     std::size_t h, w, r;
-    std::vector<double> rows;  // the horizontal pass (h x w)
-    std::vector<double> line;  // prefix sums of one row (w + 1)
-    std::vector<double> acc;   // running column sums (w)
+    std::vector<double> inv_h, inv_w;
+    std::vector<double> acc;      // running column sums (w)
+    std::vector<double> padded;   // kGroup column-mean rows, each r zeros + w + r + 1 zeros
+    std::vector<double> in_rows;  // ring of input rows ((2r + 2) x w, or h x w)
 
-    BoxFilter(std::size_t h_, std::size_t w_, std::size_t r_) : h(h_), w(w_), r(r_), rows(h_ * w_), line(w_ + 1), acc(w_) {}
+    BoxFilter(std::size_t h_, std::size_t w_, std::size_t r_)
+        : h(h_), w(w_), r(std::min(r_, std::max(h_, w_))), inv_h(window_reciprocals(h_, r)),
+          inv_w(window_reciprocals(w_, r)), acc(w_), padded(kGroup * (w_ + 2 * r + 1)),
+          in_rows(std::min(2 * r + 2, h_) * w_) {}
 
-    void operator()(const double* in, double* out) {
+    template <class RowOf>
+    void operator()(RowOf&& row_of, double* out) {
+        const std::size_t ring = in_rows.size() / w, stride = w + 2 * r + 1;
+        auto slot = [&](std::size_t y) { return in_rows.data() + (y % ring) * w; };
+        std::fill(acc.begin(), acc.end(), 0.0);
+        std::fill(padded.begin(), padded.end(), 0.0);
+        const std::size_t first = std::min(r + 1, h);
+        for (std::size_t y = 0; y < first; ++y) {
+            double* src = slot(y);
+            row_of(y, src);
+            for (std::size_t x = 0; x < w; ++x) acc[x] += src[x];
+        }
+        std::size_t group_start = 0;
         for (std::size_t y = 0; y < h; ++y) {
-            const double* src = in + y * w;
-            double* dst = rows.data() + y * w;
-            line[0] = 0.0;
-            for (std::size_t x = 0; x < w; ++x) line[x + 1] = line[x] + src[x];
-            for (std::size_t x = 0; x < w; ++x) {
-                const std::size_t lo = x >= r ? x - r : 0, hi = std::min(x + r + 1, w);
-                dst[x] = (line[hi] - line[lo]) / static_cast<double>(hi - lo);
+            const double iv = inv_h[y];
+            double* col = padded.data() + (y - group_start) * stride + r;
+            for (std::size_t x = 0; x < w; ++x) col[x] = acc[x] * iv;
+            if (y - group_start + 1 == kGroup || y + 1 == h) {
+                horizontal(y + 1 - group_start, out + group_start * w);
+                group_start = y + 1;
+            }
+            // Slide the window down: the row leaving it is still in the ring
+            // (it holds 2r + 2 rows), the entering one is produced now.
+            if (y >= r) {
+                const double* leave = slot(y - r);
+                for (std::size_t x = 0; x < w; ++x) acc[x] -= leave[x];
+            }
+            if (y + r + 1 < h) {
+                double* enter = slot(y + r + 1);
+                row_of(y + r + 1, enter);
+                for (std::size_t x = 0; x < w; ++x) acc[x] += enter[x];
             }
         }
-        std::fill(acc.begin(), acc.end(), 0.0);
-        const std::size_t first = std::min(r + 1, h);
-        for (std::size_t y = 0; y < first; ++y) add_row(y, 1.0);
-        for (std::size_t y = 0; y < h; ++y) {
-            const std::size_t lo = y >= r ? y - r : 0, hi = std::min(y + r + 1, h);
-            const double inv = 1.0 / static_cast<double>(hi - lo);
-            double* dst = out + y * w;
-            for (std::size_t x = 0; x < w; ++x) dst[x] = acc[x] * inv;
-            if (y + r + 1 < h) add_row(y + r + 1, 1.0);
-            if (y >= r) add_row(y - r, -1.0);
+    }
+
+    void plane(const double* in, double* out) {
+        (*this)([&](std::size_t y, double* dst) { std::copy(in + y * w, in + (y + 1) * w, dst); }, out);
+    }
+
+    // Window means along `rows` padded rows (P, zeros around the column
+    // means) into dst: sum(x) = P[x] + ... + P[x + 2r], and
+    // sum(x + 1) = sum(x) + P[x + 2r + 1] - P[x].
+    void horizontal(std::size_t rows, double* dst) {
+        const std::size_t stride = w + 2 * r + 1;
+        double sum[kGroup] = {};
+        for (std::size_t j = 0; j < rows; ++j) {
+            const double* P = padded.data() + j * stride;
+            for (std::size_t k = 0; k <= 2 * r; ++k) sum[j] += P[k];
         }
-    }
-
-    void add_row(std::size_t y, double sign) {
-        const double* src = rows.data() + y * w;
-        for (std::size_t x = 0; x < w; ++x) acc[x] += sign * src[x];
+        if (rows == kGroup) {
+            const double *P0 = padded.data(), *P1 = P0 + stride, *P2 = P1 + stride, *P3 = P2 + stride;
+            double *d0 = dst, *d1 = d0 + w, *d2 = d1 + w, *d3 = d2 + w;
+            double s0 = sum[0], s1 = sum[1], s2 = sum[2], s3 = sum[3];
+            for (std::size_t x = 0; x < w; ++x) {
+                const double iv = inv_w[x];
+                d0[x] = s0 * iv, d1[x] = s1 * iv, d2[x] = s2 * iv, d3[x] = s3 * iv;
+                const std::size_t in = x + 2 * r + 1;
+                s0 += P0[in] - P0[x], s1 += P1[in] - P1[x], s2 += P2[in] - P2[x], s3 += P3[in] - P3[x];
+            }
+        } else {
+            for (std::size_t j = 0; j < rows; ++j) {
+                const double* P = padded.data() + j * stride;
+                double s = sum[j];
+                for (std::size_t x = 0; x < w; ++x) {
+                    dst[j * w + x] = s * inv_w[x];
+                    s += P[x + 2 * r + 1] - P[x];
+                }
+            }
+        }
+        // The padding must stay zero for the next group; the means are overwritten.
     }
 };
 
-// What the guide contributes, shared by every mask: its channels averaged
-// into the grid, their window means, and their window (co)variances.
-struct GuideStats {
-    std::size_t channels = 0;
-    std::vector<std::vector<double>> low;    // I_low per channel
-    std::vector<std::vector<double>> mean;   // box(I_low) per channel
-    std::vector<std::vector<double>> cov;    // grey: var; colour: rr, rg, rb, gg, gb, bb
+using Planes = std::vector<std::vector<double>>;
+
+// Resizes `planes` to n planes of `size` values, keeping their memory.
+void shape_planes(Planes& planes, std::size_t n, std::size_t size) {
+    planes.resize(n);
+    for (auto& plane : planes) plane.resize(size);
+}
+
+// Everything one call needs beyond its result. Taken from a pool and given
+// back, so repeated calls (a video's frames) reuse the same memory: page
+// faults on fresh multi-megabyte buffers would cost more than the filter.
+struct Workspace {
+    Planes low;     // I_low per guide channel
+    Planes mean;    // box(I_low) per channel
+    Planes second;  // box(I_i I_j) per channel pair i <= j, then the (co)variances
+    Planes p;       // sigmoid of the logits per mask
+    Planes mean_p;  // box(p) per mask, then b
+    Planes corr;    // box(I_c p) per mask and channel, then cov(I_c, p), then a_c
+    Planes filtered;  // per worker: box(a_c) or box(b) before it is stored as float
 };
+detail::Pool<Workspace> g_workspaces;
+
+// Pillow's convert("L") of n RGB pixels; compiled for AVX2 as well, where the
+// interleaved loads vectorise.
+FCS_INLINE void grey_row_impl(const std::uint8_t* rgb, std::size_t n, std::uint8_t* out) {
+    for (std::size_t X = 0; X < n; ++X) out[X] = grey_of(rgb + 3 * X);
+}
+void grey_row_baseline(const std::uint8_t* rgb, std::size_t n, std::uint8_t* out) { grey_row_impl(rgb, n, out); }
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__)) && !defined(__AVX2__)
+__attribute__((target("avx2"))) void grey_row_avx2(const std::uint8_t* rgb, std::size_t n, std::uint8_t* out) {
+    grey_row_impl(rgb, n, out);
+}
+using GreyRow = void (*)(const std::uint8_t*, std::size_t, std::uint8_t*);
+GreyRow grey_row_kernel() {
+    static const GreyRow kernel = [] {
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx2") ? grey_row_avx2 : grey_row_baseline;
+    }();
+    return kernel;
+}
+#else
+auto grey_row_kernel() { return grey_row_baseline; }
+#endif
 
 // Averages the guide (`channels` interleaved uint8 channels of which the
-// first `used` are kept) into the h x w grid with adaptive_avg_pool2d's bins.
-std::vector<std::vector<double>> average_into_grid(const std::uint8_t* pixels, std::size_t H,
-                                                   std::size_t W, std::size_t channels,
-                                                   std::size_t used, std::size_t h, std::size_t w,
-                                                   unsigned threads) {
+// first `used` are kept) into the h x w grid with adaptive_avg_pool2d's bins:
+// the bin's rows are summed down the columns (vectorised), then the columns
+// are binned through one prefix sum per grid row. Sums are exact integers.
+void average_into_grid(const std::uint8_t* pixels, std::size_t H, std::size_t W, std::size_t channels,
+                       std::size_t used, std::size_t h, std::size_t w, unsigned threads, Planes& low) {
     const Bins rows = make_bins(H, h), cols = make_bins(W, w);
-    std::vector<std::vector<double>> low(used, std::vector<double>(h * w));
+    shape_planes(low, used, h * w);
     struct Work {
-        std::vector<std::uint64_t> prefix;  // per channel, W + 1
-        std::vector<std::uint64_t> sums;    // per channel, w
+        std::vector<std::uint32_t> column;  // per channel, W (a bin has < 2^24 rows)
+        std::vector<std::uint64_t> prefix;  // W + 1
     };
     std::vector<Work> work(detail::parallel_workers(h, threads));
     detail::parallel_for(h, threads, [&](std::size_t y, std::size_t worker) {
         Work& s = work[worker];
-        s.prefix.assign(used * (W + 1), 0);
-        s.sums.assign(used * w, 0);
+        s.column.assign(used * W, 0);
+        s.prefix.resize(W + 1);
         for (std::size_t Y = rows.start[y]; Y < rows.end[y]; ++Y) {
             const std::uint8_t* row = pixels + Y * W * channels;
-            for (std::size_t c = 0; c < used; ++c) {
-                std::uint64_t* pre = s.prefix.data() + c * (W + 1);
-                for (std::size_t X = 0; X < W; ++X) pre[X + 1] = pre[X] + row[X * channels + c];
-                std::uint64_t* sum = s.sums.data() + c * w;
-                for (std::size_t x = 0; x < w; ++x) sum[x] += pre[cols.end[x]] - pre[cols.start[x]];
+            if (channels == 1) {
+                for (std::size_t X = 0; X < W; ++X) s.column[X] += row[X];
+            } else {
+                for (std::size_t c = 0; c < used; ++c) {
+                    std::uint32_t* dst = s.column.data() + c * W;
+                    for (std::size_t X = 0; X < W; ++X) dst[X] += row[X * channels + c];
+                }
             }
         }
         const double rows_in = static_cast<double>(rows.end[y] - rows.start[y]);
         for (std::size_t c = 0; c < used; ++c) {
+            const std::uint32_t* column = s.column.data() + c * W;
+            s.prefix[0] = 0;
+            for (std::size_t X = 0; X < W; ++X) s.prefix[X + 1] = s.prefix[X] + column[X];
             for (std::size_t x = 0; x < w; ++x) {
                 const double n = rows_in * static_cast<double>(cols.end[x] - cols.start[x]);
-                low[c][y * w + x] = static_cast<double>(s.sums[c * w + x]) / (255.0 * n);
+                low[c][y * w + x] = static_cast<double>(s.prefix[cols.end[x]] - s.prefix[cols.start[x]]) / (255.0 * n);
             }
         }
     });
-    return low;
 }
 
-GuideStats guide_stats(std::vector<std::vector<double>> low, std::size_t h, std::size_t w,
-                       std::size_t r, unsigned threads) {
-    GuideStats g;
-    g.channels = low.size();
-    g.low = std::move(low);
-    const std::size_t n = h * w;
-    // Products of channel pairs (i <= j), then every plane's box mean, one plane per item.
-    std::vector<std::pair<std::size_t, std::size_t>> pairs;
-    for (std::size_t i = 0; i < g.channels; ++i)
-        for (std::size_t j = i; j < g.channels; ++j) pairs.emplace_back(i, j);
-    g.mean.assign(g.channels, std::vector<double>(n));
-    std::vector<std::vector<double>> second(pairs.size(), std::vector<double>(n));
-    const std::size_t items = g.channels + pairs.size();
-    std::vector<BoxFilter> boxes(detail::parallel_workers(items, threads), BoxFilter(h, w, r));
-    std::vector<std::vector<double>> product(boxes.size(), std::vector<double>(n));
-    detail::parallel_for(items, threads, [&](std::size_t item, std::size_t worker) {
-        if (item < g.channels) {
-            boxes[worker](g.low[item].data(), g.mean[item].data());
-            return;
-        }
-        const auto [i, j] = pairs[item - g.channels];
-        double* prod = product[worker].data();
-        for (std::size_t k = 0; k < n; ++k) prod[k] = g.low[i][k] * g.low[j][k];
-        boxes[worker](prod, second[item - g.channels].data());
-    });
-    g.cov = std::move(second);
-    for (std::size_t p = 0; p < pairs.size(); ++p) {
-        const auto [i, j] = pairs[p];
-        for (std::size_t k = 0; k < n; ++k) g.cov[p][k] -= g.mean[i][k] * g.mean[j][k];
-    }
-    return g;
-}
-
-// Per-worker planes for one mask's coefficients.
-struct MaskWork {
-    BoxFilter box;
-    std::vector<double> p, mean_p, tmp, filtered;
-    std::vector<std::vector<double>> a;  // per channel, then b
-    MaskWork(std::size_t h, std::size_t w, std::size_t r, std::size_t channels)
-        : box(h, w, r), p(h * w), mean_p(h * w), tmp(h * w), filtered(h * w),
-          a(channels + 1, std::vector<double>(h * w)) {}
-};
-
-// a (per channel) and b of one mask, then their window means into `out`
-// (planes x h x w floats, A scaled by 1/255).
-void mask_coefficients(const float* logits, const GuideStats& g, double eps, MaskWork& s,
-                       float* out) {
-    const std::size_t n = s.p.size(), C = g.channels;
-    for (std::size_t k = 0; k < n; ++k) {
-        const double x = logits[k];
-        s.p[k] = std::isnan(x) ? 0.0 : 1.0 / (1.0 + std::exp(-x));
-    }
-    s.box(s.p.data(), s.mean_p.data());
-    // a[c] first holds cov(I_c, p) in the window.
+// From the window means to a (per channel, into ws.corr) and b (into
+// ws.mean_p) of mask i, cell by cell.
+void solve_cells(Workspace& ws, std::size_t i, std::size_t C, double eps) {
+    const std::size_t n = ws.p[i].size();
+    double* b = ws.mean_p[i].data();
+    double* a[3];
     for (std::size_t c = 0; c < C; ++c) {
-        for (std::size_t k = 0; k < n; ++k) s.tmp[k] = g.low[c][k] * s.p[k];
-        s.box(s.tmp.data(), s.a[c].data());
-        for (std::size_t k = 0; k < n; ++k) s.a[c][k] -= g.mean[c][k] * s.mean_p[k];
+        a[c] = ws.corr[i * C + c].data();  // box(I_c p), turned into cov(I_c, p)
+        for (std::size_t k = 0; k < n; ++k) a[c][k] -= ws.mean[c][k] * b[k];
     }
-    double* b = s.a[C].data();
+    const Planes& m = ws.mean;
+    const Planes& v = ws.second;  // (co)variances
     if (C == 1) {
         for (std::size_t k = 0; k < n; ++k) {
-            const double a = s.a[0][k] / (g.cov[0][k] + eps);
-            s.a[0][k] = a;
-            b[k] = s.mean_p[k] - a * g.mean[0][k];
+            const double a0 = a[0][k] / (v[0][k] + eps);
+            a[0][k] = a0;
+            b[k] -= a0 * m[0][k];
         }
-    } else {
-        // (Sigma + eps 1) a = cov, Sigma symmetric: solved by its adjugate.
-        for (std::size_t k = 0; k < n; ++k) {
-            const double rr = g.cov[0][k] + eps, rg = g.cov[1][k], rb = g.cov[2][k];
-            const double gg = g.cov[3][k] + eps, gb = g.cov[4][k], bb = g.cov[5][k] + eps;
-            const double i00 = gg * bb - gb * gb, i01 = rb * gb - rg * bb, i02 = rg * gb - rb * gg;
-            const double i11 = rr * bb - rb * rb, i12 = rb * rg - rr * gb, i22 = rr * gg - rg * rg;
-            const double det = rr * i00 + rg * i01 + rb * i02;
-            const double c0 = s.a[0][k], c1 = s.a[1][k], c2 = s.a[2][k];
-            const double a0 = (i00 * c0 + i01 * c1 + i02 * c2) / det;
-            const double a1 = (i01 * c0 + i11 * c1 + i12 * c2) / det;
-            const double a2 = (i02 * c0 + i12 * c1 + i22 * c2) / det;
-            s.a[0][k] = a0, s.a[1][k] = a1, s.a[2][k] = a2;
-            b[k] = s.mean_p[k] - (a0 * g.mean[0][k] + a1 * g.mean[1][k] + a2 * g.mean[2][k]);
-        }
+        return;
     }
-    for (std::size_t c = 0; c <= C; ++c) {
-        s.box(s.a[c].data(), s.filtered.data());
-        const double scale = c < C ? 1.0 / 255.0 : 1.0;
-        float* dst = out + c * n;
-        for (std::size_t k = 0; k < n; ++k) dst[k] = static_cast<float>(s.filtered[k] * scale);
+    // (Sigma + eps 1) a = cov, Sigma symmetric: solved by its adjugate.
+    for (std::size_t k = 0; k < n; ++k) {
+        const double rr = v[0][k] + eps, rg = v[1][k], rb = v[2][k];
+        const double gg = v[3][k] + eps, gb = v[4][k], bb = v[5][k] + eps;
+        const double i00 = gg * bb - gb * gb, i01 = rb * gb - rg * bb, i02 = rg * gb - rb * gg;
+        const double i11 = rr * bb - rb * rb, i12 = rb * rg - rr * gb, i22 = rr * gg - rg * rg;
+        const double det = rr * i00 + rg * i01 + rb * i02;
+        const double c0 = a[0][k], c1 = a[1][k], c2 = a[2][k];
+        const double a0 = (i00 * c0 + i01 * c1 + i02 * c2) / det;
+        const double a1 = (i01 * c0 + i11 * c1 + i12 * c2) / det;
+        const double a2 = (i02 * c0 + i12 * c1 + i22 * c2) / det;
+        a[0][k] = a0, a[1][k] = a1, a[2][k] = a2;
+        b[k] -= a0 * m[0][k] + a1 * m[1][k] + a2 * m[2][k];
     }
 }
 
@@ -250,9 +296,9 @@ void check(const Guide& guide, const Params& params, std::size_t height, std::si
     }
 }
 
-Coefficients coefficients(const float* logits, std::size_t logits_size, std::size_t k,
-                          std::size_t h, std::size_t w, const Guide& guide, const Params& params,
-                          unsigned threads_in) {
+void coefficients_into(const float* logits, std::size_t logits_size, std::size_t k, std::size_t h,
+                       std::size_t w, const Guide& guide, const Params& params, unsigned threads_in,
+                       Coefficients& out) {
     check(guide, params, guide.height, guide.width);
     if (h == 0 || w == 0) fail("the logit grid " + size_text(h, w) + " is empty");
     const std::uint64_t plane = static_cast<std::uint64_t>(h) * w;
@@ -265,30 +311,92 @@ Coefficients coefficients(const float* logits, std::size_t logits_size, std::siz
     const unsigned threads = std::min(threads_in == 0 ? postprocess::default_threads() : threads_in,
                                       postprocess::kMaxThreads);
     const std::size_t H = guide.height, W = guide.width, C = guide_channels(params);
-
-    Coefficients out;
     out.planes = C + 1;
+    out.grey.clear();  // keeps its memory
+    out.data.resize(k * out.planes * plane);
+    auto lease = g_workspaces.take();
+    Workspace& ws = *lease;
+
+    // The guide in the model's grid (the one full-size pass, with the grey conversion).
     const std::uint8_t* source = guide.pixels;
     std::size_t source_channels = guide.channels;
     if (params.mode == GuideMode::grey && guide.channels == 3) {
         out.grey.resize(H * W);
-        detail::parallel_for(H, threads, [&](std::size_t Y, std::size_t) {
-            const std::uint8_t* rgb = guide.pixels + Y * W * 3;
-            std::uint8_t* dst = out.grey.data() + Y * W;
-            for (std::size_t X = 0; X < W; ++X) dst[X] = grey_of(rgb + 3 * X);
+        const auto grey_row = grey_row_kernel();
+        const std::size_t band = std::max<std::size_t>(1, (H + 4 * threads - 1) / (4 * threads));
+        detail::parallel_for((H + band - 1) / band, threads, [&](std::size_t item, std::size_t) {
+            for (std::size_t Y = item * band; Y < std::min(H, (item + 1) * band); ++Y) {
+                grey_row(guide.pixels + Y * W * 3, W, out.grey.data() + Y * W);
+            }
         });
         source = out.grey.data();
         source_channels = 1;
     }
-    const GuideStats g = guide_stats(average_into_grid(source, H, W, source_channels, C, h, w, threads),
-                                     h, w, params.radius, threads);
-    out.data.resize(k * out.planes * plane);
-    std::vector<MaskWork> work;
-    work.reserve(detail::parallel_workers(k, threads));
-    for (std::size_t i = 0; i < detail::parallel_workers(k, threads); ++i) work.emplace_back(h, w, params.radius, C);
-    detail::parallel_for(k, threads, [&](std::size_t i, std::size_t worker) {
-        mask_coefficients(logits + i * plane, g, params.eps, work[worker], out.data.data() + i * out.planes * plane);
+    average_into_grid(source, H, W, source_channels, C, h, w, threads, ws.low);
+
+    // Window means that need only the guide and p: the guide's channels and
+    // channel products, and per mask p and I_c p. One box filter per item.
+    std::vector<std::pair<std::size_t, std::size_t>> pairs;
+    for (std::size_t i = 0; i < C; ++i)
+        for (std::size_t j = i; j < C; ++j) pairs.emplace_back(i, j);
+    shape_planes(ws.mean, C, plane);
+    shape_planes(ws.second, pairs.size(), plane);
+    shape_planes(ws.p, k, plane);
+    shape_planes(ws.mean_p, k, plane);
+    shape_planes(ws.corr, k * C, plane);
+    detail::parallel_for(k, threads, [&](std::size_t i, std::size_t) {
+        // The post-processing kernel's float32 sigmoid (vectorised); NaN counts as 0.
+        std::vector<float> row(w);
+        for (std::size_t y = 0; y < h; ++y) {
+            const float* x = logits + i * plane + y * w;
+            double* p = ws.p[i].data() + y * w;
+            for (std::size_t j = 0; j < w; ++j) row[j] = detail::sigmoid1(x[j]);  // (vectorises alone)
+            for (std::size_t j = 0; j < w; ++j) p[j] = row[j] == row[j] ? row[j] : 0.0;
+        }
     });
+    const std::size_t guide_items = C + pairs.size(), mask_items = 1 + C;
+    const std::size_t workers = detail::parallel_workers(guide_items + k * mask_items, threads);
+    std::vector<BoxFilter> boxes(workers, BoxFilter(h, w, params.radius));
+    const auto product = [w](const double* a, const double* b) {
+        return [a, b, w](std::size_t y, double* dst) {
+            for (std::size_t x = 0; x < w; ++x) dst[x] = a[y * w + x] * b[y * w + x];
+        };
+    };
+    detail::parallel_for(guide_items + k * mask_items, threads, [&](std::size_t item, std::size_t worker) {
+        BoxFilter& box = boxes[worker];
+        if (item < C) return box.plane(ws.low[item].data(), ws.mean[item].data());
+        if (item < guide_items) {
+            const auto [i, j] = pairs[item - C];
+            return box(product(ws.low[i].data(), ws.low[j].data()), ws.second[item - C].data());
+        }
+        const std::size_t i = (item - guide_items) / mask_items, j = (item - guide_items) % mask_items;
+        if (j == 0) return box.plane(ws.p[i].data(), ws.mean_p[i].data());
+        box(product(ws.low[j - 1].data(), ws.p[i].data()), ws.corr[i * C + j - 1].data());
+    });
+    for (std::size_t q = 0; q < pairs.size(); ++q) {  // second moments -> (co)variances
+        const auto [i, j] = pairs[q];
+        for (std::size_t c = 0; c < plane; ++c) ws.second[q][c] -= ws.mean[i][c] * ws.mean[j][c];
+    }
+    detail::parallel_for(k, threads, [&](std::size_t i, std::size_t) { solve_cells(ws, i, C, params.eps); });
+
+    // The window means of a and b are the coefficients; A is scaled to the raw uint8 guide.
+    shape_planes(ws.filtered, detail::parallel_workers(k * out.planes, threads), plane);
+    detail::parallel_for(k * out.planes, threads, [&](std::size_t item, std::size_t worker) {
+        const std::size_t i = item / out.planes, c = item % out.planes;
+        std::vector<double>& scratch = ws.filtered[worker];
+        const double* src = c < C ? ws.corr[i * C + c].data() : ws.mean_p[i].data();
+        boxes[worker].plane(src, scratch.data());
+        const double scale = c < C ? 1.0 / 255.0 : 1.0;
+        float* dst = out.data.data() + (i * out.planes + c) * plane;
+        for (std::size_t q = 0; q < plane; ++q) dst[q] = static_cast<float>(scratch[q] * scale);
+    });
+}
+
+Coefficients coefficients(const float* logits, std::size_t logits_size, std::size_t k,
+                          std::size_t h, std::size_t w, const Guide& guide, const Params& params,
+                          unsigned threads) {
+    Coefficients out;
+    coefficients_into(logits, logits_size, k, h, w, guide, params, threads, out);
     return out;
 }
 

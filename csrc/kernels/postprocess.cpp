@@ -34,12 +34,6 @@
 #include <immintrin.h>
 #endif
 
-#if defined(__GNUC__) || defined(__clang__)
-#define FCS_INLINE inline __attribute__((always_inline))
-#else
-#define FCS_INLINE inline
-#endif
-
 // Run-time dispatch between a baseline and an AVX2+FMA build of the row loops.
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__)) && \
     !defined(__FMA__)
@@ -217,55 +211,9 @@ FCS_INLINE std::uint32_t count_impl(const std::uint8_t* m, std::size_t n) {
     return total;
 }
 
-// The loops below select with integer bit masks rather than ?: on floats:
-// with trapping math GCC will not if-convert a float select whose operand is
-// computed in only one branch, and the loop would stay scalar.
-FCS_INLINE float from_bits(std::uint32_t b) {
-    float f;
-    std::memcpy(&f, &b, sizeof f);
-    return f;
-}
-FCS_INLINE std::uint32_t to_bits(float f) {
-    std::uint32_t b;
-    std::memcpy(&b, &f, sizeof b);
-    return b;
-}
-
-// sigmoid(v) from e = exp(-|v|) in (0, 1]: 1 / (1 + e) for v >= 0, e / (1 + e)
-// otherwise (accurate in both tails). exp is Cephes' expf polynomial (about
-// 1 ulp) with branch-free range reduction, so the loop vectorises. NaN stays
-// NaN; |v| >= 87 gives exactly 0 or 1.
-FCS_INLINE float sigmoid1(float v) {
-    // x = max(-|v|, -87) on the bit pattern: for negative floats a larger
-    // magnitude is a larger unsigned pattern, and NaN (sign bit set) is
-    // larger still, so it is clamped too (restored at the end).
-    constexpr std::uint32_t kMinus87 = 0xC2AE0000u;  // -87.0f
-    std::uint32_t xb = to_bits(v) | 0x80000000u;
-    xb = xb < kMinus87 ? xb : kMinus87;
-    const float x = from_bits(xb);
-    // n = round(x / ln 2) by the 1.5 * 2^23 trick; n in [-126, 0], so 2^n is normal.
-    constexpr float kRound = 12582912.0f;
-    const float n = (x * 1.44269504088896341f + kRound) - kRound;
-    float r = x - n * 0.693359375f;  // ln 2 split in two for an exact reduction
-    r = r - n * -2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * (r * r) + r + 1.0f;
-    const std::uint32_t two_n = static_cast<std::uint32_t>(static_cast<std::int32_t>(n) + 127) << 23;
-    // Below -87, exp is (almost) denormal: flush it, so sigmoid(v) is exactly
-    // 0 for v <= -87 (and -inf) and 1 for v >= 87.
-    const std::uint32_t tiny = 0u - static_cast<std::uint32_t>(xb >= kMinus87);
-    const float e = from_bits(to_bits(p * from_bits(two_n)) & ~tiny);
-    const float d = 1.0f / (1.0f + e);
-    const std::uint32_t pos = 0u - static_cast<std::uint32_t>(v >= 0.0f);
-    const std::uint32_t nan = 0u - static_cast<std::uint32_t>(v != v);
-    const std::uint32_t s = (to_bits(d) & pos) | (to_bits(e * d) & ~pos);
-    return from_bits((s & ~nan) | (to_bits(v) & nan));
-}
+using detail::from_bits;
+using detail::sigmoid1;
+using detail::to_bits;
 
 FCS_INLINE void sigmoid_impl(const float* v, std::size_t n, float* out) {
     for (std::size_t c = 0; c < n; ++c) out[c] = sigmoid1(v[c]);
@@ -590,6 +538,8 @@ std::size_t blocks_per_mask(const Plan& p, unsigned threads) {
 }
 
 using detail::parallel_for;
+
+detail::Pool<edges::Coefficients> g_coefficients;
 using detail::parallel_workers;
 
 // ---------------------------------------------------------------------------
@@ -784,8 +734,11 @@ Result run(const float* logits, std::size_t logits_size, const Shape& shape,
     const std::size_t rows_per_block = (H + nb - 1) / nb;
     const std::size_t blocks = (H + rows_per_block - 1) / rows_per_block;
     const bool need_stats = req.area || req.bbox || req.score;
-    edges::Coefficients coef;
-    if (guided) coef = edges::coefficients(logits, logits_size, K, p.h, p.w, *req.guide, req.edges, threads);
+    auto coef_lease = g_coefficients.take();  // reused memory (see detail::Pool)
+    edges::Coefficients& coef = *coef_lease;
+    coef.planes = 0;
+    coef.grey.clear();
+    if (guided) edges::coefficients_into(logits, logits_size, K, p.h, p.w, *req.guide, req.edges, threads, coef);
     const std::uint8_t* guide_pixels = !guided ? nullptr : coef.grey.empty() ? req.guide->pixels : coef.grey.data();
 
     std::vector<Block> out_blocks(K * blocks);

@@ -76,6 +76,11 @@ Coefficients coefficients(const float* logits, std::size_t logits_size, std::siz
                           std::size_t h, std::size_t w, const Guide& guide, const Params& params,
                           unsigned threads = 0);
 
+// As `coefficients`, into `out`, reusing its memory (a video's frames).
+void coefficients_into(const float* logits, std::size_t logits_size, std::size_t k, std::size_t h,
+                       std::size_t w, const Guide& guide, const Params& params, unsigned threads,
+                       Coefficients& out);
+
 // The float32 cuts of the filtered probability q for threshold t and the
 // stability offset d (logit units): {mask, low, high}: q > mask exactly when
 // q > t, q > low / high exactly when q > sigmoid(log(t / (1 - t)) -/+ d)
