@@ -22,6 +22,7 @@ import torch
 from .engines import Engine, PerImageEngine
 from .model.image_prompt_encoder import ImagePromptEncoder
 from .ops.device.processing import DeviceProcessing
+from .ops.edges import Edges
 from .ops.image_processor import PreprocessConfig, preprocess_images
 from .ops.postprocess import PackedMasks
 from .ops.threads import check_threads
@@ -320,16 +321,19 @@ class InferenceCore:
         return parts[0] if len(parts) == 1 else torch.cat(parts)
 
     def host_outputs(self, logits: torch.Tensor, counts: Sequence[int], sizes: Sequence[tuple[int, int]],
-                     threshold: float, on_device: bool = True) -> tuple[list[np.ndarray], list[PackedMasks | None]]:
+                     threshold: float, on_device: bool = True, edges: Edges | None = None,
+                     images: Sequence[np.ndarray] | None = None) -> tuple[list[np.ndarray], list[PackedMasks | None]]:
         """Per image: its logits as a float32 array, and (with `device_processing` and `on_device`)
-        its masks, scores and stability computed on the device. `logits`: the stacked rows of
-        all images, `counts[i]` consecutive rows for image i; one copy to the host for all."""
+        its masks, scores and stability computed on the device (edge-aware with `edges`, guided
+        by `images`). `logits`: the stacked rows of all images, `counts[i]` consecutive rows for
+        image i; one copy to the host for all."""
         if not counts:
             return [], []
         arrays = [part.numpy() for part in logits.float().cpu().split(list(counts))]
         if self.device_processing is None or not on_device:
             return arrays, [None] * len(arrays)
-        return arrays, list(self.device_processing.summarize(logits, counts, sizes, threshold))
+        return arrays, list(self.device_processing.summarize(logits, counts, sizes, threshold, edges=edges,
+                                                             guides=images))
 
 
 def core_of(source: object) -> InferenceCore:

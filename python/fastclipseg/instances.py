@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .ops import rle as coco_rle
+from .ops.edges import probability_cuts
 from .ops.postprocess import stability_thresholds, threshold_logit
 from .ops.validation import check_threshold
 
@@ -55,23 +56,31 @@ def check_instance_options(min_area: int, connectivity: int) -> None:
         raise ValueError(f"connectivity must be 4 or 8, got {connectivity!r}")
 
 
-def find_instances(logits: np.ndarray, threshold: float, prompt: str, prompt_index: int, *,
-                   min_area: int = 0, connectivity: int = 8) -> list[Instance]:
-    """The instances of one prompt from its logits at the image's resolution (`H x W` float32),
-    in raster order of their first pixel."""
+def find_instances(values: np.ndarray, threshold: float, prompt: str, prompt_index: int, *,
+                   min_area: int = 0, connectivity: int = 8, probabilities: bool = False) -> list[Instance]:
+    """The instances of one prompt from its map at the image's resolution (`H x W` float32), in
+    raster order of their first pixel: its upsampled logits, or with `probabilities` the
+    edge-aware filtered probabilities (then the threshold and the stability cuts are compared with
+    them directly, as the native kernel does: `fastclipseg.ops.edges.probability_cuts`)."""
     check_threshold(threshold)
     check_instance_options(min_area, connectivity)
-    logits = np.ascontiguousarray(logits, dtype=np.float32)
-    mask = logits > threshold_logit(threshold)
+    values = np.ascontiguousarray(values, dtype=np.float32)
+    if probabilities:
+        cut, low_threshold, high_threshold = probability_cuts(threshold, STABILITY_OFFSET)
+        probability = values
+    else:
+        cut = threshold_logit(threshold)
+        low_threshold, high_threshold = stability_thresholds(threshold, STABILITY_OFFSET)
+        probability = _sigmoid(values)
+    mask = values > cut
     labels, count = components.label(mask, connectivity)
     if count == 0:
         return []
     area, bbox = components.measure(labels, count)
     flat = labels.ravel()
-    probability_sum = np.bincount(flat, weights=_sigmoid(logits).ravel(), minlength=count + 1)[1:]
-    low_threshold, high_threshold = stability_thresholds(threshold, STABILITY_OFFSET)
-    high_area = np.bincount(flat, weights=(logits > high_threshold).ravel(), minlength=count + 1)[1:]
-    low_labels, low_count = components.label(logits > low_threshold, connectivity)
+    probability_sum = np.bincount(flat, weights=probability.ravel(), minlength=count + 1)[1:]
+    high_area = np.bincount(flat, weights=(values > high_threshold).ravel(), minlength=count + 1)[1:]
+    low_labels, low_count = components.label(values > low_threshold, connectivity)
     low_area, _ = components.measure(low_labels, low_count)
     # Every component lies inside one component of the lower threshold's mask: read it at any of
     # its pixels (whichever one the assignment keeps for a repeated label).

@@ -12,6 +12,7 @@ import numpy as np
 from . import ops
 from .instances import Instance, find_instances
 from .ops import rle as coco_rle
+from .ops.edges import Edges
 from .ops.postprocess import PackedMasks
 from .overlays import draw_heatmap, draw_overlay
 
@@ -51,6 +52,11 @@ class SegmentationResult:
     `packed`: masks, scores and stability already computed on the network's device (the CUDA
     path); then `masks` are unpacked from its bits, and `rle`, `areas` and `bboxes` are built from
     the bits by the native kernel (`rle.packed_summary`); `probs` still comes from the logits.
+
+    `edges` (with the image as `guide`): masks that follow the image's edges, the fast guided
+    filter of the probabilities in place of the bilinear upsampling (`fastclipseg.ops.edges`);
+    then `probs` are the filtered probabilities q, masks `q > threshold`, scores the mean q over
+    each mask, and stability compares `q` with `sigmoid(logit(t) -/+ 1)`.
     """
 
     prompts: list[str]
@@ -60,9 +66,12 @@ class SegmentationResult:
     source: str | None = field(default=None)
     threads: int | None = field(default=None, repr=False)
     packed: PackedMasks | None = field(default=None, repr=False)
+    edges: Edges | None = field(default=None, repr=False)
+    guide: np.ndarray | None = field(default=None, repr=False)
 
     def _postprocess(self, **outputs) -> ops.Postprocessed:
-        return ops.postprocess(self.logits, self.image_size, self.threshold, threads=self.threads, **outputs)
+        return ops.postprocess(self.logits, self.image_size, self.threshold, threads=self.threads,
+                               edges=self.edges, guide=self.guide, **outputs)
 
     def _from_packed(self, packed: PackedMasks) -> ops.Postprocessed:
         rles, area, bbox = coco_rle.packed_summary(packed.bits, self.image_size[1], threads=self.threads)
@@ -132,6 +141,13 @@ class SegmentationResult:
         and stability, in raster order of their first pixel (`fastclipseg.instances`)."""
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 0 <= k < len(self.prompts):
             raise ValueError(f"k must be the index of a prompt, 0 .. {len(self.prompts) - 1}, got {k!r}")
+        if self.edges is not None:
+            # The filtered probabilities: instances are the objects of the edge-aware mask.
+            probabilities = ops.postprocess(self.logits[k:k + 1], self.image_size, self.threshold, masks=False,
+                                            probs="float32", threads=self.threads, edges=self.edges,
+                                            guide=self.guide).probs
+            return find_instances(probabilities[0], self.threshold, self.prompts[k], int(k), min_area=min_area,
+                                  connectivity=connectivity, probabilities=True)
         logits = ops.upsample(self.logits[k:k + 1], self.image_size, threads=self.threads)[0]
         return find_instances(logits, self.threshold, self.prompts[k], int(k), min_area=min_area,
                               connectivity=connectivity)

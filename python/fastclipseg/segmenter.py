@@ -45,6 +45,7 @@ from .model.export_processor import PROCESSOR_FILES, ExportProcessor
 from .model.files import ModelLoadError
 from .model.stages import Stages
 from .model.standalone import StandaloneCLIPSeg, is_clipseg_model
+from .ops.edges import Edges, as_edges
 from .ops.image_processor import PreprocessConfig, preprocess_images
 from .ops.postprocess import PackedMasks
 from .ops.validation import (
@@ -327,6 +328,7 @@ class FastSegmenter:
 
     def segment(
         self, image: object, prompts: object = None, threshold: float = 0.5, *, conditional_embeddings: object = None,
+        edges: Edges | bool | dict | None = None,
     ) -> SegmentationResult:
         """Segment one image (path, PIL.Image or HxWx3 uint8 RGB array) with one or more prompts.
 
@@ -334,13 +336,16 @@ class FastSegmenter:
         {+5}", see `fastclipseg.prompts.expressions`), or an image prompt (`ImagePrompt`, `PIL.Image`,
         uint8 array, `pathlib.Path`: "things like this"); `conditional_embeddings` adds K x P
         embedding rows of your own. Each gives one mask of the result, in order.
+
+        `edges`: masks that follow the image's edges (`fastclipseg.ops.edges`): True for the
+        measured defaults, an `Edges(radius, eps, guide)` or a dict of its fields; off by default.
         """
         if prompts is None and conditional_embeddings is None:
             raise TypeError("prompts must be a string, a list of strings or image prompts, got NoneType")
         if conditional_embeddings is None and self._plain_text_prompts(prompts):
             prompts = normalize_prompts(prompts)
         return self.segment_batch([image], [prompts] if prompts is not None else None, threshold=threshold,
-                                  conditional_embeddings=conditional_embeddings)[0]
+                                  conditional_embeddings=conditional_embeddings, edges=edges)[0]
 
     def segment_batch(
         self,
@@ -349,13 +354,16 @@ class FastSegmenter:
         threshold: float = 0.5,
         *,
         conditional_embeddings: object = None,
+        edges: Edges | bool | dict | None = None,
     ) -> list[SegmentationResult]:
         """Segment several images: `prompts` is shared by all images, or one list per image.
 
-        Prompts are as in `segment`; `conditional_embeddings` (K x P) are added to every image's
-        prompts. An invalid image raises with its index and what was wrong; see `load_image`.
+        Prompts and `edges` are as in `segment`; `conditional_embeddings` (K x P) are added to
+        every image's prompts. An invalid image raises with its index and what was wrong; see
+        `load_image`.
         """
         threshold = check_threshold(threshold)
+        edge_options = as_edges(edges)
         if isinstance(images, (str, os.PathLike)) or not isinstance(images, (Sequence, np.ndarray)):
             raise TypeError(f"images must be a list of images, got {describe(images)}")
         if isinstance(images, np.ndarray) and images.ndim != 4:
@@ -387,7 +395,7 @@ class FastSegmenter:
                     resolved[id(image_prompts)] = resolve_prompts(image_prompts, conditional_embeddings, dim, name)
             results = []
             for array, image_prompts, source in zip(arrays, per_image, sources):
-                result = predict_prompts(self.session(array, threshold), resolved[id(image_prompts)])
+                result = predict_prompts(self.session(array, threshold, edges=edge_options), resolved[id(image_prompts)])
                 result.source = source
                 results.append(result)
             return results
@@ -402,21 +410,23 @@ class FastSegmenter:
             pixels = core.pixel_values(arrays[start:end])
             counts = [len(p) for p in prompt_lists[start:end]]
             chunk = core.host_outputs(core.predict_prompt_lists(pixels, prompt_lists[start:end]), counts,
-                                      sizes[start:end], threshold)
+                                      sizes[start:end], threshold, edges=edge_options, images=arrays[start:end])
             logits.extend(chunk[0])
             packed.extend(chunk[1])
         return [
             SegmentationResult(
                 prompts=list(p), logits=l, image_size=size, threshold=threshold,
-                source=source, threads=core.kernel_threads, packed=masks,
+                source=source, threads=core.kernel_threads, packed=masks, edges=edge_options,
+                guide=array if edge_options is not None else None,
             )
-            for p, l, size, source, masks in zip(prompt_lists, logits, sizes, sources, packed)
+            for p, l, size, source, masks, array in zip(prompt_lists, logits, sizes, sources, packed, arrays)
         ]
 
-    def session(self, image: object, threshold: float = 0.5) -> Session:
+    def session(self, image: object, threshold: float = 0.5, *, edges: Edges | bool | dict | None = None) -> Session:
         """An interactive `Session` on `image`: the vision stage runs now, once; each prompt asked
-        of the session then costs the (cached) prompt stage and the decoder only."""
-        return Session(self.core, image, threshold)
+        of the session then costs the (cached) prompt stage and the decoder only. `edges` as in
+        `segment`, for every mask of the session."""
+        return Session(self.core, image, threshold, edges=edges)
 
     # -- dense features -----------------------------------------------------------------------
 
@@ -443,6 +453,7 @@ class FastSegmenter:
         batch_size: int | None = None,
         smooth: float | None = None,
         skip: Collection[str] = (),
+        edges: Edges | bool | dict | None = None,
     ) -> FrameStream:
         """Segment any iterable of images (paths, PIL images, arrays; sizes may vary) with the same
         prompts, as a stream: one `FrameResult` per image, in order, or a `FrameError` for an image
@@ -453,10 +464,10 @@ class FastSegmenter:
         whatever the caller does with each result; at most `FrameStream.max_in_flight` images are
         held at once, whatever the stream's length. The prompt embeddings are computed once.
         A path's `key` is the path and other images' `image:N`; keys in `skip` are left out (used
-        to resume a run). `smooth` is as in `segment_video`.
+        to resume a run). `smooth` is as in `segment_video`, `edges` as in `segment`.
         """
         return image_stream(self.core, images, prompts, threshold=threshold, batch_size=batch_size, smooth=smooth,
-                            skip=skip)
+                            skip=skip, edges=edges)
 
     def segment_video(
         self,
@@ -471,6 +482,7 @@ class FastSegmenter:
         smooth: float | None = None,
         skip: Collection[str] = (),
         smooth_state: np.ndarray | None = None,
+        edges: Edges | bool | dict | None = None,
     ) -> FrameStream:
         """Segment the frames of a video: one `FrameResult` per processed frame, in order, with its
         frame number (`index`, counted from the first frame) and `timestamp` (seconds).
@@ -485,10 +497,11 @@ class FastSegmenter:
         moving object by one frame). `skip` and `smooth_state` resume an interrupted run: keys
         (`frame:N`) already done, and the smoothed logits of the last frame done.
         Decoding, preprocessing and the network overlap in background threads, as in
-        `segment_stream`. Raises at once for a missing or unreadable video file.
+        `segment_stream`. Raises at once for a missing or unreadable video file. `edges` as in
+        `segment`.
         """
         return video_stream(self.core, source, prompts, threshold=threshold, batch_size=batch_size, every_n=every_n,
-                            start=start, end=end, smooth=smooth, skip=skip, smooth_state=smooth_state)
+                            start=start, end=end, smooth=smooth, skip=skip, smooth_state=smooth_state, edges=edges)
 
     @staticmethod
     def _plain_text_prompts(prompts: object) -> bool:

@@ -21,6 +21,7 @@ import torch
 
 from .core import InferenceCore, core_of
 from .features import DenseFeatures, dense_features
+from .ops.edges import as_edges
 from .ops.validation import check_threshold, load_image
 from .prompts.expressions import combine, evaluate, refinement
 from .prompts.image_prompts import ImagePrompt
@@ -60,9 +61,10 @@ class Session:
     `current` is the last, `undo()` drops it, `reset()` drops them all.
     """
 
-    def __init__(self, segmenter: object, image: object, threshold: float = 0.5) -> None:
+    def __init__(self, segmenter: object, image: object, threshold: float = 0.5, *, edges: object = None) -> None:
         self.core: InferenceCore = core_of(segmenter)
         self.threshold = check_threshold(threshold)
+        self.edges = as_edges(edges)
         self.image = load_image(image, self.core.max_image_pixels)
         self.image_size: tuple[int, int] = (self.image.shape[0], self.image.shape[1])
         # The vision stage, once for the whole session.
@@ -160,6 +162,13 @@ def _leaf_key(item: PromptItem) -> tuple:
     return ("text", item.value)
 
 
+def edge_fields(session: Session) -> dict:
+    """The `SegmentationResult` fields that make a model-resolution result of `session` edge-aware."""
+    if session.edges is None:
+        return {}
+    return {"edges": session.edges, "guide": session.image}
+
+
 def predict_prompts(session: Session, items: list[PromptItem]) -> SegmentationResult:
     """Every kind of prompt (`resolve_prompts`' items) on the image `session` has encoded: one mask
     per prompt, in order.
@@ -183,11 +192,12 @@ def predict_prompts(session: Session, items: list[PromptItem]) -> SegmentationRe
     if all(item.kind != "expression" for item in items):
         stacked = torch.stack([logits[_leaf_key(item)] for item in items]).numpy()
         return SegmentationResult(prompts=labels, logits=stacked, image_size=session.image_size,
-                                  threshold=session.threshold, threads=threads)
-    # Every leaf at the image's size (one native pass), where the expressions combine them.
+                                  threshold=session.threshold, threads=threads, **edge_fields(session))
+    # Every leaf at the image's size (one native pass; edge-aware with edges, so the combination
+    # is too), where the expressions combine them.
     leaf_logits = torch.stack(list(logits.values())).numpy()
     full_size = SegmentationResult(prompts=[""] * len(logits), logits=leaf_logits, image_size=session.image_size,
-                                   threads=threads).probs
+                                   threads=threads, **edge_fields(session)).probs
     probabilities = dict(zip(logits, full_size))
     by_term = {key[1]: p for key, p in probabilities.items() if key[0] == "text"}
     maps = [evaluate(item.value, by_term) if item.kind == "expression" else probabilities[_leaf_key(item)]

@@ -13,6 +13,7 @@ from collections.abc import Collection, Iterable, Sequence
 import numpy as np
 
 from ..core import InferenceCore
+from ..ops.edges import as_edges
 from ..ops.validation import check_batch_size, check_threshold, normalize_prompts
 from ..prompts.resolve import looks_like_expression
 from .pipeline import FrameStream
@@ -29,16 +30,17 @@ from .sources import (
 
 
 def image_stream(core: InferenceCore, images: Iterable[object], prompts: str | Sequence[str], *, threshold: float,
-                 batch_size: int | None, smooth: float | None, skip: Collection[str]) -> FrameStream:
+                 batch_size: int | None, smooth: float | None, skip: Collection[str], edges: object = None) -> FrameStream:
     """A `FrameStream` over any iterable of images: `FastSegmenter.segment_stream`, which documents
     the arguments and gives their defaults."""
     items = image_items(images, skip=skip, max_pixels=core.max_image_pixels)
-    return _stream(core, items, prompts, threshold=threshold, batch_size=batch_size, smooth=smooth)
+    return _stream(core, items, prompts, threshold=threshold, batch_size=batch_size, smooth=smooth, edges=edges)
 
 
 def video_stream(core: InferenceCore, source: str | os.PathLike | Iterable[object], prompts: str | Sequence[str], *,
                  threshold: float, batch_size: int | None, every_n: int, start: float | None, end: float | None,
-                 smooth: float | None, skip: Collection[str], smooth_state: np.ndarray | None) -> FrameStream:
+                 smooth: float | None, skip: Collection[str], smooth_state: np.ndarray | None,
+                 edges: object = None) -> FrameStream:
     """A `FrameStream` over a video file or an iterable of frames: `FastSegmenter.segment_video`,
     which documents the arguments and gives their defaults."""
     check_every(every_n)
@@ -52,12 +54,14 @@ def video_stream(core: InferenceCore, source: str | os.PathLike | Iterable[objec
             raise ValueError("start and end need a video file (frames from an iterable have no timestamps)")
         items = frame_items(source, every_n=every_n, skip=skip, max_pixels=core.max_image_pixels)
     return _stream(core, items, prompts, threshold=threshold, batch_size=batch_size, smooth=smooth,
-                   smooth_state=smooth_state)
+                   smooth_state=smooth_state, edges=edges)
 
 
 def _stream(core: InferenceCore, items: Iterable[Item], prompts: str | Sequence[str], *, threshold: float,
-            batch_size: int | None, smooth: float | None, smooth_state: np.ndarray | None = None) -> FrameStream:
+            batch_size: int | None, smooth: float | None, smooth_state: np.ndarray | None = None,
+            edges: object = None) -> FrameStream:
     threshold = check_threshold(threshold)
+    edge_options = as_edges(edges)
     prompt_list = normalize_prompts(prompts)
     expressions = [p for p in prompt_list if looks_like_expression(p)]
     if expressions:
@@ -70,7 +74,8 @@ def _stream(core: InferenceCore, items: Iterable[Item], prompts: str | Sequence[
         if smoother is None:
             raise ValueError("smooth_state needs smooth= (it is the state of the moving average)")
         smoother.restore(smooth_state)
-    return FrameStream(core, iter(items), prompt_list, threshold=threshold, batch_size=batch_size, smoother=smoother)
+    return FrameStream(core, iter(items), prompt_list, threshold=threshold, batch_size=batch_size, smoother=smoother,
+                       edges=edge_options)
 
 
 __all__ = ["image_stream", "video_stream"]

@@ -33,6 +33,7 @@ import torch
 
 from ..core import InferenceCore, core_of
 from ..ops.device.processing import DeviceBatch
+from ..ops.edges import Edges
 from ..ops.postprocess import PackedMasks
 from ..results import FrameError, FrameResult
 from .smoothing import LogitSmoother
@@ -84,11 +85,12 @@ class _Workers:
     not keep the stream alive: an abandoned stream is collected, and its `__del__` stops them."""
 
     def __init__(self, core: InferenceCore, items: Iterator[Item], prompts: list[str], *, threshold: float,
-                 batch_size: int, smoother: LogitSmoother | None, queue_batches: int) -> None:
+                 batch_size: int, smoother: LogitSmoother | None, queue_batches: int, edges: Edges | None) -> None:
         self.core = core
         self.items = items
         self.prompts = prompts
         self.threshold = threshold
+        self.edges = edges
         self.batch_size = batch_size
         self.smoother = smoother
         self.stop = threading.Event()
@@ -202,8 +204,10 @@ class _Workers:
             if pixels is not None:
                 logits = self.core.predict_logits_shared(pixels, self.embeddings)
                 # Smoothing needs the host logits before thresholding: then the host kernels post-process.
+                images = [image for _, image, _ in batch.items if image is not None]
                 host_logits, packed = self.core.host_outputs(logits, [len(self.prompts)] * len(sizes), sizes,
-                                                                  self.threshold, on_device=self.smoother is None)
+                                                             self.threshold, on_device=self.smoother is None,
+                                                             edges=self.edges, images=images)
             outputs = iter(zip(host_logits, packed))
             self.times.batches += 1
             results: list[FrameResult | FrameError] = []
@@ -219,6 +223,7 @@ class _Workers:
                     prompts=list(self.prompts), logits=frame_logits, image_size=(image.shape[0], image.shape[1]),
                     threshold=self.threshold, source=item.source, threads=self.core.kernel_threads,
                     packed=masks, index=item.index, timestamp=item.timestamp, key=item.key, image=image,
+                    edges=self.edges, guide=image if self.edges is not None else None,
                 ))
             self.times.network += time.perf_counter() - started
             for result in results:
@@ -245,10 +250,11 @@ class FrameStream(Iterator):
     """
 
     def __init__(self, segmenter: object, items: Iterator[Item], prompts: list[str], *, threshold: float,
-                 batch_size: int, smoother: LogitSmoother | None = None, queue_batches: int = 2) -> None:
+                 batch_size: int, smoother: LogitSmoother | None = None, queue_batches: int = 2,
+                 edges: Edges | None = None) -> None:
         self._started = time.perf_counter()
         self._workers = _Workers(core_of(segmenter), items, prompts, threshold=threshold, batch_size=batch_size,
-                                 smoother=smoother, queue_batches=queue_batches)
+                                 smoother=smoother, queue_batches=queue_batches, edges=edges)
         # The decoded queue, one item in the decode thread, the batch being gathered, the
         # batches queue, the batch in the network thread, and the results queue.
         self.max_in_flight = batch_size * (queue_batches + queue_batches + 1 + queue_batches) + 1 + batch_size

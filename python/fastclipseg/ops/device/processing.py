@@ -12,6 +12,9 @@
 Masks are `logit > threshold_logit(t)` and the stability counts use the native kernel's own two
 float thresholds (`_core.postprocess_stability_thresholds`), so a pixel can differ from the native
 path only where the two upsamplings round differently in the last bit of a logit at a threshold.
+With edges, the filtered probabilities come from the torch twin of the native guided filter
+(`edges.guided_probabilities`, a few float32 ulp from the kernel) and are compared with the
+kernel's own probability cuts.
 
 `DeviceProcessing` runs on any device; the CPU tests use it there (slowly: the resize is a dense
 matrix product) to check it against the native path. Nothing here has run on a GPU yet.
@@ -27,8 +30,10 @@ import torch
 from PIL import Image
 
 from ... import _core
+from ..edges import Edges, probability_cuts
 from ..image_processor import PreprocessConfig
 from ..postprocess import PackedMasks
+from .edges import guided_probabilities
 from .postprocess import pack_masks, threshold_logit, upsample_logits
 from .preprocess import TorchPreprocessor
 from .upload import FrameUploader
@@ -95,18 +100,28 @@ class DeviceProcessing:
 
     @torch.inference_mode()
     def summarize(self, logits: torch.Tensor, counts: Sequence[int], sizes: Sequence[tuple[int, int]],
-                  threshold: float, stability_offset: float = 1.0) -> list[PackedMasks]:
+                  threshold: float, stability_offset: float = 1.0, edges: Edges | None = None,
+                  guides: Sequence[np.ndarray] | None = None) -> list[PackedMasks]:
         """Per image: its rows of the `(sum(counts), h, w)` device logits upsampled to its size,
         thresholded and packed, with the score and stability of each mask, on the host.
 
         Images of one size (a video's frames) are upsampled together, in chunks of at most
         `MAX_UPSAMPLED_ELEMENTS`; two copies to the host per chunk (the packed bits, and the
         scores with the stabilities), and no copy of the logits when a chunk's rows are
-        consecutive (as they are in a video).
+        consecutive (as they are in a video). With `edges`, each image is filtered on its own,
+        guided by `guides[i]` (its uint8 pixels, uploaded here).
         """
+        starts = np.concatenate([[0], np.cumsum(counts)]).astype(int)
+        if edges is not None:
+            if guides is None or len(guides) != len(counts):
+                raise ValueError("edges on the device need each image as its guide")
+            cut, low, high = probability_cuts(threshold, stability_offset)
+            return [_summarize_values(guided_probabilities(logits[starts[i]:starts[i + 1]].float(),
+                                                           torch.from_numpy(np.ascontiguousarray(guide)), edges),
+                                      cut, low, high, probabilities=True)
+                    for i, guide in enumerate(guides)]
         cut = threshold_logit(threshold)
         low, high = _core.postprocess_stability_thresholds(threshold, stability_offset)
-        starts = np.concatenate([[0], np.cumsum(counts)]).astype(int)
         results: list[PackedMasks | None] = [None] * len(counts)
         groups: dict[tuple[int, int], list[int]] = {}
         for index, size in enumerate(sizes):
@@ -139,11 +154,18 @@ def _chunks(members: list[int], counts: Sequence[int], pixels: int) -> list[list
 
 
 def _summarize(logits: torch.Tensor, size: tuple[int, int], cut: float, low: float, high: float) -> PackedMasks:
-    upsampled = upsample_logits(logits, size)
+    return _summarize_values(upsample_logits(logits, size), cut, low, high)
+
+
+def _summarize_values(upsampled: torch.Tensor, cut: float, low: float, high: float,
+                      probabilities: bool = False) -> PackedMasks:
+    """Packed masks, scores and stabilities of `(K, H, W)` upsampled logits, or filtered
+    probabilities (`probabilities`), against the cuts `cut`, `low` and `high`."""
     masks = upsampled > cut
     area = masks.sum(dim=(1, 2), dtype=torch.float64)
     # Mean probability inside the mask, summed in float64 as the native kernel does per row.
-    inside = torch.where(masks, torch.sigmoid(upsampled), 0.0).sum(dim=(1, 2), dtype=torch.float64)
+    probability = upsampled if probabilities else torch.sigmoid(upsampled)
+    inside = torch.where(masks, probability, 0.0).sum(dim=(1, 2), dtype=torch.float64)
     score = torch.where(area > 0, inside / area.clamp(min=1), 0.0)
     above_low = (upsampled > low).sum(dim=(1, 2), dtype=torch.float64)
     above_high = (upsampled > high).sum(dim=(1, 2), dtype=torch.float64)
