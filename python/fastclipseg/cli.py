@@ -19,6 +19,7 @@ except ImportError:
     from click import exceptions as _click_errors
 
 from .model import DEFAULT_MODEL
+from .ops.edges import DEFAULT_EDGES as EDGE_DEFAULTS
 from .ops.validation import DEFAULT_MAX_PIXELS, check_batch_size, check_max_pixels
 
 
@@ -142,6 +143,10 @@ CALIBRATION_OPTION = typer.Option(None, "--calibration", metavar="FOLDER", help=
 THREADS_OPTION = typer.Option(None, "--threads", metavar="N", help="CPU threads for the network and the native kernels (default: all cores).")
 INSTANCES_OPTION = typer.Option(False, "--instances/--no-instances", help='List each mask\'s objects (connected components, 8-connected) under "instances" in each record: score, stability, area, bbox, RLE.')
 MIN_AREA_OPTION = typer.Option(0, "--min-area", metavar="N", help="With --instances: leave out objects smaller than N pixels.")
+EDGES_OPTION = typer.Option(False, "--edges/--no-edges", help="Masks that follow the image's edges: the fast guided filter of the probabilities, guided by the image, instead of bilinear upsampling (README: \"Masks that follow edges\").")
+EDGE_RADIUS_OPTION = typer.Option(None, "--edge-radius", metavar="R", help=f"With --edges: the filter's box radius in cells of the model's 352x352 grid (default {EDGE_DEFAULTS.radius}).")
+EDGE_EPS_OPTION = typer.Option(None, "--edge-eps", metavar="E", help=f"With --edges: regularisation, > 0; smaller follows fainter edges (default {EDGE_DEFAULTS.eps:g}).")
+EDGE_GUIDE_OPTION = typer.Option(None, "--edge-guide", metavar="GUIDE", help=f"With --edges: grey or colour (colour also separates colours of one brightness, at several times the cost; default {EDGE_DEFAULTS.guide}).")
 MODEL_HELP = "Hub id, local model folder (transformers layout), or a folder written by `fastclipseg export`."
 MODEL_OPTION = typer.Option(DEFAULT_MODEL, "--model", "-m", metavar="MODEL", help=MODEL_HELP)
 
@@ -157,6 +162,10 @@ def segment(
     heatmap: bool = typer.Option(False, "--heatmap/--no-heatmap", help="Also write <stem>_heatmap.png: the probabilities (the highest over the prompts) as a heat-map over the image."),
     instances: bool = INSTANCES_OPTION,
     min_area: int = MIN_AREA_OPTION,
+    edges: bool = EDGES_OPTION,
+    edge_radius: Optional[int] = EDGE_RADIUS_OPTION,
+    edge_eps: Optional[float] = EDGE_EPS_OPTION,
+    edge_guide: Optional[str] = EDGE_GUIDE_OPTION,
     coco: Optional[Path] = typer.Option(None, "--coco", metavar="FILE", help="Also write a COCO results file (pycocotools' loadRes reads it): one detection per non-empty mask, or per object with --instances; image_id is the image's position among IMAGE... and category_id the prompt's, both from 1."),
     device: str = DEVICE_OPTION,
     threads: Optional[int] = THREADS_OPTION,
@@ -189,6 +198,7 @@ def segment(
     _check_engine_options(device, backend, precision)
     _check_threads(threads)
     _check_min_area(min_area)
+    edge_options = _edge_options(edges, edge_radius, edge_eps, edge_guide)
     if coco is not None and coco.is_dir():
         _fail(f"--coco {coco} is a folder: name the results file to write, e.g. {coco / 'results.json'}")
     _prepare_out_dir(out)
@@ -207,7 +217,7 @@ def segment(
     for image_id, path in enumerate(tqdm(images, desc="segmenting", unit="image", disable=None, file=sys.stderr), 1):
         try:
             rgb = load_image(path, max_pixels)
-            result = segmenter.segment(rgb, prompts, threshold=threshold)
+            result = segmenter.segment(rgb, prompts, threshold=threshold, edges=edge_options)
         except (OSError, ValueError, TypeError) as error:
             failures += 1
             tqdm.write(f"error: {error}", file=sys.stderr)
@@ -269,6 +279,30 @@ def _check_engine_options(device: str, backend: Optional[str], precision: Option
 def _check_min_area(min_area: int) -> None:
     if min_area < 0:
         _fail(f"--min-area must be >= 0 (pixels), got {min_area}")
+
+
+def _edge_options(edges: bool, radius: Optional[int], eps: Optional[float], guide: Optional[str]):
+    """The `Edges` of --edges and its parameters (None without --edges), or a clear error."""
+    from .ops.edges import Edges
+
+    given = {"--edge-radius": radius, "--edge-eps": eps, "--edge-guide": guide}
+    if not edges:
+        named = [name for name, value in given.items() if value is not None]
+        if named:
+            _fail(f"{named[0]} needs --edges")
+        return None
+    try:
+        return Edges(radius=EDGE_DEFAULTS.radius if radius is None else radius,
+                     eps=EDGE_DEFAULTS.eps if eps is None else eps,
+                     guide=EDGE_DEFAULTS.guide if guide is None else guide)
+    except (TypeError, ValueError) as error:
+        _fail("--" + str(error).replace("edges radius", "edge-radius").replace("edges eps", "edge-eps")
+              .replace("edges guide", "edge-guide"))
+
+
+def _edge_settings(edge_options) -> dict:
+    """What run.json records of --edges: nothing without it, so earlier runs still resume."""
+    return {"edges": edge_options.to_dict()} if edge_options is not None else {}
 
 
 def _instance_settings(instances: bool, min_area: int) -> dict:
@@ -408,6 +442,10 @@ def video(
     png: bool = typer.Option(False, "--png/--no-png", help="Also write one PNG mask per frame and prompt into OUT/png/."),
     instances: bool = INSTANCES_OPTION,
     min_area: int = MIN_AREA_OPTION,
+    edges: bool = EDGES_OPTION,
+    edge_radius: Optional[int] = EDGE_RADIUS_OPTION,
+    edge_eps: Optional[float] = EDGE_EPS_OPTION,
+    edge_guide: Optional[str] = EDGE_GUIDE_OPTION,
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in OUT (same settings), skipping the frames it wrote."),
     force: bool = typer.Option(False, "--force", help="Start over in an OUT that holds another run (its results are removed)."),
     device: str = DEVICE_OPTION,
@@ -435,6 +473,7 @@ def video(
     _check_engine_options(device, backend, precision)
     _check_threads(threads)
     _check_min_area(min_area)
+    edge_options = _edge_options(edges, edge_radius, edge_eps, edge_guide)
     try:
         check_every(every)
         check_time_range(start, end)
@@ -458,7 +497,8 @@ def video(
             _fail(f"cannot write the overlay into {overlay.parent}: {error.strerror or error}")
     settings = {"command": "video", "source": source, "prompts": prompts, "model": model, "threshold": threshold,
                 "every": every, "start": start, "end": end, "smooth": smooth, "backend": backend,
-                "precision": precision, "device": device, **_instance_settings(instances, min_area)}
+                "precision": precision, "device": device, **_instance_settings(instances, min_area),
+                **_edge_settings(edge_options)}
     run = _open_run(out, settings, resume, force)
     from .streams.jobs import render_overlay_video, run_video
 
@@ -467,7 +507,8 @@ def video(
                                 batch_size=batch_size, calibration=calibration, threads=threads)
     summary, interrupted = _execute(run, lambda summary: run_video(
         segmenter, source, prompts, run, threshold=threshold, batch_size=batch_size, every_n=every, start=start,
-        end=end, smooth=smooth, png=png, info=info, summary=summary, min_area=min_area if instances else None))
+        end=end, smooth=smooth, png=png, info=info, summary=summary, min_area=min_area if instances else None,
+        edges=edge_options))
     if overlay is not None and interrupted is None:
         try:
             written = render_overlay_video(source, run.masks_path, overlay, every_n=every)
@@ -491,6 +532,10 @@ def batch(
     overlay: bool = typer.Option(False, "--overlay/--no-overlay", help="Also write OUT/png/<stem>_overlay.png: each mask in its own colour with its contour, and a legend."),
     instances: bool = INSTANCES_OPTION,
     min_area: int = MIN_AREA_OPTION,
+    edges: bool = EDGES_OPTION,
+    edge_radius: Optional[int] = EDGE_RADIUS_OPTION,
+    edge_eps: Optional[float] = EDGE_EPS_OPTION,
+    edge_guide: Optional[str] = EDGE_GUIDE_OPTION,
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in OUT (same inputs and settings), skipping the images it wrote."),
     force: bool = typer.Option(False, "--force", help="Start over in an OUT that holds another run (its results are removed)."),
     max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", metavar="N", help="Refuse images with more pixels than this."),
@@ -519,6 +564,7 @@ def batch(
     _check_engine_options(device, backend, precision)
     _check_threads(threads)
     _check_min_area(min_area)
+    edge_options = _edge_options(edges, edge_radius, edge_eps, edge_guide)
     try:
         collected = collect_image_paths(inputs)
     except (OSError, ValueError) as error:
@@ -527,7 +573,7 @@ def batch(
         _fail(f"no image files in {' '.join(inputs)}" + (f" ({len(collected.skipped)} other files skipped)" if collected.skipped else ""))
     settings = {"command": "batch", "inputs": list(inputs), "prompts": prompts, "model": model, "threshold": threshold,
                 "backend": backend, "precision": precision, "device": device, "max_pixels": max_pixels,
-                **_instance_settings(instances, min_area)}
+                **_instance_settings(instances, min_area), **_edge_settings(edge_options)}
     run = _open_run(out, settings, resume, force)
     from .streams import writers as outputs
     from .streams.jobs import run_batch
@@ -540,7 +586,7 @@ def batch(
                                 batch_size=batch_size, calibration=calibration, threads=threads)
     summary, interrupted = _execute(run, lambda summary: run_batch(
         segmenter, collected.images, prompts, run, threshold=threshold, batch_size=batch_size, png=png,
-        overlay=overlay, summary=summary, min_area=min_area if instances else None))
+        overlay=overlay, summary=summary, min_area=min_area if instances else None, edges=edge_options))
     _finish_run(summary, run, interrupted, "images")
 
 

@@ -86,11 +86,13 @@ def _progress(total: int | None, unit: str, done: int) -> tqdm:
 
 def run_video(segmenter, video: str, prompts: list[str], run: RunFolder, *, threshold: float, batch_size: int | None,
               every_n: int, start: float | None, end: float | None, smooth: float | None, png: bool,
-              info: dict | None = None, summary: RunSummary | None = None, min_area: int | None = None) -> RunSummary:
+              info: dict | None = None, summary: RunSummary | None = None, min_area: int | None = None,
+              edges=None) -> RunSummary:
     """Segment `video` into `run` (masks.jsonl, errors.jsonl, PNG masks with `png`). `info`: the
     video's `sources.video_info`, when the caller has it already. `summary`: filled as frames are
     written (pass one to keep the counts when the run is interrupted); a new one by default.
-    `min_area`: list each mask's objects of at least that many pixels (None: no objects)."""
+    `min_area`: list each mask's objects of at least that many pixels (None: no objects).
+    `edges`: masks that follow the frames' edges (`fastclipseg.ops.edges.Edges`; None: bilinear)."""
 
     info = video_info(video) if info is None else info
     total = None
@@ -113,7 +115,7 @@ def run_video(segmenter, video: str, prompts: list[str], run: RunFolder, *, thre
 
     stream = segmenter.segment_video(video, prompts, threshold=threshold, batch_size=batch_size, every_n=every_n,
                                      start=start, end=end, smooth=smooth, skip=frozenset(run.done),
-                                     smooth_state=run.smooth_state)
+                                     smooth_state=run.smooth_state, edges=edges)
     with _progress(total if start is None and end is None else None, "frame", len(run.done)) as progress:
         _consume(stream, run, handle, progress, summary, save_state=smooth is not None)
     return summary
@@ -209,10 +211,10 @@ def _numbered_frames(container, stream) -> Iterator[tuple[int, object]]:
 
 def run_batch(segmenter, images: list[str], prompts: list[str], run: RunFolder, *, threshold: float,
               batch_size: int | None, png: bool, overlay: bool, summary: RunSummary | None = None,
-              min_area: int | None = None) -> RunSummary:
+              min_area: int | None = None, edges=None) -> RunSummary:
     """Segment image files into `run` (masks.jsonl, errors.jsonl, PNG masks / overlays when asked).
     `summary`: filled as images are written (pass one to keep the counts when the run is
-    interrupted); a new one by default. `min_area`: as in `run_video`."""
+    interrupted); a new one by default. `min_area` and `edges`: as in `run_video`."""
     stems = unique_stems(images)
     summary = RunSummary() if summary is None else summary
     already_done = sum(1 for p in images if p in run.done)
@@ -235,7 +237,7 @@ def run_batch(segmenter, images: list[str], prompts: list[str], run: RunFolder, 
         return record
 
     stream = segmenter.segment_stream(images, prompts, threshold=threshold, batch_size=batch_size,
-                                      skip=frozenset(run.done))
+                                      skip=frozenset(run.done), edges=edges)
     with _progress(len(images), "image", already_done) as progress:
         _consume(stream, run, handle, progress, summary, save_state=False)
     return summary
