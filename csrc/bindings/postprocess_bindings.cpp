@@ -101,7 +101,7 @@ py::dict postprocess(const py::object& logits_obj, long long height, long long w
                      double threshold, bool masks, const py::object& probs, bool rle, bool area,
                      bool bbox, bool score, long long threads, bool stability,
                      double stability_offset, const py::object& guide_obj, long long radius,
-                     double eps, bool colour) {
+                     double eps, bool colour, long long subsample) {
     const auto logits = as_logits(logits_obj);
     const pp::Shape shape = shape_of(logits, height, width);
     std::string probs_kind;
@@ -124,6 +124,7 @@ py::dict postprocess(const py::object& logits_obj, long long height, long long w
     fastclipseg::edges::Guide guide;
     if (!guide_obj.is_none()) {
         if (radius < 1) throw py::value_error("edge radius must be >= 1, got " + std::to_string(radius));
+        if (subsample < 1) throw py::value_error("edge subsample must be >= 1, got " + std::to_string(subsample));
         guide_arr = as_guide(guide_obj);
         guide.pixels = guide_arr.data();
         guide.size = static_cast<std::size_t>(guide_arr.size());
@@ -133,6 +134,7 @@ py::dict postprocess(const py::object& logits_obj, long long height, long long w
         req.guide = &guide;
         req.edges.radius = static_cast<std::size_t>(radius);
         req.edges.eps = eps;
+        req.edges.subsample = static_cast<std::size_t>(subsample);
         req.edges.mode = colour ? fastclipseg::edges::GuideMode::colour : fastclipseg::edges::GuideMode::grey;
         fastclipseg::edges::check(guide, req.edges, shape.height, shape.width);
     }
@@ -233,16 +235,18 @@ void register_postprocess(py::module_& m) {
           py::arg("area"), py::arg("bbox"), py::arg("score"), py::arg("threads"),
           py::arg("stability") = false, py::arg("stability_offset") = 1.0,
           py::arg("guide") = py::none(), py::arg("radius") = 4, py::arg("eps") = 1e-3,
-          py::arg("colour") = false,
+          py::arg("colour") = false, py::arg("subsample") = 1,
           "Upsample float32 (K, h, w) logits to (height, width) and derive masks, probabilities "
           "(None, 'float32' or 'uint8'), COCO RLE strings, area, bbox, score and SAM stability "
           "score (offset stability_offset in logit units, finite and >= 0) in one pass. "
           "threads=0: hardware concurrency. With a guide image (uint8 (height, width) or "
           "(height, width, 1|3)), the fast guided filter of the probabilities (box radius, eps, "
-          "grey or colour guide) replaces the bilinear upsampling. Returns a dict with keys masks, "
+          "grey or colour guide, on the model's grid divided by subsample) replaces the bilinear "
+          "upsampling. Returns a dict with keys masks, "
           "probs, rle, area, bbox, score, stability (None where not requested). See "
           "fastclipseg.ops.postprocess.");
     m.attr("EDGES_MAX_RADIUS") = py::int_(fastclipseg::edges::kMaxRadius);
+    m.attr("EDGES_MAX_SUBSAMPLE") = py::int_(fastclipseg::edges::kMaxSubsample);
     m.def("edges_probability_cuts",
           [](double threshold, double offset) {
               const std::array<float, 3> c = fastclipseg::edges::probability_cuts(threshold, offset);

@@ -169,55 +169,93 @@ struct Workspace {
 };
 detail::Pool<Workspace> g_workspaces;
 
-// Pillow's convert("L") of n RGB pixels; compiled for AVX2 as well, where the
-// interleaved loads vectorise.
-FCS_INLINE void grey_row_impl(const std::uint8_t* rgb, std::size_t n, std::uint8_t* out) {
-    for (std::size_t X = 0; X < n; ++X) out[X] = grey_of(rgb + 3 * X);
+// One RGB row to guide planes: Pillow's convert("L") (grey) or the three
+// channels apart (colour). Compiled for AVX2 as well, where the interleaved
+// loads vectorise.
+FCS_INLINE void grey_row_impl(const std::uint8_t* rgb, std::size_t n, std::uint8_t* const* out) {
+    std::uint8_t* grey = out[0];
+    for (std::size_t X = 0; X < n; ++X) grey[X] = grey_of(rgb + 3 * X);
 }
-void grey_row_baseline(const std::uint8_t* rgb, std::size_t n, std::uint8_t* out) { grey_row_impl(rgb, n, out); }
+FCS_INLINE void split_row_impl(const std::uint8_t* rgb, std::size_t n, std::uint8_t* const* out) {
+    std::uint8_t *r = out[0], *g = out[1], *b = out[2];
+    for (std::size_t X = 0; X < n; ++X) r[X] = rgb[3 * X], g[X] = rgb[3 * X + 1], b[X] = rgb[3 * X + 2];
+}
+// dst[X] = sum of `rows` rows of uint8 (stride bytes apart) at column X, for
+// X < n: 16-bit partial sums (vectorise twice as wide), 256 rows at a time so
+// they cannot overflow; `partial` holds n values.
+FCS_INLINE void sum_rows_impl(const std::uint8_t* first, std::size_t stride, std::size_t rows, std::size_t n,
+                              std::uint16_t* __restrict partial, std::uint32_t* __restrict dst) {
+    for (std::size_t X = 0; X < n; ++X) dst[X] = 0;
+    for (std::size_t done = 0; done < rows; done += 256) {
+        for (std::size_t X = 0; X < n; ++X) partial[X] = 0;
+        for (std::size_t Y = done; Y < std::min(rows, done + 256); ++Y) {
+            const std::uint8_t* __restrict row = first + Y * stride;
+            for (std::size_t X = 0; X < n; ++X) partial[X] = static_cast<std::uint16_t>(partial[X] + row[X]);
+        }
+        for (std::size_t X = 0; X < n; ++X) dst[X] += partial[X];
+    }
+}
+using SumRows = void (*)(const std::uint8_t*, std::size_t, std::size_t, std::size_t, std::uint16_t*, std::uint32_t*);
+void sum_rows_baseline(const std::uint8_t* first, std::size_t stride, std::size_t rows, std::size_t n,
+                       std::uint16_t* partial, std::uint32_t* dst) {
+    sum_rows_impl(first, stride, rows, n, partial, dst);
+}
+
+using RowToPlanes = void (*)(const std::uint8_t*, std::size_t, std::uint8_t* const*);
+void grey_row_baseline(const std::uint8_t* rgb, std::size_t n, std::uint8_t* const* out) { grey_row_impl(rgb, n, out); }
+void split_row_baseline(const std::uint8_t* rgb, std::size_t n, std::uint8_t* const* out) { split_row_impl(rgb, n, out); }
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__)) && !defined(__AVX2__)
-__attribute__((target("avx2"))) void grey_row_avx2(const std::uint8_t* rgb, std::size_t n, std::uint8_t* out) {
+__attribute__((target("avx2"))) void grey_row_avx2(const std::uint8_t* rgb, std::size_t n, std::uint8_t* const* out) {
     grey_row_impl(rgb, n, out);
 }
-using GreyRow = void (*)(const std::uint8_t*, std::size_t, std::uint8_t*);
-GreyRow grey_row_kernel() {
-    static const GreyRow kernel = [] {
-        __builtin_cpu_init();
-        return __builtin_cpu_supports("avx2") ? grey_row_avx2 : grey_row_baseline;
-    }();
-    return kernel;
+__attribute__((target("avx2"))) void split_row_avx2(const std::uint8_t* rgb, std::size_t n, std::uint8_t* const* out) {
+    split_row_impl(rgb, n, out);
 }
+__attribute__((target("avx2"))) void sum_rows_avx2(const std::uint8_t* first, std::size_t stride, std::size_t rows,
+                                                   std::size_t n, std::uint16_t* partial, std::uint32_t* dst) {
+    sum_rows_impl(first, stride, rows, n, partial, dst);
+}
+bool has_avx2() {
+    static const bool yes = [] {
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx2") != 0;
+    }();
+    return yes;
+}
+RowToPlanes row_to_planes(bool colour) {
+    if (colour) return has_avx2() ? split_row_avx2 : split_row_baseline;
+    return has_avx2() ? grey_row_avx2 : grey_row_baseline;
+}
+SumRows sum_rows_kernel() { return has_avx2() ? sum_rows_avx2 : sum_rows_baseline; }
 #else
-auto grey_row_kernel() { return grey_row_baseline; }
+RowToPlanes row_to_planes(bool colour) { return colour ? split_row_baseline : grey_row_baseline; }
+SumRows sum_rows_kernel() { return sum_rows_baseline; }
 #endif
 
-// Averages the guide (`channels` interleaved uint8 channels of which the
-// first `used` are kept) into the h x w grid with adaptive_avg_pool2d's bins:
-// the bin's rows are summed down the columns (vectorised), then the columns
-// are binned through one prefix sum per grid row. Sums are exact integers.
-void average_into_grid(const std::uint8_t* pixels, std::size_t H, std::size_t W, std::size_t channels,
-                       std::size_t used, std::size_t h, std::size_t w, unsigned threads, Planes& low) {
+// Averages the guide's planes (H x W bytes each) into the h x w grid with
+// adaptive_avg_pool2d's bins: the bin's rows are summed down the columns
+// (vectorised), then the columns are binned through one prefix sum per grid
+// row. Sums are exact integers.
+void average_into_grid(const std::vector<const std::uint8_t*>& planes, std::size_t H, std::size_t W,
+                       std::size_t h, std::size_t w, unsigned threads, Planes& low) {
+    const std::size_t used = planes.size();
     const Bins rows = make_bins(H, h), cols = make_bins(W, w);
     shape_planes(low, used, h * w);
     struct Work {
         std::vector<std::uint32_t> column;  // per channel, W (a bin has < 2^24 rows)
+        std::vector<std::uint16_t> partial; // W
         std::vector<std::uint64_t> prefix;  // W + 1
     };
+    const SumRows sum_rows = sum_rows_kernel();
     std::vector<Work> work(detail::parallel_workers(h, threads));
     detail::parallel_for(h, threads, [&](std::size_t y, std::size_t worker) {
         Work& s = work[worker];
-        s.column.assign(used * W, 0);
+        s.column.resize(used * W);
+        s.partial.resize(W);
         s.prefix.resize(W + 1);
-        for (std::size_t Y = rows.start[y]; Y < rows.end[y]; ++Y) {
-            const std::uint8_t* row = pixels + Y * W * channels;
-            if (channels == 1) {
-                for (std::size_t X = 0; X < W; ++X) s.column[X] += row[X];
-            } else {
-                for (std::size_t c = 0; c < used; ++c) {
-                    std::uint32_t* dst = s.column.data() + c * W;
-                    for (std::size_t X = 0; X < W; ++X) dst[X] += row[X * channels + c];
-                }
-            }
+        for (std::size_t c = 0; c < used; ++c) {
+            sum_rows(planes[c] + rows.start[y] * W, W, rows.end[y] - rows.start[y], W, s.partial.data(),
+                     s.column.data() + c * W);
         }
         const double rows_in = static_cast<double>(rows.end[y] - rows.start[y]);
         for (std::size_t c = 0; c < used; ++c) {
@@ -258,11 +296,11 @@ void solve_cells(Workspace& ws, std::size_t i, std::size_t C, double eps) {
         const double gg = v[3][k] + eps, gb = v[4][k], bb = v[5][k] + eps;
         const double i00 = gg * bb - gb * gb, i01 = rb * gb - rg * bb, i02 = rg * gb - rb * gg;
         const double i11 = rr * bb - rb * rb, i12 = rb * rg - rr * gb, i22 = rr * gg - rg * rg;
-        const double det = rr * i00 + rg * i01 + rb * i02;
+        const double inv = 1.0 / (rr * i00 + rg * i01 + rb * i02);
         const double c0 = a[0][k], c1 = a[1][k], c2 = a[2][k];
-        const double a0 = (i00 * c0 + i01 * c1 + i02 * c2) / det;
-        const double a1 = (i01 * c0 + i11 * c1 + i12 * c2) / det;
-        const double a2 = (i02 * c0 + i12 * c1 + i22 * c2) / det;
+        const double a0 = (i00 * c0 + i01 * c1 + i02 * c2) * inv;
+        const double a1 = (i01 * c0 + i11 * c1 + i12 * c2) * inv;
+        const double a2 = (i02 * c0 + i12 * c1 + i22 * c2) * inv;
         a[0][k] = a0, a[1][k] = a1, a[2][k] = a2;
         b[k] -= a0 * m[0][k] + a1 * m[1][k] + a2 * m[2][k];
     }
@@ -273,6 +311,9 @@ void solve_cells(Workspace& ws, std::size_t i, std::size_t C, double eps) {
 void check(const Guide& guide, const Params& params, std::size_t height, std::size_t width) {
     if (params.radius < 1 || params.radius > kMaxRadius) {
         fail("radius " + std::to_string(params.radius) + " is outside [1, " + std::to_string(kMaxRadius) + "]");
+    }
+    if (params.subsample < 1 || params.subsample > kMaxSubsample) {
+        fail("subsample " + std::to_string(params.subsample) + " is outside [1, " + std::to_string(kMaxSubsample) + "]");
     }
     if (!std::isfinite(params.eps) || params.eps <= 0.0) {
         fail("eps " + std::to_string(params.eps) + " must be finite and > 0");
@@ -301,38 +342,47 @@ void coefficients_into(const float* logits, std::size_t logits_size, std::size_t
                        Coefficients& out) {
     check(guide, params, guide.height, guide.width);
     if (h == 0 || w == 0) fail("the logit grid " + size_text(h, w) + " is empty");
-    const std::uint64_t plane = static_cast<std::uint64_t>(h) * w;
-    if (k > std::numeric_limits<std::size_t>::max() / (4 * plane)) fail("K x h x w overflows");
-    if (logits_size < k * plane) {
+    const std::uint64_t logit_plane = static_cast<std::uint64_t>(h) * w;
+    if (k > std::numeric_limits<std::size_t>::max() / (4 * logit_plane)) fail("K x h x w overflows");
+    if (logits_size < k * logit_plane) {
         fail("logits buffer holds " + std::to_string(logits_size) + " floats but K x h x w needs " +
-             std::to_string(k * plane));
+             std::to_string(k * logit_plane));
     }
+    // The filter's grid: the model's, subsampled (at least one cell a side).
+    const std::size_t fh = std::max<std::size_t>(1, h / params.subsample);
+    const std::size_t fw = std::max<std::size_t>(1, w / params.subsample);
+    const std::size_t plane = fh * fw;
     if (k > 0 && logits == nullptr) fail("logits pointer is null");
     const unsigned threads = std::min(threads_in == 0 ? postprocess::default_threads() : threads_in,
                                       postprocess::kMaxThreads);
     const std::size_t H = guide.height, W = guide.width, C = guide_channels(params);
     out.planes = C + 1;
-    out.grey.clear();  // keeps its memory
+    out.height = fh;
+    out.width = fw;
+    out.planes_u8.clear();  // keeps its memory
     out.data.resize(k * out.planes * plane);
     auto lease = g_workspaces.take();
     Workspace& ws = *lease;
 
-    // The guide in the model's grid (the one full-size pass, with the grey conversion).
-    const std::uint8_t* source = guide.pixels;
-    std::size_t source_channels = guide.channels;
-    if (params.mode == GuideMode::grey && guide.channels == 3) {
-        out.grey.resize(H * W);
-        const auto grey_row = grey_row_kernel();
+    // The guide as planes (one full-size pass: the grey value, or the channels
+    // apart), then averaged into the filter's grid.
+    if (guide.channels == 3) {
+        out.planes_u8.resize(C * H * W);
+        const RowToPlanes convert = row_to_planes(C == 3);
         const std::size_t band = std::max<std::size_t>(1, (H + 4 * threads - 1) / (4 * threads));
         detail::parallel_for((H + band - 1) / band, threads, [&](std::size_t item, std::size_t) {
             for (std::size_t Y = item * band; Y < std::min(H, (item + 1) * band); ++Y) {
-                grey_row(guide.pixels + Y * W * 3, W, out.grey.data() + Y * W);
+                std::uint8_t* rows[3];
+                for (std::size_t c = 0; c < C; ++c) rows[c] = out.planes_u8.data() + c * H * W + Y * W;
+                convert(guide.pixels + Y * W * 3, W, rows);
             }
         });
-        source = out.grey.data();
-        source_channels = 1;
     }
-    average_into_grid(source, H, W, source_channels, C, h, w, threads, ws.low);
+    std::vector<const std::uint8_t*> planes(C);
+    for (std::size_t c = 0; c < C; ++c) {
+        planes[c] = out.planes_u8.empty() ? guide.pixels : out.planes_u8.data() + c * H * W;
+    }
+    average_into_grid(planes, H, W, fh, fw, threads, ws.low);
 
     // Window means that need only the guide and p: the guide's channels and
     // channel products, and per mask p and I_c p. One box filter per item.
@@ -344,22 +394,36 @@ void coefficients_into(const float* logits, std::size_t logits_size, std::size_t
     shape_planes(ws.p, k, plane);
     shape_planes(ws.mean_p, k, plane);
     shape_planes(ws.corr, k * C, plane);
+    const Bins rows = make_bins(h, fh), cols = make_bins(w, fw);
     detail::parallel_for(k, threads, [&](std::size_t i, std::size_t) {
-        // The post-processing kernel's float32 sigmoid (vectorised); NaN counts as 0.
+        // The post-processing kernel's float32 sigmoid (vectorised; NaN counts as 0),
+        // averaged into the filter's grid with adaptive_avg_pool2d's bins.
         std::vector<float> row(w);
-        for (std::size_t y = 0; y < h; ++y) {
-            const float* x = logits + i * plane + y * w;
-            double* p = ws.p[i].data() + y * w;
-            for (std::size_t j = 0; j < w; ++j) row[j] = detail::sigmoid1(x[j]);  // (vectorises alone)
-            for (std::size_t j = 0; j < w; ++j) p[j] = row[j] == row[j] ? row[j] : 0.0;
+        std::vector<double> sums(fw);
+        double* p = ws.p[i].data();
+        for (std::size_t y = 0; y < fh; ++y) {
+            std::fill(sums.begin(), sums.end(), 0.0);
+            for (std::size_t Y = rows.start[y]; Y < rows.end[y]; ++Y) {
+                const float* x = logits + i * logit_plane + Y * w;
+                for (std::size_t j = 0; j < w; ++j) row[j] = detail::sigmoid1(x[j]);  // (vectorises alone)
+                for (std::size_t c = 0; c < fw; ++c) {
+                    double sum = 0.0;
+                    for (std::size_t X = cols.start[c]; X < cols.end[c]; ++X) sum += row[X] == row[X] ? row[X] : 0.0;
+                    sums[c] += sum;
+                }
+            }
+            const double rows_in = static_cast<double>(rows.end[y] - rows.start[y]);
+            for (std::size_t c = 0; c < fw; ++c) {
+                p[y * fw + c] = sums[c] / (rows_in * static_cast<double>(cols.end[c] - cols.start[c]));
+            }
         }
     });
     const std::size_t guide_items = C + pairs.size(), mask_items = 1 + C;
     const std::size_t workers = detail::parallel_workers(guide_items + k * mask_items, threads);
-    std::vector<BoxFilter> boxes(workers, BoxFilter(h, w, params.radius));
-    const auto product = [w](const double* a, const double* b) {
-        return [a, b, w](std::size_t y, double* dst) {
-            for (std::size_t x = 0; x < w; ++x) dst[x] = a[y * w + x] * b[y * w + x];
+    std::vector<BoxFilter> boxes(workers, BoxFilter(fh, fw, params.radius));
+    const auto product = [fw](const double* a, const double* b) {
+        return [a, b, fw](std::size_t y, double* dst) {
+            for (std::size_t x = 0; x < fw; ++x) dst[x] = a[y * fw + x] * b[y * fw + x];
         };
     };
     detail::parallel_for(guide_items + k * mask_items, threads, [&](std::size_t item, std::size_t worker) {

@@ -176,32 +176,67 @@ FCS_INLINE void vinterp_threshold_impl(const float* t0, const float* t1, float l
     }
 }
 
-// Guided rows (fastclipseg/edges.hpp): q = clamp(B + A . guide, 0, 1) from the
-// upsampled coefficient rows and the raw uint8 guide row (A is pre-scaled by
-// 1/255), and mask = q > cut, in one sweep.
+using detail::from_bits;
+using detail::to_bits;
+
+// min(max(q, 0), 1) on the bit pattern (integer selects vectorise where float
+// ones do not, see from_bits): negative floats (sign bit set) become +0, and
+// non-negative floats order like their patterns.
+FCS_INLINE float clamp01(float q) {
+    constexpr std::uint32_t kOne = 0x3f800000u;  // 1.0f
+    std::uint32_t b = to_bits(q);
+    b &= ~static_cast<std::uint32_t>(static_cast<std::int32_t>(b) >> 31);
+    return from_bits(b < kOne ? b : kOne);
+}
+
+// mask = v > cut (a loop of its own: mixed with the uint8 guide loads, GCC
+// does not vectorise it).
+FCS_INLINE void threshold_row(const float* __restrict v, std::size_t n, float cut, std::uint8_t* __restrict mask) {
+    for (std::size_t c = 0; c < n; ++c) mask[c] = v[c] > cut ? 1 : 0;
+}
+
+// Guided rows (fastclipseg/edges.hpp), from the horizontally interpolated
+// rows of each coefficient plane (t0 above, t1 below, vertical weights l0
+// and l1, as vinterp: the coefficients are exactly the bilinear upsampling)
+// and the raw uint8 guide rows (A is pre-scaled by 1/255):
+// q = clamp(B + A . guide, 0, 1), in one sweep without writing the
+// upsampled coefficients; then mask = q > cut. Restrict: without it the
+// compiler will not vectorise past the many pointers' overlap checks.
 template <bool kFma>
-FCS_INLINE void edge_grey_impl(const float* const* coef, const std::uint8_t* guide, std::size_t n,
-                               float cut, float* out, std::uint8_t* mask) {
-    const float* a = coef[0];
-    const float* b = coef[1];
+FCS_INLINE void edge_grey_impl(const float* const* t0, const float* const* t1, float l0, float l1,
+                               const std::uint8_t* const* guide, std::size_t n, float cut, float* out,
+                               std::uint8_t* mask) {
+    const float *__restrict a0 = t0[0], *__restrict a1 = t1[0], *__restrict b0 = t0[1], *__restrict b1 = t1[1];
+    const std::uint8_t* __restrict g = guide[0];
+    float* __restrict q_out = out;
     for (std::size_t c = 0; c < n; ++c) {
-        const float q = std::min(std::max(fused<kFma>(a[c], static_cast<float>(guide[c]), b[c]), 0.0f), 1.0f);
-        out[c] = q;
-        mask[c] = q > cut ? 1 : 0;
+        const float a = fused<kFma>(a0[c], l0, a1[c] * l1);
+        const float b = fused<kFma>(b0[c], l0, b1[c] * l1);
+        q_out[c] = clamp01(fused<kFma>(a, static_cast<float>(g[c]), b));
     }
+    threshold_row(q_out, n, cut, mask);
+}
+
+// One colour channel's term per loop: GCC vectorises a loop with one uint8
+// stream among the floats, not with three.
+template <bool kFma>
+FCS_INLINE void add_channel(const float* __restrict t0, const float* __restrict t1, float l0, float l1,
+                            const std::uint8_t* __restrict g, std::size_t n, float* __restrict q) {
+    for (std::size_t c = 0; c < n; ++c) q[c] = fused<kFma>(fused<kFma>(t0[c], l0, t1[c] * l1), static_cast<float>(g[c]), q[c]);
 }
 
 template <bool kFma>
-FCS_INLINE void edge_colour_impl(const float* const* coef, const std::uint8_t* rgb, std::size_t n,
-                                 float cut, float* out, std::uint8_t* mask) {
-    const float *a0 = coef[0], *a1 = coef[1], *a2 = coef[2], *b = coef[3];
-    for (std::size_t c = 0; c < n; ++c) {
-        float q = fused<kFma>(a2[c], static_cast<float>(rgb[3 * c + 2]), b[c]);
-        q = fused<kFma>(a1[c], static_cast<float>(rgb[3 * c + 1]), q);
-        q = std::min(std::max(fused<kFma>(a0[c], static_cast<float>(rgb[3 * c]), q), 0.0f), 1.0f);
-        out[c] = q;
-        mask[c] = q > cut ? 1 : 0;
-    }
+FCS_INLINE void edge_colour_impl(const float* const* t0, const float* const* t1, float l0, float l1,
+                                 const std::uint8_t* const* guide, std::size_t n, float cut, float* out,
+                                 std::uint8_t* mask) {
+    const float *__restrict b0 = t0[3], *__restrict b1 = t1[3];
+    float* __restrict q = out;
+    for (std::size_t c = 0; c < n; ++c) q[c] = fused<kFma>(b0[c], l0, b1[c] * l1);
+    add_channel<kFma>(t0[2], t1[2], l0, l1, guide[2], n, q);
+    add_channel<kFma>(t0[1], t1[1], l0, l1, guide[1], n, q);
+    add_channel<kFma>(t0[0], t1[0], l0, l1, guide[0], n, q);
+    for (std::size_t c = 0; c < n; ++c) q[c] = clamp01(q[c]);
+    threshold_row(q, n, cut, mask);
 }
 
 // Number of set bytes in a row of 0/1 bytes (n < 2^32).
@@ -211,9 +246,7 @@ FCS_INLINE std::uint32_t count_impl(const std::uint8_t* m, std::size_t n) {
     return total;
 }
 
-using detail::from_bits;
 using detail::sigmoid1;
-using detail::to_bits;
 
 FCS_INLINE void sigmoid_impl(const float* v, std::size_t n, float* out) {
     for (std::size_t c = 0; c < n; ++c) out[c] = sigmoid1(v[c]);
@@ -283,8 +316,10 @@ struct RowOps {
     void (*sigmoid)(const float*, std::size_t, float*);
     void (*to_u8)(const float*, std::size_t, std::uint8_t*);
     double (*masked_sum)(const float*, const std::uint8_t*, std::size_t, float*);
-    void (*edge_grey)(const float* const*, const std::uint8_t*, std::size_t, float, float*, std::uint8_t*);
-    void (*edge_colour)(const float* const*, const std::uint8_t*, std::size_t, float, float*, std::uint8_t*);
+    using EdgeRow = void (*)(const float* const*, const float* const*, float, float, const std::uint8_t* const*,
+                             std::size_t, float, float*, std::uint8_t*);
+    EdgeRow edge_grey;
+    EdgeRow edge_colour;
 };
 
 // NAME##_hinterp and NAME##_masked_sum are defined separately (the AVX2 ones
@@ -309,13 +344,15 @@ struct RowOps {
     ATTR void NAME##_to_u8(const float* p, std::size_t n, std::uint8_t* out) {                      \
         to_u8_impl(p, n, out);                                                                      \
     }                                                                                               \
-    ATTR void NAME##_edge_grey(const float* const* coef, const std::uint8_t* g, std::size_t n,      \
-                               float cut, float* out, std::uint8_t* mask) {                         \
-        edge_grey_impl<FMA>(coef, g, n, cut, out, mask);                                            \
+    ATTR void NAME##_edge_grey(const float* const* t0, const float* const* t1, float l0, float l1,    \
+                               const std::uint8_t* const* g, std::size_t n, float cut, float* out,  \
+                               std::uint8_t* mask) {                                                \
+        edge_grey_impl<FMA>(t0, t1, l0, l1, g, n, cut, out, mask);                                  \
     }                                                                                               \
-    ATTR void NAME##_edge_colour(const float* const* coef, const std::uint8_t* g, std::size_t n,    \
-                                 float cut, float* out, std::uint8_t* mask) {                       \
-        edge_colour_impl<FMA>(coef, g, n, cut, out, mask);                                          \
+    ATTR void NAME##_edge_colour(const float* const* t0, const float* const* t1, float l0, float l1,  \
+                                 const std::uint8_t* const* g, std::size_t n, float cut, float* out, \
+                                 std::uint8_t* mask) {                                              \
+        edge_colour_impl<FMA>(t0, t1, l0, l1, g, n, cut, out, mask);                                \
     }                                                                                               \
     constexpr RowOps NAME##_ops = {NAME##_hinterp, NAME##_vinterp,      NAME##_vinterp_threshold,   \
                                    NAME##_count,   NAME##_count_above,  NAME##_sigmoid,             \
@@ -597,15 +634,17 @@ struct RowCache {
 
 // One mask's guided-filter coefficients and the guide (fastclipseg/edges.hpp).
 struct EdgeSource {
-    const float* coef = nullptr;       // planes x h x w
-    std::size_t planes = 0;            // 2 (grey) or 4 (colour)
-    const std::uint8_t* guide = nullptr;  // H x W x (planes - 1) uint8
+    const float* coef = nullptr;              // planes x fh x fw (the filter's grid)
+    std::size_t planes = 0;                   // 2 (grey) or 4 (colour)
+    std::size_t fh = 0, fw = 0;
+    const Axis* cols = nullptr;               // weights from fw columns to W
+    const Axis* rows = nullptr;               // and from fh rows to H
+    const std::uint8_t* guide[3] = {};        // the guide's planes, H x W uint8 each
 };
 
 struct Scratch {
     RowCache logit;                       // the logit rows
     std::vector<RowCache> coef;           // the coefficient planes' rows (edges)
-    std::vector<float> coef_row[4];       // their upsampled rows
     std::vector<float> vrow;              // one upsampled output row
     std::vector<float> prob;              // sigmoid of it
     std::vector<float> tmp;               // masked probabilities for the score
@@ -618,10 +657,7 @@ struct Scratch {
         logit.reset(width);
         vrow.resize(width);
         coef.resize(planes);
-        for (std::size_t j = 0; j < planes; ++j) {
-            coef[j].reset(width);
-            coef_row[j].resize(width);
-        }
+        for (std::size_t j = 0; j < planes; ++j) coef[j].reset(width);
     }
 
     // Upsampled logits of output row R, in vrow (or `out` when given); with
@@ -637,16 +673,18 @@ struct Scratch {
     float* edge_row(const RowSource& src, const EdgeSource& e, std::size_t R, std::uint8_t* mask,
                     float cut) {
         const std::size_t W = src.cols.i0.size();
-        const float* rows[4];
+        const std::size_t r0 = static_cast<std::size_t>(e.rows->i0[R]), r1 = static_cast<std::size_t>(e.rows->i1[R]);
+        const float* above[4];
+        const float* below[4];
         for (std::size_t j = 0; j < e.planes; ++j) {
-            const RowSource plane_src{src.ops, e.coef + j * src.h * src.w, src.w, src.h, src.cols, src.rows};
-            coef[j].upsample_row(plane_src, R, coef_row[j].data());
-            rows[j] = coef_row[j].data();
+            const RowSource plane_src{src.ops, e.coef + j * e.fh * e.fw, e.fw, e.fh, *e.cols, *e.rows};
+            above[j] = coef[j].hrow_for(plane_src, r0, SIZE_MAX);
+            below[j] = coef[j].hrow_for(plane_src, r1, r0);
         }
-        const std::size_t channels = e.planes - 1;
-        const std::uint8_t* g = e.guide + R * W * channels;
-        if (channels == 1) src.ops.edge_grey(rows, g, W, cut, vrow.data(), mask);
-        else src.ops.edge_colour(rows, g, W, cut, vrow.data(), mask);
+        const std::uint8_t* g[3] = {e.guide[0] + R * W, nullptr, nullptr};
+        if (e.planes == 4) g[1] = e.guide[1] + R * W, g[2] = e.guide[2] + R * W;
+        const auto kernel = e.planes == 2 ? src.ops.edge_grey : src.ops.edge_colour;
+        kernel(above, below, e.rows->l0[R], e.rows->l1[R], g, W, cut, vrow.data(), mask);
         return vrow.data();
     }
 };
@@ -737,9 +775,15 @@ Result run(const float* logits, std::size_t logits_size, const Shape& shape,
     auto coef_lease = g_coefficients.take();  // reused memory (see detail::Pool)
     edges::Coefficients& coef = *coef_lease;
     coef.planes = 0;
-    coef.grey.clear();
+    coef.planes_u8.clear();
     if (guided) edges::coefficients_into(logits, logits_size, K, p.h, p.w, *req.guide, req.edges, threads, coef);
-    const std::uint8_t* guide_pixels = !guided ? nullptr : coef.grey.empty() ? req.guide->pixels : coef.grey.data();
+    Axis coef_cols, coef_rows;  // from the filter's grid
+    if (guided) coef_cols = make_axis(coef.width, W), coef_rows = make_axis(coef.height, H);
+    // The guide's planes: converted by the coefficients' pass, or the caller's grey image itself.
+    const std::uint8_t* guide_planes[3] = {};
+    for (std::size_t c = 0; guided && c + 1 < coef.planes; ++c) {
+        guide_planes[c] = coef.planes_u8.empty() ? req.guide->pixels : coef.planes_u8.data() + c * p.plane;
+    }
 
     std::vector<Block> out_blocks(K * blocks);
     std::vector<double> row_score(req.score ? K * H : 0);
@@ -760,7 +804,9 @@ Result run(const float* logits, std::size_t logits_size, const Shape& shape,
         if (req.score) s.tmp.resize(W);
         Block& b = out_blocks[item];
         const RowSource src{ops, logits + i * p.h * p.w, p.w, p.h, cols, rows};
-        const EdgeSource edge{coef.data.data() + i * coef.planes * p.h * p.w, coef.planes, guide_pixels};
+        const EdgeSource edge{coef.data.data() + i * coef.planes * coef.height * coef.width, coef.planes,
+                              coef.height, coef.width, &coef_cols, &coef_rows,
+                              {guide_planes[0], guide_planes[1], guide_planes[2]}};
         // Output row R (the upsampled logits, or with a guide the filtered
         // probabilities) and its mask bytes.
         const auto output_row = [&](std::size_t R, std::uint8_t* mask) -> const float* {

@@ -6,22 +6,24 @@
 // multiply-add per pixel and guide channel) in the post-processing row loop.
 //
 // What is computed, for each mask with logits x (h x w, the model's grid) and
-// the guide image G (H x W, the output size; uint8 grey or RGB):
+// the guide image G (H x W, the output size; uint8 grey or RGB), on the
+// filter's grid of fh x fw = max(1, h / s) x max(1, w / s) cells (s the
+// subsampling; cells are binned as torch.nn.functional.adaptive_avg_pool2d
+// bins: rows floor(y N / n) to ceil((y + 1) N / n) of N, columns alike):
 //  * I: the guide in [0, 1]; for the grey guide of an RGB image, the grey
 //    value of Pillow's convert("L"): (19595 R + 38470 G + 7471 B + 32768) >> 16.
-//  * I_low: I averaged over the pixels of each model-grid cell, the bins of
-//    torch.nn.functional.adaptive_avg_pool2d (rows floor(y H / h) to
-//    ceil((y + 1) H / h), columns alike); sums are exact integers.
-//  * p = sigmoid(x) (NaN logits count as 0), and with box(.) the mean over
-//    the (2r + 1)^2 window clipped at the borders (avg_pool2d with
-//    count_include_pad=False), at the model's resolution:
+//  * I_low: I averaged over each cell's pixels (exact integer sums).
+//  * p: sigmoid(x) (NaN logits count as 0) averaged over each cell's logits.
+//  * With box(.) the mean over the (2r + 1)^2 window of cells clipped at the
+//    borders (avg_pool2d with count_include_pad=False):
 //      grey:   a = (box(I p) - box(I) box(p)) / (box(I I) - box(I)^2 + eps)
 //      colour: a = (Sigma + eps 1)^-1 (box(I p) - box(I) box(p)), Sigma the
 //              3 x 3 covariance of the channels in the window
 //      b = box(p) - a . box(I)
-//  * The coefficients box(a) and box(b) are upsampled bilinearly as the
-//    logits are (postprocess.hpp), and q = clamp(A . I + B, 0, 1) is the
-//    filtered probability of every output pixel: the mask is q > t.
+//  * The coefficients box(a) and box(b) are upsampled bilinearly from the
+//    filter's grid to H x W, as the logits are (postprocess.hpp), and
+//    q = clamp(A . I + B, 0, 1) is the filtered probability of every output
+//    pixel: the mask is q > t.
 // Low-resolution arithmetic is in double; the coefficients are stored as
 // float32, A already divided by 255 so it multiplies the raw uint8 guide.
 #pragma once
@@ -37,6 +39,8 @@ namespace fastclipseg::edges {
 
 // Largest box radius accepted (windows are clipped to the grid anyway).
 inline constexpr std::size_t kMaxRadius = 4096;
+// Largest subsampling of the model's grid accepted.
+inline constexpr std::size_t kMaxSubsample = 64;
 
 enum class GuideMode {
     grey,    // one guide channel: the image's grey value (or its only channel)
@@ -52,7 +56,8 @@ struct Guide {
 };
 
 struct Params {
-    std::size_t radius = 4;      // box radius r at the model's resolution, >= 1
+    std::size_t radius = 4;      // box radius r in cells of the filter's grid, >= 1
+    std::size_t subsample = 1;   // the filter's grid: the model's h x w divided by this (>= 1)
     double eps = 1e-3;           // regularisation, in (guide in [0, 1]) variance units; finite, > 0
     GuideMode mode = GuideMode::grey;
 };
@@ -65,9 +70,12 @@ void check(const Guide& guide, const Params& params, std::size_t height, std::si
 // The low-resolution half for K masks of h x w logits.
 struct Coefficients {
     std::size_t planes = 0;    // guide channels + 1: A per channel, then B
-    std::vector<float> data;   // K x planes x h x w
-    // The full-size grey guide when it was converted from RGB (H x W), else empty.
-    std::vector<std::uint8_t> grey;
+    std::size_t height = 0, width = 0;  // the filter's grid: max(1, h / subsample) x max(1, w / subsample)
+    std::vector<float> data;   // K x planes x height x width
+    // The guide as planes of H x W bytes when it was converted (the grey value
+    // of an RGB image; the colour guide's R, G and B planes), else empty: a
+    // grey image is its own plane.
+    std::vector<std::uint8_t> planes_u8;
 };
 
 // Validates (as `check`) and computes the coefficients; threads = 0: the

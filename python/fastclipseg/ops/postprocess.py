@@ -163,7 +163,7 @@ def postprocess(
     out = _core.postprocess(arr, height, width, t, bool(masks), probs, bool(rle), bool(area),
                             bool(bbox), bool(score), _check_threads(threads), bool(stability), offset,
                             guide_image, options.radius if options else 4, options.eps if options else 1e-3,
-                            options is not None and options.guide == "colour")
+                            options is not None and options.guide == "colour", options.subsample if options else 1)
     counts = cast("list[str] | None", out["rle"])
     rles: list[RLE] | None = None
     if counts is not None:

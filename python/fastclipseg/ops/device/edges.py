@@ -39,6 +39,7 @@ def guided_probabilities(logits: torch.Tensor, image: torch.Tensor, edges: Edges
     count, h, w = logits.shape
     height, width = guide.shape[1:]
     channels = guide.shape[0]
+    h, w = max(1, h // edges.subsample), max(1, w // edges.subsample)  # the filter's grid
     low = F.adaptive_avg_pool2d(guide[None].to(torch.float64), (h, w))[0] / 255.0  # (C, h, w)
     r = edges.radius
 
@@ -52,7 +53,9 @@ def guided_probabilities(logits: torch.Tensor, image: torch.Tensor, edges: Edges
         return out.reshape(size)
 
     mean_i = box(low)  # (C, h, w)
-    p = torch.sigmoid(logits.to(torch.float64)).nan_to_num(nan=0.0)  # (K, h, w)
+    # The kernel's float32 sigmoid, averaged into the filter's grid.
+    p = torch.sigmoid(logits.float()).nan_to_num(nan=0.0).to(torch.float64)
+    p = F.adaptive_avg_pool2d(p[None], (h, w))[0] if count else p.new_zeros((0, h, w))  # (K, h, w)
     mean_p = box(p)
     cov_ip = box(low[None] * p[:, None]) - mean_i[None] * mean_p[:, None]  # (K, C, h, w)
     if channels == 1:
