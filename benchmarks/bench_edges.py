@@ -40,8 +40,10 @@ from fastclipseg.ops.edges import Edges
 
 SELECTION_SEED, HELDOUT_SEED = 1234, 2026
 SIZES = {"1056x1056": (1056, 1056), "1920x1080": (1080, 1920)}
-CANDIDATES = [Edges(r, eps, "grey") for r in (2, 3, 4, 6, 8) for eps in (1e-4, 1e-3, 1e-2)] + \
-             [Edges(r, eps, "colour") for r in (3, 4, 6) for eps in (1e-4, 1e-3)]
+# The model's grid (subsample 1) and coarser filter grids (the coefficients are smooth; s^2 less work).
+CANDIDATES = [Edges(r, eps, guide, 1) for guide in ("grey", "colour") for r in (3, 4, 6) for eps in (1e-4, 1e-3)] + \
+             [Edges(r, eps, guide, s) for guide in ("grey", "colour") for s in (2, 3, 4) for r in (1, 2, 3, 4)
+              for eps in (1e-4, 1e-3)]
 MODELS = ("clipseg-shapes", "clipseg-shapes-prompted")
 
 
@@ -53,7 +55,7 @@ def shapes_module():
 
 
 def name_of(edges: Edges | None) -> str:
-    return "bilinear" if edges is None else f"{edges.guide} r{edges.radius} eps{edges.eps:g}"
+    return "bilinear" if edges is None else f"{edges.guide} s{edges.subsample} r{edges.radius} eps{edges.eps:g}"
 
 
 def boundary(mask: np.ndarray, d: int) -> np.ndarray:
@@ -266,7 +268,7 @@ def main() -> None:
     runners = {"quality": run_quality, "instances": run_instances, "timing": run_timing}
     for part in parts:
         payload = {"benchmark": f"bench_edges {part}", **machine, **runners[part](args)}
-        path = write_result(f"bench_edges-{part}-{time.strftime('%Y%m%d')}", payload)
+        path = write_result(f"bench_edges-{part}", payload)
         print(f"wrote {path}")
     if args.overlays:
         write_overlays(args.overlays)

@@ -576,7 +576,12 @@ std::size_t blocks_per_mask(const Plan& p, unsigned threads) {
 
 using detail::parallel_for;
 
-detail::Pool<edges::Coefficients> g_coefficients;
+// Pooled (reused memory); wrapped in a type of this file so the pool's
+// template code stays internal (edges::Coefficients is a public type).
+struct PooledCoefficients {
+    edges::Coefficients value;
+};
+detail::Pool<PooledCoefficients> g_coefficients;
 using detail::parallel_workers;
 
 // ---------------------------------------------------------------------------
@@ -773,7 +778,7 @@ Result run(const float* logits, std::size_t logits_size, const Shape& shape,
     const std::size_t blocks = (H + rows_per_block - 1) / rows_per_block;
     const bool need_stats = req.area || req.bbox || req.score;
     auto coef_lease = g_coefficients.take();  // reused memory (see detail::Pool)
-    edges::Coefficients& coef = *coef_lease;
+    edges::Coefficients& coef = coef_lease->value;
     coef.planes = 0;
     coef.planes_u8.clear();
     if (guided) edges::coefficients_into(logits, logits_size, K, p.h, p.w, *req.guide, req.edges, threads, coef);

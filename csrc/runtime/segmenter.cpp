@@ -159,6 +159,21 @@ Segmentation Segmenter::segment(const std::uint8_t* rgb, std::size_t width, std:
     check_image(rgb, width, height, row_stride, impl_->max_pixels);
     check_threshold(threshold);
     if (prompts.empty()) throw Error("prompts is empty: give at least one prompt");
+    // The edge-aware upsampling's guide is the image, without row padding; checked before the network.
+    std::vector<std::uint8_t> unpadded;
+    edges::Guide guide{rgb, width * height * 3, height, width, 3};
+    if (options.edges) {
+        if (row_stride != width * 3) {
+            unpadded.resize(width * height * 3);
+            for (std::size_t r = 0; r < height; ++r) std::copy_n(rgb + r * row_stride, width * 3, &unpadded[r * width * 3]);
+            guide.pixels = unpadded.data();
+        }
+        try {
+            edges::check(guide, options.edge_params, height, width);
+        } catch (const std::invalid_argument& error) {
+            throw Error(error.what());
+        }
+    }
     std::vector<torch::Tensor> rows;
     rows.reserve(prompts.size());
     for (std::size_t i = 0; i < prompts.size(); ++i) {
@@ -199,6 +214,10 @@ Segmentation Segmenter::segment(const std::uint8_t* rgb, std::size_t width, std:
     request.probs_f32 = options.probabilities ? probabilities.data() : nullptr;
     request.probs_f32_size = probabilities.size();
     request.threads = impl_->kernel_threads;
+    if (options.edges) {
+        request.guide = &guide;
+        request.edges = options.edge_params;
+    }
     postprocess::Result summary;
     try {
         summary = postprocess::run(logits.data_ptr<float>(), static_cast<std::size_t>(logits.numel()), shape, request);

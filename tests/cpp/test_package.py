@@ -9,6 +9,8 @@ from pathlib import Path
 
 import fastclipseg
 import numpy as np
+from fastclipseg import ops
+from fastclipseg.ops.edges import Edges
 import pytest
 from helpers.cpp_build import REPO
 
@@ -22,6 +24,7 @@ target_link_libraries(encode PRIVATE fastclipseg::kernels)
 """
 ENCODE = """
 #include <fastclipseg/instances.hpp>
+#include <fastclipseg/postprocess.hpp>
 #include <fastclipseg/rle.hpp>
 #include <iostream>
 #include <vector>
@@ -32,6 +35,21 @@ int main() {
     mask[2 * 7 + 4] = mask[2 * 7 + 3] = 0, mask[1 * 7 + 3] = mask[3 * 7 + 3] = 0;  // cut column 3: two objects
     std::vector<std::int32_t> labels(mask.size());
     std::cout << fastclipseg::instances::label(mask.data(), 5, 7, 4, labels.data(), labels.size()) << std::endl;
+    // Edge-aware upsampling: 4 x 4 logits to a 12 x 12 image, dark left and bright right.
+    std::vector<float> logits(16);
+    for (int i = 0; i < 16; ++i) logits[i] = static_cast<float>(i % 4) - 1.2f;
+    std::vector<std::uint8_t> image(12 * 12 * 3);
+    for (int i = 0; i < 12 * 12; ++i) image[3 * i] = image[3 * i + 1] = image[3 * i + 2] = (i % 12) < 6 ? 20 : 220;
+    fastclipseg::edges::Guide guide{image.data(), image.size(), 12, 12, 3};
+    fastclipseg::postprocess::Request request;
+    request.area = true;
+    request.guide = &guide;
+    request.edges.radius = 1;
+    request.edges.eps = 1e-3;
+    request.edges.mode = fastclipseg::edges::GuideMode::grey;
+    request.edges.subsample = 1;
+    std::cout << fastclipseg::postprocess::run(logits.data(), logits.size(), {1, 4, 4, 12, 12}, request).area[0]
+              << std::endl;
 }
 """
 
@@ -61,10 +79,11 @@ def test_kernels_library_exposes_only_its_api():
             if "fastclipseg::" in fields[7]:
                 visible.add(fields[7].split("(")[0])
     public = ("fastclipseg::rle::", "fastclipseg::preprocess::", "fastclipseg::postprocess::",
-              "fastclipseg::instances::")
+              "fastclipseg::instances::", "fastclipseg::edges::")
     assert {"fastclipseg::rle::encode[abi:cxx11]", "fastclipseg::postprocess::run",
             "fastclipseg::preprocess::preprocess", "fastclipseg::instances::label",
-            "fastclipseg::instances::measure"} <= visible
+            "fastclipseg::instances::measure", "fastclipseg::edges::check", "fastclipseg::edges::coefficients",
+            "fastclipseg::edges::probability_cuts"} <= visible
     assert not [name for name in visible if not name.startswith(public) or "detail" in name or "anonymous" in name]
 
 
@@ -79,12 +98,17 @@ def test_pycocotools_reads_what_a_consumer_of_the_kernels_prints(tmp_path):
     assert configured.returncode == 0, configured.stdout + configured.stderr
     built = cmake("--build", str(tmp_path / "build"))
     assert built.returncode == 0, built.stdout + built.stderr
-    counts, objects = subprocess.run([str(tmp_path / "build" / "encode")], capture_output=True, text=True,
-                                     check=True).stdout.split()
+    counts, objects, guided_area = subprocess.run([str(tmp_path / "build" / "encode")], capture_output=True,
+                                                  text=True, check=True).stdout.split()
     mask = np.zeros((5, 7), np.uint8)
     mask[1:4, 2:6] = 1
     assert counts == coco_mask.encode(np.asfortranarray(mask))["counts"].decode()
     assert objects == "2"  # the installed instances header and kernel
+    # The installed edges header and kernel: what the Python binding gives on the same input.
+    logits = np.tile(np.arange(4, dtype=np.float32) - np.float32(1.2), (1, 4, 1))
+    image = np.where(np.arange(12) < 6, 20, 220).astype(np.uint8)[None, :, None].repeat(12, 0).repeat(3, 2)
+    expected = ops.postprocess(logits, (12, 12), masks=False, area=True, edges=Edges(1, 1e-3, "grey", 1), guide=image).area[0]
+    assert int(guided_area) == expected
 
 
 def test_runtime_component_without_libtorch_says_what_is_missing(tmp_path):

@@ -100,6 +100,35 @@ int main(int argc, char** argv) {
     check(same(segmenter.segment(padded.data(), width, height, prompts, 0.5, {}, stride), reference),
           "row_stride with padding");
 
+    // Edge-aware masks: consistent with their own probabilities, the same through a padded
+    // row stride, and bad parameters are errors before the network runs.
+    fastclipseg::SegmentOptions guided = full;
+    guided.edges = true;
+    guided.edge_params.mode = fastclipseg::edges::GuideMode::colour;
+    guided.edge_params.subsample = 3;
+    const auto edged = segmenter.segment(rgb.data(), width, height, prompts, 0.5, guided);
+    for (const auto& mask : edged.masks) {
+        std::uint64_t area = 0;
+        bool consistent = true;
+        for (std::size_t p = 0; p < width * height; ++p) {
+            area += mask.mask[p];
+            consistent = consistent && (mask.mask[p] != 0) == (mask.probabilities[p] > 0.5f) &&
+                         mask.probabilities[p] >= 0.0f && mask.probabilities[p] <= 1.0f;
+        }
+        check(consistent && area == mask.area, "edge-aware masks are their probabilities above the threshold");
+    }
+    check(same(segmenter.segment(padded.data(), width, height, prompts, 0.5, guided, stride), edged),
+          "edges with a padded row stride");
+    fastclipseg::SegmentOptions bad_radius;
+    bad_radius.edges = true;
+    bad_radius.edge_params.radius = 0;
+    check_error([&] { segmenter.segment(rgb.data(), width, height, prompts, 0.5, bad_radius); }, "radius",
+                "edge radius 0");
+    fastclipseg::SegmentOptions bad_eps;
+    bad_eps.edges = true;
+    bad_eps.edge_params.eps = -1.0;
+    check_error([&] { segmenter.segment(rgb.data(), width, height, prompts, 0.5, bad_eps); }, "eps", "edge eps < 0");
+
     // The cache holds prompts by their normalised text.
     const std::size_t cached = segmenter.cached_prompts();
     check(segmenter.embed("  A   CAT ") == segmenter.embed("a cat"), "normalised prompts share an embedding");

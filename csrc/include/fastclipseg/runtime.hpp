@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "fastclipseg/api.hpp"
+#include "fastclipseg/edges.hpp"
 #include "fastclipseg/error.hpp"
 
 namespace fastclipseg {
@@ -71,6 +72,11 @@ struct FASTCLIPSEG_API LoadOptions {
 struct FASTCLIPSEG_API SegmentOptions {
     bool masks = false;          // fill PromptMask::mask
     bool probabilities = false;  // fill PromptMask::probabilities
+    // Masks that follow the image's edges: the fast guided filter of the probabilities, guided
+    // by the image (fastclipseg/edges.hpp; Python's edges=). Off by default; then every output
+    // derives from the filtered probability.
+    bool edges = false;
+    edges::Params edge_params;   // radius, eps, grey or colour guide, subsample
 };
 
 class FASTCLIPSEG_API Segmenter {
