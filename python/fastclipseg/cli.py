@@ -144,9 +144,10 @@ THREADS_OPTION = typer.Option(None, "--threads", metavar="N", help="CPU threads 
 INSTANCES_OPTION = typer.Option(False, "--instances/--no-instances", help='List each mask\'s objects (connected components, 8-connected) under "instances" in each record: score, stability, area, bbox, RLE.')
 MIN_AREA_OPTION = typer.Option(0, "--min-area", metavar="N", help="With --instances: leave out objects smaller than N pixels.")
 EDGES_OPTION = typer.Option(False, "--edges/--no-edges", help="Masks that follow the image's edges: the fast guided filter of the probabilities, guided by the image, instead of bilinear upsampling (README: \"Masks that follow edges\").")
-EDGE_RADIUS_OPTION = typer.Option(None, "--edge-radius", metavar="R", help=f"With --edges: the filter's box radius in cells of the model's 352x352 grid (default {EDGE_DEFAULTS.radius}).")
+EDGE_RADIUS_OPTION = typer.Option(None, "--edge-radius", metavar="R", help=f"With --edges: the filter's box radius, in cells of its grid (default {EDGE_DEFAULTS.radius}).")
+EDGE_SUBSAMPLE_OPTION = typer.Option(None, "--edge-subsample", metavar="S", help=f"With --edges: the filter's grid is the model's 352x352 divided by S (default {EDGE_DEFAULTS.subsample}).")
 EDGE_EPS_OPTION = typer.Option(None, "--edge-eps", metavar="E", help=f"With --edges: regularisation, > 0; smaller follows fainter edges (default {EDGE_DEFAULTS.eps:g}).")
-EDGE_GUIDE_OPTION = typer.Option(None, "--edge-guide", metavar="GUIDE", help=f"With --edges: grey or colour (colour also separates colours of one brightness, at several times the cost; default {EDGE_DEFAULTS.guide}).")
+EDGE_GUIDE_OPTION = typer.Option(None, "--edge-guide", metavar="GUIDE", help=f"With --edges: colour or grey (grey is cheaper but misses edges between colours of one brightness; default {EDGE_DEFAULTS.guide}).")
 MODEL_HELP = "Hub id, local model folder (transformers layout), or a folder written by `fastclipseg export`."
 MODEL_OPTION = typer.Option(DEFAULT_MODEL, "--model", "-m", metavar="MODEL", help=MODEL_HELP)
 
@@ -166,6 +167,7 @@ def segment(
     edge_radius: Optional[int] = EDGE_RADIUS_OPTION,
     edge_eps: Optional[float] = EDGE_EPS_OPTION,
     edge_guide: Optional[str] = EDGE_GUIDE_OPTION,
+    edge_subsample: Optional[int] = EDGE_SUBSAMPLE_OPTION,
     coco: Optional[Path] = typer.Option(None, "--coco", metavar="FILE", help="Also write a COCO results file (pycocotools' loadRes reads it): one detection per non-empty mask, or per object with --instances; image_id is the image's position among IMAGE... and category_id the prompt's, both from 1."),
     device: str = DEVICE_OPTION,
     threads: Optional[int] = THREADS_OPTION,
@@ -198,7 +200,7 @@ def segment(
     _check_engine_options(device, backend, precision)
     _check_threads(threads)
     _check_min_area(min_area)
-    edge_options = _edge_options(edges, edge_radius, edge_eps, edge_guide)
+    edge_options = _edge_options(edges, edge_radius, edge_eps, edge_guide, edge_subsample)
     if coco is not None and coco.is_dir():
         _fail(f"--coco {coco} is a folder: name the results file to write, e.g. {coco / 'results.json'}")
     _prepare_out_dir(out)
@@ -281,11 +283,12 @@ def _check_min_area(min_area: int) -> None:
         _fail(f"--min-area must be >= 0 (pixels), got {min_area}")
 
 
-def _edge_options(edges: bool, radius: Optional[int], eps: Optional[float], guide: Optional[str]):
+def _edge_options(edges: bool, radius: Optional[int], eps: Optional[float], guide: Optional[str],
+                  subsample: Optional[int]):
     """The `Edges` of --edges and its parameters (None without --edges), or a clear error."""
     from .ops.edges import Edges
 
-    given = {"--edge-radius": radius, "--edge-eps": eps, "--edge-guide": guide}
+    given = {"--edge-radius": radius, "--edge-eps": eps, "--edge-guide": guide, "--edge-subsample": subsample}
     if not edges:
         named = [name for name, value in given.items() if value is not None]
         if named:
@@ -294,10 +297,11 @@ def _edge_options(edges: bool, radius: Optional[int], eps: Optional[float], guid
     try:
         return Edges(radius=EDGE_DEFAULTS.radius if radius is None else radius,
                      eps=EDGE_DEFAULTS.eps if eps is None else eps,
-                     guide=EDGE_DEFAULTS.guide if guide is None else guide)
+                     guide=EDGE_DEFAULTS.guide if guide is None else guide,
+                     subsample=EDGE_DEFAULTS.subsample if subsample is None else subsample)
     except (TypeError, ValueError) as error:
         _fail("--" + str(error).replace("edges radius", "edge-radius").replace("edges eps", "edge-eps")
-              .replace("edges guide", "edge-guide"))
+              .replace("edges guide", "edge-guide").replace("edges subsample", "edge-subsample"))
 
 
 def _edge_settings(edge_options) -> dict:
@@ -446,6 +450,7 @@ def video(
     edge_radius: Optional[int] = EDGE_RADIUS_OPTION,
     edge_eps: Optional[float] = EDGE_EPS_OPTION,
     edge_guide: Optional[str] = EDGE_GUIDE_OPTION,
+    edge_subsample: Optional[int] = EDGE_SUBSAMPLE_OPTION,
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in OUT (same settings), skipping the frames it wrote."),
     force: bool = typer.Option(False, "--force", help="Start over in an OUT that holds another run (its results are removed)."),
     device: str = DEVICE_OPTION,
@@ -473,7 +478,7 @@ def video(
     _check_engine_options(device, backend, precision)
     _check_threads(threads)
     _check_min_area(min_area)
-    edge_options = _edge_options(edges, edge_radius, edge_eps, edge_guide)
+    edge_options = _edge_options(edges, edge_radius, edge_eps, edge_guide, edge_subsample)
     try:
         check_every(every)
         check_time_range(start, end)
@@ -536,6 +541,7 @@ def batch(
     edge_radius: Optional[int] = EDGE_RADIUS_OPTION,
     edge_eps: Optional[float] = EDGE_EPS_OPTION,
     edge_guide: Optional[str] = EDGE_GUIDE_OPTION,
+    edge_subsample: Optional[int] = EDGE_SUBSAMPLE_OPTION,
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in OUT (same inputs and settings), skipping the images it wrote."),
     force: bool = typer.Option(False, "--force", help="Start over in an OUT that holds another run (its results are removed)."),
     max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", metavar="N", help="Refuse images with more pixels than this."),
@@ -564,7 +570,7 @@ def batch(
     _check_engine_options(device, backend, precision)
     _check_threads(threads)
     _check_min_area(min_area)
-    edge_options = _edge_options(edges, edge_radius, edge_eps, edge_guide)
+    edge_options = _edge_options(edges, edge_radius, edge_eps, edge_guide, edge_subsample)
     try:
         collected = collect_image_paths(inputs)
     except (OSError, ValueError) as error:

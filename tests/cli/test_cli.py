@@ -238,17 +238,18 @@ def test_segment_edges_equal_the_api(tiny_model_dir, images, tmp_path):
 
     out = tmp_path / "out"
     done = run_cli("segment", str(images / "cat.png"), "-p", "a cat", "-m", str(tiny_model_dir), "-o", str(out),
-                   "--edges", "--edge-radius", "2", "--edge-eps", "0.0001", "--edge-guide", "colour")
+                   "--edges", "--edge-radius", "2", "--edge-eps", "0.0001", "--edge-guide", "grey", "--edge-subsample", "2")
     assert done.returncode == 0, done.stderr
     record = json.loads((out / "cat.json").read_text())
     expected = FastSegmenter.from_pretrained(tiny_model_dir).segment(images / "cat.png", ["a cat"],
-                                                                     edges=Edges(2, 1e-4, "colour"))
+                                                                     edges=Edges(2, 1e-4, "grey", 2))
     assert record["masks"][0]["rle"] == expected.rle[0]
     assert record["masks"][0]["score"] == pytest.approx(float(expected.scores[0]), abs=1e-12)
     for extra, message in ((["--edge-radius", "3"], "--edge-radius needs --edges"),
                            (["--edges", "--edge-radius", "0"], "--edge-radius must be in [1,"),
                            (["--edges", "--edge-eps", "-1"], "--edge-eps must be finite and > 0"),
-                           (["--edges", "--edge-guide", "rgb"], "--edge-guide must be 'grey' or 'colour'")):
+                           (["--edges", "--edge-guide", "rgb"], "--edge-guide must be 'grey' or 'colour'"),
+                           (["--edges", "--edge-subsample", "0"], "--edge-subsample must be in [1,")):
         refused = run_cli("segment", str(images / "cat.png"), "-p", "a cat", "-m", "no/such/model", "-o", str(out),
                           *extra)
         assert refused.returncode == 2 and message in refused.stderr and "Traceback" not in refused.stderr, refused.stderr
@@ -259,7 +260,8 @@ def test_batch_edges_are_a_setting_of_the_run(tiny_model_dir, images, tmp_path):
     base = ["batch", str(images / "cat.png"), str(images / "dog.jpg"), "-p", "a cat", "-m", str(tiny_model_dir),
             "-o", str(out), "--backend", "torch"]
     assert run_cli(*base, "--edges", "--edge-radius", "3").returncode == 0
-    assert json.loads((out / "run.json").read_text())["edges"] == {"radius": 3, "eps": 1e-3, "guide": "grey"}
+    assert json.loads((out / "run.json").read_text())["edges"] == {"radius": 3, "eps": 1e-3, "guide": "colour",
+                                                                 "subsample": 4}
     for other in ([], ["--edges"]):
         refused = run_cli(*base, *other, "--resume")
         assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr

@@ -47,7 +47,8 @@ SIZES = [((22, 17), (7, 300)), ((5, 5), (1, 9)), ((8, 8), (40, 1)), ((13, 11), (
 def test_the_kernel_equals_its_torch_twin(grid, size, guide):
     logits, image = logits_and_image(2, grid, size, seed=sum(size))
     for radius in (1, 3, 40):
-        assert_twin_agrees(logits, image, Edges(radius, 1e-3, guide))
+        for subsample in (1, 2, 5):
+            assert_twin_agrees(logits, image, Edges(radius, 1e-3, guide, subsample))
 
 
 def test_the_twin_agrees_on_a_grey_guide_and_at_the_models_grid():
@@ -55,6 +56,7 @@ def test_the_twin_agrees_on_a_grey_guide_and_at_the_models_grid():
     assert_twin_agrees(logits, image, Edges(4, 1e-4, "grey"), threshold=0.3)
     logits, image = logits_and_image(1, (352, 352), (240, 320), seed=5)
     assert_twin_agrees(logits, image, DEFAULT_EDGES)
+    assert_twin_agrees(logits, image, Edges(3, 1e-3, "grey", 4))
 
 
 def test_the_grey_guide_is_pillows_grey_value():
@@ -150,6 +152,9 @@ def test_masks_follow_an_edge_of_the_image():
     ({"eps": float("nan")}, "edges eps must be finite and > 0"),
     ({"eps": float("inf")}, "edges eps must be finite and > 0"),
     ({"guide": "rgb"}, "edges guide must be 'grey' or 'colour'"),
+    ({"subsample": 0}, "edges subsample must be in"),
+    ({"subsample": 65}, "edges subsample must be in"),
+    ({"subsample": 2.0}, "edges subsample must be an int"),
     ({"sigma": 2}, "unknown parameter"),
     ("on", "edges must be None, a bool, an Edges or a dict"),
 ])
@@ -188,6 +193,10 @@ def test_the_binding_checks_what_the_wrapper_does_not():
         _core.postprocess(*args, image, -1, 1e-3, False)
     with pytest.raises(ValueError, match="eps"):
         _core.postprocess(*args, image, 2, 0.0, False)
+    with pytest.raises(ValueError, match="edge subsample must be >= 1"):
+        _core.postprocess(*args, image, 2, 1e-3, False, 0)
+    with pytest.raises(ValueError, match="subsample 65 is outside"):
+        _core.postprocess(*args, image, 2, 1e-3, False, 65)
     with pytest.raises(ValueError, match="the guide image is 20 x 19"):
         _core.postprocess(*args, np.ascontiguousarray(image[:, :19]), 2, 1e-3, False)
     with pytest.raises(ValueError, match="colour guide needs an RGB image"):

@@ -55,11 +55,13 @@ struct Guide {
     std::size_t height = 0, width = 0, channels = 0;
 };
 
+// The defaults are Python's (fastclipseg.ops.edges.Edges), chosen on held-out shapes scenes by
+// benchmarks/bench_edges.py.
 struct Params {
     std::size_t radius = 4;      // box radius r in cells of the filter's grid, >= 1
-    std::size_t subsample = 1;   // the filter's grid: the model's h x w divided by this (>= 1)
+    std::size_t subsample = 4;   // the filter's grid: the model's h x w divided by this (>= 1)
     double eps = 1e-3;           // regularisation, in (guide in [0, 1]) variance units; finite, > 0
-    GuideMode mode = GuideMode::grey;
+    GuideMode mode = GuideMode::colour;
 };
 
 // Throws std::invalid_argument, naming what was wrong, unless the guide is a

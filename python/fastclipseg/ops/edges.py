@@ -53,8 +53,8 @@ class Edges:
 
     radius: int = 4
     eps: float = 1e-3
-    guide: str = "grey"
-    subsample: int = 1
+    guide: str = "colour"
+    subsample: int = 4
 
     def __post_init__(self) -> None:
         radius, eps, guide, subsample = self.radius, self.eps, self.guide, self.subsample
