@@ -83,6 +83,23 @@ py::tuple measure(const py::object& labels_obj, std::int32_t count) {
     return py::make_tuple(area, bbox);
 }
 
+py::list encode(const py::object& labels_obj, std::int32_t count) {
+    auto arr = as_2d(labels_obj, "labels", "int32");
+    if (!arr.dtype().attr("__eq__")(py::dtype::of<std::int32_t>()).cast<bool>()) {
+        throw py::type_error("labels dtype must be int32, got " + std::string(py::str(arr.dtype())));
+    }
+    const auto labels = py::array_t<std::int32_t, py::array::c_style>::ensure(c_order(arr, py::dtype::of<std::int32_t>()));
+    const auto h = static_cast<std::size_t>(labels.shape(0)), w = static_cast<std::size_t>(labels.shape(1));
+    std::vector<std::string> encoded;
+    {
+        py::gil_scoped_release release;
+        encoded = in::encode(labels.data(), h, w, count);
+    }
+    py::list out(encoded.size());
+    for (std::size_t i = 0; i < encoded.size(); ++i) out[i] = py::str(encoded[i]);
+    return out;
+}
+
 }  // namespace
 
 void register_instances(py::module_& m) {
@@ -90,6 +107,8 @@ void register_instances(py::module_& m) {
           "(labels int32 (h, w), count): connected components, numbered in raster order of their first pixel.");
     m.def("instances_measure", &measure, py::arg("labels"), py::arg("count"),
           "(area uint64 (N,), bbox uint32 (N, 4) COCO [x, y, w, h]) of components 1..count.");
+    m.def("instances_encode", &encode, py::arg("labels"), py::arg("count"),
+          "COCO compressed RLE counts (str) of components 1..count, in one column-major pass.");
 }
 
 }  // namespace fastclipseg::bindings

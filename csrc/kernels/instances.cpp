@@ -9,6 +9,8 @@
 // roots in increasing order numbers the components as scipy.ndimage.label does.
 #include "fastclipseg/instances.hpp"
 
+#include "fastclipseg/rle.hpp"
+
 #include <algorithm>
 #include <cstdint>
 #include <limits>
@@ -143,6 +145,56 @@ std::vector<Component> measure(const std::int32_t* labels, std::size_t h, std::s
         component.height = bottom[i] - component.y + 1;
     }
     return components;
+}
+
+std::vector<std::string> encode(const std::int32_t* labels, std::size_t h, std::size_t w, std::int32_t count) {
+    if (count < 0) throw std::invalid_argument("instances: count must be >= 0, got " + std::to_string(count));
+    check_sizes(h, w, h * w);
+    const std::size_t n = static_cast<std::size_t>(count);
+    // Per component, its runs in column-major order: the counts of pycocotools'
+    // RLE alternate background and foreground lengths from position 0.
+    std::vector<std::vector<std::uint64_t>> counts(n);
+    std::vector<std::uint64_t> last_end(n, 0);  // where the component's previous run ended
+    if (n > 0 && h * w > 0) {
+        if (labels == nullptr) throw std::invalid_argument("instances: null labels");
+        std::int32_t current = 0;     // the label of the run being read
+        std::uint64_t run_start = 0;
+        const std::uint64_t total = static_cast<std::uint64_t>(h) * w;
+        const auto close = [&](std::uint64_t end) {
+            if (current == 0) return;
+            const std::size_t i = static_cast<std::size_t>(current - 1);
+            counts[i].push_back(run_start - last_end[i]);
+            counts[i].push_back(end - run_start);
+            last_end[i] = end;
+        };
+        for (std::size_t c = 0; c < w; ++c) {
+            for (std::size_t r = 0; r < h; ++r) {
+                const std::int32_t value = labels[r * w + c];
+                if (value == current) continue;
+                if (value < 0 || value > count) {
+                    throw std::invalid_argument("instances: label " + std::to_string(value) + " at row " +
+                                                std::to_string(r) + ", column " + std::to_string(c) +
+                                                " is outside 0.." + std::to_string(count));
+                }
+                const std::uint64_t position = static_cast<std::uint64_t>(c) * h + r;
+                close(position);
+                current = value;
+                run_start = position;
+            }
+        }
+        close(total);
+        // The last background run, unless the component reaches the end (COCO leaves out a final empty run).
+        for (std::size_t i = 0; i < n; ++i) {
+            if (last_end[i] < total || counts[i].empty()) counts[i].push_back(total - last_end[i]);
+        }
+    }
+    std::vector<std::string> encoded(n);
+    const std::uint64_t total = static_cast<std::uint64_t>(h) * w;
+    for (std::size_t i = 0; i < n; ++i) {
+        if (counts[i].empty()) counts[i].push_back(total);  // a label number no pixel carries
+        encoded[i] = rle::counts_to_string(counts[i]);
+    }
+    return encoded;
 }
 
 }  // namespace fastclipseg::instances

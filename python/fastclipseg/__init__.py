@@ -24,6 +24,7 @@ _EXPORTS = {
     "ArtifactError": ".engines",
     "DEFAULT_MODEL": ".model",
     "load_image": ".ops.validation",
+    "Edges": ".ops.edges",
     "cmake_dir": ".native_package",
 }
 
@@ -56,7 +57,7 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
-    "DEFAULT_MODEL", "ArtifactError", "FastSegmenter", "FrameError", "FrameResult", "FrameStream", "ImagePrompt",
+    "DEFAULT_MODEL", "ArtifactError", "Edges", "FastSegmenter", "FrameError", "FrameResult", "FrameStream", "ImagePrompt",
     "InferenceCore", "ModelLoadError", "ModelUnavailableError", "SegmentationResult", "Session", "__version__",
     "cmake_dir", "load_image",
 ]

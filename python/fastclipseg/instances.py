@@ -87,6 +87,7 @@ def find_instances(values: np.ndarray, threshold: float, prompt: str, prompt_ind
     some_pixel = np.zeros(count + 1, dtype=np.int64)
     some_pixel[flat] = np.arange(flat.size)
     enclosing = low_labels.ravel()[some_pixel[1:]]
+    encoded = components.encode(labels, count)
     found = []
     for index in range(count):
         if area[index] < min_area:
@@ -95,7 +96,7 @@ def find_instances(values: np.ndarray, threshold: float, prompt: str, prompt_ind
             prompt=prompt, prompt_index=prompt_index, area=int(area[index]),
             bbox=[float(v) for v in bbox[index]], score=float(probability_sum[index] / area[index]),
             stability=float(high_area[index] / low_area[enclosing[index] - 1]),
-            rle=coco_rle.encode(labels == index + 1)))
+            rle=encoded[index]))
     return found
 
 

@@ -58,7 +58,8 @@ class Session:
     current mask. `refine(phrase)` combines the current mask with a new prompt ("exclude the
     collar", "only the head", "and the leash"); `refine_with_mask()` asks for more of what the
     current mask covers, with the masked image itself as the prompt. `history` lists the results,
-    `current` is the last, `undo()` drops it, `reset()` drops them all.
+    `current` is the last, `undo()` drops it, `reset()` drops them all. `edges` (as in
+    `FastSegmenter.segment`) makes every mask of the session follow the image's edges.
     """
 
     def __init__(self, segmenter: object, image: object, threshold: float = 0.5, *, edges: object = None) -> None:

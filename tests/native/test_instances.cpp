@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "fastclipseg/instances.hpp"
+#include "fastclipseg/rle.hpp"
 
 #include "check.hpp"
 
@@ -142,8 +143,33 @@ void test_errors() {
 
 }  // namespace
 
+// encode() against rle::encode of each component's own mask, on odd sizes.
+void test_encode_equals_each_components_mask() {
+    std::mt19937 rng(7);
+    for (const auto& [h, w] : std::vector<std::pair<std::size_t, std::size_t>>{{1, 1}, {1, 37}, {41, 1}, {13, 17}, {64, 31}}) {
+        std::vector<std::uint8_t> mask(h * w);
+        for (auto& m : mask) m = (rng() % 100) < 45 ? 1 : 0;
+        std::vector<std::int32_t> labels(h * w);
+        const std::int32_t count = in::label(mask.data(), h, w, 4, labels.data(), labels.size());
+        const std::vector<std::string> encoded = in::encode(labels.data(), h, w, count);
+        check(encoded.size() == static_cast<std::size_t>(count), "one RLE per component");
+        bool same = true;
+        for (std::int32_t k = 1; k <= count; ++k) {
+            std::vector<std::uint8_t> own(h * w);
+            for (std::size_t i = 0; i < h * w; ++i) own[i] = labels[i] == k ? 1 : 0;
+            same = same && encoded[k - 1] == fastclipseg::rle::encode(own.data(), h, w, w, 1);
+        }
+        check(same, "encode equals rle::encode of each component's mask (" + std::to_string(h) + " x " +
+                    std::to_string(w) + ")");
+    }
+    std::vector<std::int32_t> bad{0, 3, 1, 0};
+    check_throws([&] { in::encode(bad.data(), 2, 2, 2); }, "outside 0..2", "encode refuses a label above count");
+    check_throws([&] { in::encode(bad.data(), 2, 2, -1); }, "count must be >= 0", "encode refuses a negative count");
+}
+
 int main() {
     test_labels_equal_flood_fill();
+    test_encode_equals_each_components_mask();
     test_shapes_that_tell_the_connectivities_apart();
     test_empty_and_full();
     test_errors();

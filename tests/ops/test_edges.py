@@ -62,8 +62,9 @@ def test_the_twin_agrees_on_a_grey_guide_and_at_the_models_grid():
 def test_the_grey_guide_is_pillows_grey_value():
     logits, image = logits_and_image(2, (16, 16), (50, 70), seed=6)
     grey = np.asarray(Image.fromarray(image).convert("L"))
-    from_rgb = ops.postprocess(logits, (50, 70), probs="float32", edges=True, guide=image)
-    from_grey = ops.postprocess(logits, (50, 70), probs="float32", edges=True, guide=grey)
+    grey_guide = Edges(guide="grey")
+    from_rgb = ops.postprocess(logits, (50, 70), probs="float32", edges=grey_guide, guide=image)
+    from_grey = ops.postprocess(logits, (50, 70), probs="float32", edges=grey_guide, guide=grey)
     np.testing.assert_array_equal(from_rgb.probs, from_grey.probs)
     np.testing.assert_array_equal(from_rgb.masks, from_grey.masks)
 

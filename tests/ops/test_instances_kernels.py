@@ -80,3 +80,22 @@ def test_bad_measure_arguments():
         instances.measure(labels.astype(np.int64), 3)
     with pytest.raises(ValueError, match="count must be >= 0"):
         instances.measure(labels, -1)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_each_components_rle_equals_encoding_its_mask(size):
+    """`encode` (one column-major pass) gives, per component, what encoding its own mask gives."""
+    from fastclipseg.ops import rle as coco_rle
+
+    rng = np.random.default_rng(sum(size))
+    mask = rng.random(size) < 0.45
+    labels, count = instances.label(mask, 4)
+    encoded = instances.encode(labels, count)
+    assert len(encoded) == count
+    for k in range(1, count + 1):
+        assert encoded[k - 1] == coco_rle.encode(labels == k)
+    # A number no pixel carries encodes the empty mask; labels out of range are refused.
+    assert instances.encode(labels, count + 1)[-1] == coco_rle.encode(np.zeros(size, bool))
+    if count > 1:
+        with pytest.raises(ValueError, match="outside 0.."):
+            instances.encode(labels, count - 1)
