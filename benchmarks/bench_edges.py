@@ -24,7 +24,6 @@ Run it alone on the machine (timing), and read the figures with the CPU named in
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -32,11 +31,10 @@ from pathlib import Path
 
 import numpy as np
 from _common import SHARED_DATA, write_result
-from scipy import ndimage
-
 from fastclipseg import FastSegmenter, ops
 from fastclipseg.bench.measure import cpu_flags, cpu_name
 from fastclipseg.ops.edges import Edges
+from scipy import ndimage
 
 SELECTION_SEED, HELDOUT_SEED = 1234, 2026
 SIZES = {"1056x1056": (1056, 1056), "1920x1080": (1080, 1920)}
@@ -157,10 +155,9 @@ def same_colour_scenes(shapes, seed: int, count: int, size: tuple[int, int]):
 
 
 def run_instances(args) -> dict:
+    from fastclipseg.ops import rle as coco_rle
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
-
-    from fastclipseg.ops import rle as coco_rle
 
     shapes = shapes_module()
     segmenter = FastSegmenter.from_pretrained(SHARED_DATA / "clipseg-shapes-prompted", cache=False)
@@ -208,13 +205,12 @@ def run_instances(args) -> dict:
 
 
 def run_timing(args) -> dict:
-    rng = np.random.default_rng(0)
     shapes = shapes_module()
-    image, objects = render(shapes, np.random.default_rng(HELDOUT_SEED), SIZES["1920x1080"])
-    del rng, objects
+    image, _ = render(shapes, np.random.default_rng(HELDOUT_SEED), SIZES["1920x1080"])
     segmenter = FastSegmenter.from_pretrained(SHARED_DATA / "clipseg-shapes", cache=False)
     outputs = {"masks": False, "rle": True, "area": True, "bbox": True, "score": True, "stability": True}
-    settings = {"bilinear": None, **{name_of(e): e for e in (Edges(), Edges(1, 1e-4, "grey", 3), Edges(6, 1e-3, "colour", 1))}}
+    compared = (Edges(), Edges(1, 1e-4, "grey", 3), Edges(6, 1e-3, "colour", 1))
+    settings = {"bilinear": None, **{name_of(e): e for e in compared}}
     figures = {}
     for k in (1, 8):
         logits = segmenter.segment(image, [f"prompt {i}" for i in range(k)]).logits

@@ -55,18 +55,29 @@ py::tuple label(const py::object& mask_obj, int connectivity) {
     return py::make_tuple(labels, count);
 }
 
-py::tuple measure(const py::object& labels_obj, std::int32_t count) {
+// A labelling as a C-order int32 (h, w) array; other dtypes are refused, not cast.
+py::array_t<std::int32_t, py::array::c_style> as_labels(const py::object& labels_obj) {
     auto arr = as_2d(labels_obj, "labels", "int32");
     if (!arr.dtype().attr("__eq__")(py::dtype::of<std::int32_t>()).cast<bool>()) {
         throw py::type_error("labels dtype must be int32, got " + std::string(py::str(arr.dtype())));
     }
-    const auto labels = py::array_t<std::int32_t, py::array::c_style>::ensure(c_order(arr, py::dtype::of<std::int32_t>()));
+    return py::array_t<std::int32_t, py::array::c_style>::ensure(c_order(arr, py::dtype::of<std::int32_t>()));
+}
+
+// kernel(labels, h, w) on a labelling, with the GIL released.
+template <class Kernel>
+auto on_labels(const py::object& labels_obj, Kernel&& kernel) {
+    const auto labels = as_labels(labels_obj);
     const auto h = static_cast<std::size_t>(labels.shape(0)), w = static_cast<std::size_t>(labels.shape(1));
-    std::vector<in::Component> components;
-    {
-        py::gil_scoped_release release;
-        components = in::measure(labels.data(), h, w, count);
-    }
+    py::gil_scoped_release release;
+    return kernel(labels.data(), h, w);
+}
+
+py::tuple measure(const py::object& labels_obj, std::int32_t count) {
+    const std::vector<in::Component> components = on_labels(labels_obj, [count](const std::int32_t* labels,
+                                                                                 std::size_t h, std::size_t w) {
+        return in::measure(labels, h, w, count);
+    });
     const auto n = static_cast<py::ssize_t>(components.size());
     py::array_t<std::uint64_t> area(n);
     py::array_t<std::uint32_t> bbox({n, py::ssize_t{4}});
@@ -84,17 +95,10 @@ py::tuple measure(const py::object& labels_obj, std::int32_t count) {
 }
 
 py::list encode(const py::object& labels_obj, std::int32_t count) {
-    auto arr = as_2d(labels_obj, "labels", "int32");
-    if (!arr.dtype().attr("__eq__")(py::dtype::of<std::int32_t>()).cast<bool>()) {
-        throw py::type_error("labels dtype must be int32, got " + std::string(py::str(arr.dtype())));
-    }
-    const auto labels = py::array_t<std::int32_t, py::array::c_style>::ensure(c_order(arr, py::dtype::of<std::int32_t>()));
-    const auto h = static_cast<std::size_t>(labels.shape(0)), w = static_cast<std::size_t>(labels.shape(1));
-    std::vector<std::string> encoded;
-    {
-        py::gil_scoped_release release;
-        encoded = in::encode(labels.data(), h, w, count);
-    }
+    const std::vector<std::string> encoded = on_labels(labels_obj, [count](const std::int32_t* labels,
+                                                                           std::size_t h, std::size_t w) {
+        return in::encode(labels, h, w, count);
+    });
     py::list out(encoded.size());
     for (std::size_t i = 0; i < encoded.size(); ++i) out[i] = py::str(encoded[i]);
     return out;

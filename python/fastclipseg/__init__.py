@@ -57,7 +57,8 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
-    "DEFAULT_MODEL", "ArtifactError", "Edges", "FastSegmenter", "FrameError", "FrameResult", "FrameStream", "ImagePrompt",
+    "DEFAULT_MODEL", "ArtifactError", "Edges", "FastSegmenter", "FrameError", "FrameResult", "FrameStream",
+    "ImagePrompt",
     "InferenceCore", "ModelLoadError", "ModelUnavailableError", "SegmentationResult", "Session", "__version__",
     "cmake_dir", "load_image",
 ]

@@ -143,6 +143,7 @@ CALIBRATION_OPTION = typer.Option(None, "--calibration", metavar="FOLDER", help=
 THREADS_OPTION = typer.Option(None, "--threads", metavar="N", help="CPU threads for the network and the native kernels (default: all cores).")
 INSTANCES_OPTION = typer.Option(False, "--instances/--no-instances", help='List each mask\'s objects (connected components, 8-connected) under "instances" in each record: score, stability, area, bbox, RLE.')
 MIN_AREA_OPTION = typer.Option(0, "--min-area", metavar="N", help="With --instances: leave out objects smaller than N pixels.")
+STREAM_COCO_OPTION = typer.Option(None, "--coco", metavar="FILE", help="Also write a COCO results file (pycocotools' loadRes reads it) once the run is complete, from OUT/masks.jsonl (so a resumed run's earlier items count): one detection per non-empty mask, or per object with --instances; image_id is the image's position among the collected images (batch) or the frame number + 1 (video), category_id the prompt's, from 1.")
 EDGES_OPTION = typer.Option(False, "--edges/--no-edges", help="Masks that follow the image's edges: the fast guided filter of the probabilities, guided by the image, instead of bilinear upsampling (README: \"Masks that follow edges\").")
 EDGE_RADIUS_OPTION = typer.Option(None, "--edge-radius", metavar="R", help=f"With --edges: the filter's box radius, in cells of its grid (default {EDGE_DEFAULTS.radius}).")
 EDGE_SUBSAMPLE_OPTION = typer.Option(None, "--edge-subsample", metavar="S", help=f"With --edges: the filter's grid is the model's 352x352 divided by S (default {EDGE_DEFAULTS.subsample}).")
@@ -201,12 +202,11 @@ def segment(
     _check_threads(threads)
     _check_min_area(min_area)
     edge_options = _edge_options(edges, edge_radius, edge_eps, edge_guide, edge_subsample)
-    if coco is not None and coco.is_dir():
-        _fail(f"--coco {coco} is a folder: name the results file to write, e.g. {coco / 'results.json'}")
+    _check_coco_path(coco)
     _prepare_out_dir(out)
     # Imported here so that --help and argument errors answer without loading torch.
     from .ops.validation import load_image
-    from .results import coco_detections
+    from .results import record_detections
     from .streams import writers as outputs
 
     segmenter = _load_segmenter(model, device=device, backend=backend, precision=precision, cache_dir=cache_dir,
@@ -214,7 +214,6 @@ def segment(
 
     failures = 0
     detections: list[dict] = []
-    category_ids = list(range(1, len(prompts) + 1))
     stems = outputs.unique_stems(images)
     for image_id, path in enumerate(tqdm(images, desc="segmenting", unit="image", disable=None, file=sys.stderr), 1):
         try:
@@ -232,10 +231,7 @@ def segment(
             for mask_record, objects in zip(record["masks"], result.instance_records(min_area)):
                 mask_record["instances"] = objects
         if coco is not None:
-            key = "instances" if instances else None
-            records = [{**item, "prompt_index": k} for k, m in enumerate(record["masks"])
-                       for item in (m[key] if key else [m])]
-            detections.extend(coco_detections(records, image_id, category_ids))
+            detections.extend(record_detections(record, image_id, instances))
         try:
             outputs.write_mask_pngs(out, stem, record["masks"], masks)
             if overlay:
@@ -281,6 +277,26 @@ def _check_engine_options(device: str, backend: Optional[str], precision: Option
 def _check_min_area(min_area: int) -> None:
     if min_area < 0:
         _fail(f"--min-area must be >= 0 (pixels), got {min_area}")
+
+
+def _check_coco_path(coco: Optional[Path]) -> None:
+    if coco is not None and coco.is_dir():
+        _fail(f"--coco {coco} is a folder: name the results file to write, e.g. {coco / 'results.json'}")
+
+
+def _write_run_coco(coco: Path, run, image_id_of, instances: bool) -> None:
+    """The COCO results file of a complete batch or video run, from its masks.jsonl (written atomically)."""
+    from .results import record_detections
+    from .streams import writers as outputs
+    from .streams.runs import read_complete_lines
+
+    detections = [detection for record in read_complete_lines(run.masks_path)
+                  for detection in record_detections(record, image_id_of(record), instances)]
+    try:
+        outputs.write_json(coco, detections)
+    except OSError as error:
+        _fail(f"cannot write --coco {coco} ({error.strerror or error})", code=1)
+    typer.echo(f"{coco}: {len(detections)} detections", err=True)
 
 
 def _edge_options(edges: bool, radius: Optional[int], eps: Optional[float], guide: Optional[str],
@@ -444,6 +460,7 @@ def video(
     smooth: Optional[float] = typer.Option(None, "--smooth", metavar="A", help="Temporal smoothing: the newest frame's weight in (0, 1] of a moving average of the logits (0.5: a third of the noise variance, one frame of delay). Default: off."),
     overlay: Optional[Path] = typer.Option(None, "--overlay", metavar="FILE", help="Also write this MP4: the masks over the frames, a colour and a contour per prompt, with a legend."),
     png: bool = typer.Option(False, "--png/--no-png", help="Also write one PNG mask per frame and prompt into OUT/png/."),
+    coco: Optional[Path] = STREAM_COCO_OPTION,
     instances: bool = INSTANCES_OPTION,
     min_area: int = MIN_AREA_OPTION,
     edges: bool = EDGES_OPTION,
@@ -479,6 +496,7 @@ def video(
     _check_threads(threads)
     _check_min_area(min_area)
     edge_options = _edge_options(edges, edge_radius, edge_eps, edge_guide, edge_subsample)
+    _check_coco_path(coco)
     try:
         check_every(every)
         check_time_range(start, end)
@@ -522,6 +540,8 @@ def video(
             _finish_run(summary, run, interrupted, "frames", exit_now=False)
             _fail(f"cannot write the overlay video {overlay}: {error}", code=1)
         typer.echo(f"wrote {overlay} ({written} frames)", err=True)
+    if coco is not None and interrupted is None:
+        _write_run_coco(coco, run, lambda record: record["frame"] + 1, instances)
     _finish_run(summary, run, interrupted, "frames")
 
 
@@ -535,6 +555,7 @@ def batch(
     batch_size: Optional[int] = typer.Option(None, "--batch-size", metavar="N", help="Images per network call (default: the engine's)."),
     png: bool = typer.Option(False, "--png/--no-png", help="Also write one PNG mask per image and prompt into OUT/png/."),
     overlay: bool = typer.Option(False, "--overlay/--no-overlay", help="Also write OUT/png/<stem>_overlay.png: each mask in its own colour with its contour, and a legend."),
+    coco: Optional[Path] = STREAM_COCO_OPTION,
     instances: bool = INSTANCES_OPTION,
     min_area: int = MIN_AREA_OPTION,
     edges: bool = EDGES_OPTION,
@@ -571,6 +592,7 @@ def batch(
     _check_threads(threads)
     _check_min_area(min_area)
     edge_options = _edge_options(edges, edge_radius, edge_eps, edge_guide, edge_subsample)
+    _check_coco_path(coco)
     try:
         collected = collect_image_paths(inputs)
     except (OSError, ValueError) as error:
@@ -593,6 +615,9 @@ def batch(
     summary, interrupted = _execute(run, lambda summary: run_batch(
         segmenter, collected.images, prompts, run, threshold=threshold, batch_size=batch_size, png=png,
         overlay=overlay, summary=summary, min_area=min_area if instances else None, edges=edge_options))
+    if coco is not None and interrupted is None:
+        image_ids = {path: number for number, path in enumerate(collected.images, 1)}
+        _write_run_coco(coco, run, lambda record: image_ids[record["image"]], instances)
     _finish_run(summary, run, interrupted, "images")
 
 

@@ -207,6 +207,15 @@ class SegmentationResult:
         return np.asarray(image)
 
 
+def record_detections(record: dict, image_id: int, instances: bool = False) -> list[dict]:
+    """COCO detections of one record the command line writes (`<stem>.json`, a `masks.jsonl`
+    line): one per non-empty mask, or with `instances` one per object listed under each mask's
+    "instances"; `category_id` is the prompt's position, from 1."""
+    records = [{**item, "prompt_index": k} for k, mask in enumerate(record["masks"])
+               for item in (mask["instances"] if instances else [mask])]
+    return coco_detections(records, image_id, list(range(1, len(record["masks"]) + 1)))
+
+
 def coco_detections(records: list[dict], image_id: int, category_ids: list[int]) -> list[dict]:
     """COCO detections of mask or instance records (with "prompt_index", "rle", "score", "bbox",
     "area"); empty ones are left out."""

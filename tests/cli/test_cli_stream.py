@@ -251,3 +251,49 @@ def test_interrupted_batch_reports_what_it_wrote(tiny_model_dir, tmp_path, signa
     summary = [line for line in stopped.stderr.splitlines() if " images written" in line]
     assert len(summary) == 1 and summary[0].startswith(f"{written} images written"), stopped.stderr
     assert f"interrupted ({signal.Signals(signal_number).name}): {written} lines" in stopped.stderr
+
+
+def test_batch_and_video_coco_results(tiny_model_dir, clip, tmp_path):
+    """--coco on batch and video: the detections of masks.jsonl (objects with --instances), with
+    image ids by position (batch) or frame number + 1 (video), which pycocotools loads and scores;
+    edges on the way."""
+    from fastclipseg.results import record_detections
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for seed in range(3):
+        Image.fromarray(natural_image(40 + seed, 50, seed=seed)).save(folder / f"im{seed}.png")
+    out, coco = tmp_path / "batch", tmp_path / "batch.json"
+    result = invoke("batch", folder, "-p", "a cat", "-p", "red dog", "-m", tiny_model_dir, "--out", out,
+                    "--backend", "torch", "--instances", "--min-area", "3", "--coco", coco, "--edges",
+                    "--threshold", "0.45")
+    assert result.exit_code == 0, result.output
+    records = lines(out / "masks.jsonl")
+    ids = {str(folder / f"im{seed}.png"): seed + 1 for seed in range(3)}
+    expected = [d for record in records for d in record_detections(record, ids[record["image"]], instances=True)]
+    detections = json.loads(coco.read_text())
+    assert detections == expected and len(detections) > 0, "the test needs objects"
+    assert all(d["area"] >= 3 for d in detections)
+    truth = COCO()
+    truth.dataset = {"images": [{"id": i, "height": 40 + i - 1, "width": 50} for i in (1, 2, 3)],
+                     "categories": [{"id": 1}, {"id": 2}],
+                     "annotations": [{**d, "id": n, "iscrowd": 0} for n, d in enumerate(detections, 1)]}
+    truth.createIndex()
+    evaluation = COCOeval(truth, truth.loadRes(str(coco)), "segm")
+    evaluation.evaluate()
+    evaluation.accumulate()
+    evaluation.summarize()
+    assert evaluation.stats[0] == pytest.approx(1.0)
+
+    out, coco = tmp_path / "video", tmp_path / "video.json"
+    result = invoke("video", clip, "-p", "a cat", "-m", tiny_model_dir, "--out", out, "--backend", "torch",
+                    "--every", "3", "--coco", coco, "--threshold", "0.45")
+    assert result.exit_code == 0, result.output
+    records = lines(out / "masks.jsonl")
+    detections = json.loads(coco.read_text())
+    assert detections == [d for r in records for d in record_detections(r, r["frame"] + 1)]
+    assert {d["image_id"] for d in detections} <= {frame + 1 for frame in range(0, 30, 3)}
+    refused = invoke("batch", folder, "-p", "a cat", "-m", tiny_model_dir, "--out", tmp_path / "x", "--coco", tmp_path)
+    assert refused.exit_code == 2 and "is a folder" in refused.output

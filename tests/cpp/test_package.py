@@ -9,9 +9,9 @@ from pathlib import Path
 
 import fastclipseg
 import numpy as np
+import pytest
 from fastclipseg import ops
 from fastclipseg.ops.edges import Edges
-import pytest
 from helpers.cpp_build import REPO
 
 CONSUMER = """
@@ -107,7 +107,8 @@ def test_pycocotools_reads_what_a_consumer_of_the_kernels_prints(tmp_path):
     # The installed edges header and kernel: what the Python binding gives on the same input.
     logits = np.tile(np.arange(4, dtype=np.float32) - np.float32(1.2), (1, 4, 1))
     image = np.where(np.arange(12) < 6, 20, 220).astype(np.uint8)[None, :, None].repeat(12, 0).repeat(3, 2)
-    expected = ops.postprocess(logits, (12, 12), masks=False, area=True, edges=Edges(1, 1e-3, "grey", 1), guide=image).area[0]
+    expected = ops.postprocess(logits, (12, 12), masks=False, area=True, edges=Edges(1, 1e-3, "grey", 1),
+                               guide=image).area[0]
     assert int(guided_area) == expected
 
 

@@ -30,7 +30,8 @@ from .sources import (
 
 
 def image_stream(core: InferenceCore, images: Iterable[object], prompts: str | Sequence[str], *, threshold: float,
-                 batch_size: int | None, smooth: float | None, skip: Collection[str], edges: object = None) -> FrameStream:
+                 batch_size: int | None, smooth: float | None, skip: Collection[str],
+                 edges: object = None) -> FrameStream:
     """A `FrameStream` over any iterable of images: `FastSegmenter.segment_stream`, which documents
     the arguments and gives their defaults."""
     items = image_items(images, skip=skip, max_pixels=core.max_image_pixels)

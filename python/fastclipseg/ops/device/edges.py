@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from ..edges import Edges
 
+
 def _grey(image: torch.Tensor) -> torch.Tensor:
     """Pillow's convert("L") of an (H, W, 3) uint8 tensor, as int32."""
     rgb = image.to(torch.int32)
