@@ -1,0 +1,119 @@
+"""Issue 19, first measurement: the vision stage (the network's 76 GFLOP per image) compiled by
+torch.export + AOTInductor, in fp32, bf16 (autocast at export) and static int8 (PT2E with torchao's
+X86InductorQuantizer: per-channel int8 weights, activations calibrated on 8 natural images), against
+TorchScript fp32, in one run on the full-size model, one 352x352 image, `--threads` threads.
+
+It measures candidates for an `aoti` backend; nothing here is a backend yet. Needs torchao for the
+int8 row (`pip install torchao`; skipped with a note otherwise). Compile times are reported: they
+are what a first run would pay.
+
+    python benchmarks/bench_pt2e.py [--threads 2] [--repeats 7]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from _common import build_fullsize_model, write_result
+from fastclipseg.bench.measure import cpu_flags, cpu_name, natural_image
+from fastclipseg.model.stages import Stages
+from fastclipseg.ops.image_processor import PreprocessConfig, preprocess_images
+
+
+def median_seconds(fn, repeats: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def relative_error(got, reference) -> float:
+    got = got if isinstance(got, (list, tuple)) else [got]
+    reference = reference if isinstance(reference, (list, tuple)) else [reference]
+    return max(float((g.float() - r.float()).abs().max() / r.float().abs().max()) for g, r in zip(got, reference))
+
+
+def aoti_package(program: torch.export.ExportedProgram, folder: Path, name: str):
+    path = torch._inductor.aoti_compile_and_package(program, package_path=str(folder / f"{name}.pt2"))
+    return torch._inductor.aoti_load_package(path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=7)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    model, processor, _ = build_fullsize_model()
+    vision = Stages(model.eval(), 352).eval().vision
+    config = PreprocessConfig.from_image_processor(processor.image_processor)
+
+    def pixels(seed: int) -> torch.Tensor:
+        return torch.from_numpy(np.asarray(preprocess_images([natural_image(480, 640, seed=seed)], config)))
+
+    image = pixels(100)
+    folder = Path(tempfile.mkdtemp())
+    rows: dict[str, dict] = {}
+    with torch.inference_mode():
+        reference = vision(image)
+        started = time.perf_counter()
+        scripted = torch.jit.freeze(torch.jit.trace(vision, image).eval())
+        rows["torchscript fp32"] = {"compile_s": time.perf_counter() - started,
+                                    "run_s": median_seconds(lambda: scripted(image), args.repeats), "rel_error": 0.0}
+    for precision in ("fp32", "bf16"):
+        started = time.perf_counter()
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            compiled = aoti_package(torch.export.export(vision, (image,)), folder, f"vision-{precision}")
+        compile_s = time.perf_counter() - started
+        with torch.inference_mode():
+            rows[f"aoti {precision}"] = {"compile_s": compile_s, "run_s": median_seconds(lambda: compiled(image),
+                                                                                         args.repeats),
+                                         "rel_error": relative_error(compiled(image), reference)}
+    if importlib.util.find_spec("torchao") is None:
+        rows["aoti int8 (pt2e static)"] = {"skipped": "torchao is not installed"}
+    else:
+        import torch._inductor.config as inductor_config
+        import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as x86
+        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+        started = time.perf_counter()
+        with torch.no_grad():
+            quantizer = x86.X86InductorQuantizer()
+            quantizer.set_global(x86.get_default_x86_inductor_quantization_config())
+            prepared = prepare_pt2e(torch.export.export(vision, (image,)).module(), quantizer)
+            for seed in range(8):
+                prepared(pixels(seed))
+            converted = convert_pt2e(prepared)
+            inductor_config.freezing = True  # int8 weights prepacked for oneDNN
+            compiled = aoti_package(torch.export.export(converted, (image,)), folder, "vision-int8")
+        compile_s = time.perf_counter() - started
+        with torch.inference_mode():
+            rows["aoti int8 (pt2e static)"] = {"compile_s": compile_s,
+                                               "run_s": median_seconds(lambda: compiled(image), args.repeats),
+                                               "rel_error": relative_error(compiled(image), reference)}
+    base = rows["torchscript fp32"]["run_s"]
+    for name, row in rows.items():
+        if "run_s" in row:
+            row["speedup_vs_torchscript_fp32"] = base / row["run_s"]
+            print(f"{name:26s} run {row['run_s'] * 1e3:7.1f} ms  x{row['speedup_vs_torchscript_fp32']:.2f}  "
+                  f"compile {row['compile_s']:5.1f} s  max error {row['rel_error']:.1e} of the largest activation")
+        else:
+            print(f"{name:26s} {row['skipped']}")
+    path = write_result("bench_pt2e", {"cpu": cpu_name(), "cpu_flags_simd": [f for f in cpu_flags() if f.startswith(
+        ("avx", "amx"))], "threads": args.threads, "stage": "vision, 1 x 3 x 352 x 352", "torch": torch.__version__,
+        "rows": rows})
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
