@@ -3,7 +3,9 @@ torch.export + AOTInductor, in fp32, bf16 (autocast at export) and static int8 (
 X86InductorQuantizer: per-channel int8 weights, activations calibrated on 8 natural images), against
 TorchScript fp32, in one run on the full-size model, one 352x352 image, `--threads` threads.
 
-It measures candidates for an `aoti` backend; nothing here is a backend yet. Needs torchao for the
+It measures candidates for an `aoti` backend; nothing here is a backend yet. For each compiled
+stage it also reports the mask agreement with fp32 (logits > 0 on the model's grid, after the
+fp32 decoder with the real refined weights; 6 natural images x 4 prompts). Needs torchao for the
 int8 row (`pip install torchao`; skipped with a note otherwise). Compile times are reported: they
 are what a first run would pay.
 
@@ -19,12 +21,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from _common import build_fullsize_model, write_result
+from fastclipseg import FastSegmenter
 from fastclipseg.bench.measure import cpu_flags, cpu_name, natural_image
-from fastclipseg.model.stages import Stages
-from fastclipseg.ops.image_processor import PreprocessConfig, preprocess_images
 
 
 def median_seconds(fn, repeats: int) -> float:
@@ -55,11 +55,25 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model, processor, _ = build_fullsize_model()
-    vision = Stages(model.eval(), 352).eval().vision
-    config = PreprocessConfig.from_image_processor(processor.image_processor)
+    segmenter = FastSegmenter(model, processor)  # torch fp32: the reference
+    vision = segmenter.stages.vision
+    prompts = ["a cat", "a person", "the sky", "a red car"]
+    embeddings = segmenter.core.encode_prompts(prompts)
+    pairs = torch.zeros(len(prompts), dtype=torch.long)
 
     def pixels(seed: int) -> torch.Tensor:
-        return torch.from_numpy(np.asarray(preprocess_images([natural_image(480, 640, seed=seed)], config)))
+        return segmenter.pixel_values([natural_image(480, 640, seed=seed)])
+
+    def mask_agreement(stage) -> float:
+        same = total = 0
+        with torch.inference_mode():
+            for seed in range(100, 106):
+                image_pixels = pixels(seed)
+                reference_logits = segmenter.core.decode(vision(image_pixels), embeddings, pairs)
+                logits = segmenter.core.decode(stage(image_pixels), embeddings, pairs)
+                same += int(((logits > 0) == (reference_logits > 0)).sum())
+                total += logits.numel()
+        return same / total
 
     image = pixels(100)
     folder = Path(tempfile.mkdtemp())
@@ -79,6 +93,7 @@ def main() -> None:
             rows[f"aoti {precision}"] = {"compile_s": compile_s, "run_s": median_seconds(lambda: compiled(image),
                                                                                          args.repeats),
                                          "rel_error": relative_error(compiled(image), reference)}
+        rows[f"aoti {precision}"]["mask_agreement"] = mask_agreement(compiled)
     if importlib.util.find_spec("torchao") is None:
         rows["aoti int8 (pt2e static)"] = {"skipped": "torchao is not installed"}
     else:
@@ -101,12 +116,14 @@ def main() -> None:
             rows["aoti int8 (pt2e static)"] = {"compile_s": compile_s,
                                                "run_s": median_seconds(lambda: compiled(image), args.repeats),
                                                "rel_error": relative_error(compiled(image), reference)}
+        rows["aoti int8 (pt2e static)"]["mask_agreement"] = mask_agreement(compiled)
     base = rows["torchscript fp32"]["run_s"]
     for name, row in rows.items():
         if "run_s" in row:
             row["speedup_vs_torchscript_fp32"] = base / row["run_s"]
             print(f"{name:26s} run {row['run_s'] * 1e3:7.1f} ms  x{row['speedup_vs_torchscript_fp32']:.2f}  "
-                  f"compile {row['compile_s']:5.1f} s  max error {row['rel_error']:.1e} of the largest activation")
+                  f"compile {row['compile_s']:5.1f} s  max error {row['rel_error']:.1e} of the largest activation"
+                  + (f", masks {row['mask_agreement']:.2%} as fp32" if "mask_agreement" in row else ""))
         else:
             print(f"{name:26s} {row['skipped']}")
     path = write_result("bench_pt2e", {"cpu": cpu_name(), "cpu_flags_simd": [f for f in cpu_flags() if f.startswith(
