@@ -1,7 +1,8 @@
 """Issue 19, first measurement: the vision stage (the network's 76 GFLOP per image) compiled by
 torch.export + AOTInductor, in fp32, bf16 (autocast at export) and static int8 (PT2E with torchao's
 X86InductorQuantizer: per-channel int8 weights, activations calibrated on 8 natural images), against
-TorchScript fp32, in one run on the full-size model, one 352x352 image, `--threads` threads.
+TorchScript fp32 and today's fastest CPU int8 (ONNX Runtime, dynamic int8 linear layers), in one run
+on the full-size model, one 352x352 image, `--threads` threads.
 
 It measures candidates for an `aoti` backend; nothing here is a backend yet. For each compiled
 stage it also reports the mask agreement with fp32 (logits > 0 on the model's grid, after the
@@ -94,6 +95,17 @@ def main() -> None:
                                                                                          args.repeats),
                                          "rel_error": relative_error(compiled(image), reference)}
         rows[f"aoti {precision}"]["mask_agreement"] = mask_agreement(compiled)
+    if importlib.util.find_spec("onnxruntime") is not None:
+        from fastclipseg.engines import create_engine
+
+        started = time.perf_counter()
+        engine = create_engine("onnxruntime", segmenter.stages, "cpu", "int8", threads=args.threads)
+        compile_s = time.perf_counter() - started
+        with torch.inference_mode():
+            rows["onnxruntime int8 (dynamic)"] = {
+                "compile_s": compile_s, "run_s": median_seconds(lambda: engine.encode_images(image), args.repeats),
+                "rel_error": relative_error(engine.encode_images(image), reference),
+                "mask_agreement": mask_agreement(engine.encode_images)}
     if importlib.util.find_spec("torchao") is None:
         rows["aoti int8 (pt2e static)"] = {"skipped": "torchao is not installed"}
     else:
