@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -25,17 +24,7 @@ from pathlib import Path
 import torch
 from _common import build_fullsize_model, write_result
 from fastclipseg import FastSegmenter
-from fastclipseg.bench.measure import cpu_flags, cpu_name, natural_image
-
-
-def median_seconds(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+from fastclipseg.bench.measure import cpu_flags, cpu_name, interleaved_median_seconds, natural_image
 
 
 def relative_error(got, reference) -> float:
@@ -79,22 +68,23 @@ def main() -> None:
     image = pixels(100)
     folder = Path(tempfile.mkdtemp())
     rows: dict[str, dict] = {}
+    runners: dict[str, object] = {}  # timed at the end, in turns
     with torch.inference_mode():
         reference = vision(image)
         started = time.perf_counter()
         scripted = torch.jit.freeze(torch.jit.trace(vision, image).eval())
-        rows["torchscript fp32"] = {"compile_s": time.perf_counter() - started,
-                                    "run_s": median_seconds(lambda: scripted(image), args.repeats), "rel_error": 0.0}
+        rows["torchscript fp32"] = {"compile_s": time.perf_counter() - started, "rel_error": 0.0}
+        runners["torchscript fp32"] = lambda: scripted(image)
     for precision in ("fp32", "bf16"):
         started = time.perf_counter()
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
             compiled = aoti_package(torch.export.export(vision, (image,)), folder, f"vision-{precision}")
         compile_s = time.perf_counter() - started
         with torch.inference_mode():
-            rows[f"aoti {precision}"] = {"compile_s": compile_s, "run_s": median_seconds(lambda: compiled(image),
-                                                                                         args.repeats),
-                                         "rel_error": relative_error(compiled(image), reference)}
+            error = relative_error(compiled(image), reference)
+            rows[f"aoti {precision}"] = {"compile_s": compile_s, "rel_error": error}
         rows[f"aoti {precision}"]["mask_agreement"] = mask_agreement(compiled)
+        runners[f"aoti {precision}"] = lambda stage=compiled: stage(image)
     if importlib.util.find_spec("onnxruntime") is not None:
         from fastclipseg.engines import create_engine
 
@@ -103,9 +93,9 @@ def main() -> None:
         compile_s = time.perf_counter() - started
         with torch.inference_mode():
             rows["onnxruntime int8 (dynamic)"] = {
-                "compile_s": compile_s, "run_s": median_seconds(lambda: engine.encode_images(image), args.repeats),
-                "rel_error": relative_error(engine.encode_images(image), reference),
+                "compile_s": compile_s, "rel_error": relative_error(engine.encode_images(image), reference),
                 "mask_agreement": mask_agreement(engine.encode_images)}
+        runners["onnxruntime int8 (dynamic)"] = lambda: engine.encode_images(image)
     if importlib.util.find_spec("torchao") is None:
         rows["aoti int8 (pt2e static)"] = {"skipped": "torchao is not installed"}
     else:
@@ -126,9 +116,12 @@ def main() -> None:
         compile_s = time.perf_counter() - started
         with torch.inference_mode():
             rows["aoti int8 (pt2e static)"] = {"compile_s": compile_s,
-                                               "run_s": median_seconds(lambda: compiled(image), args.repeats),
                                                "rel_error": relative_error(compiled(image), reference)}
         rows["aoti int8 (pt2e static)"]["mask_agreement"] = mask_agreement(compiled)
+        runners["aoti int8 (pt2e static)"] = lambda stage=compiled: stage(image)
+    with torch.inference_mode():
+        for name, seconds in interleaved_median_seconds(runners, args.repeats).items():
+            rows[name]["run_s"] = seconds
     base = rows["torchscript fp32"]["run_s"]
     for name, row in rows.items():
         if "run_s" in row:
