@@ -9,8 +9,8 @@
 #include <cstdint>
 #include <cstring>
 #include <exception>
-#include <memory>
 #include <limits>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -124,9 +124,13 @@ class Pool {
     class Lease {
        public:
         Lease(Pool& pool, std::unique_ptr<T> item) : pool_(pool), item_(std::move(item)) {}
+        Lease(Lease&& other) noexcept : pool_(other.pool_), item_(std::move(other.item_)) {}
         Lease(const Lease&) = delete;
         Lease& operator=(const Lease&) = delete;
-        ~Lease() { pool_.give(std::move(item_)); }
+        Lease& operator=(Lease&&) = delete;
+        ~Lease() {
+            if (item_) pool_.give(std::move(item_));
+        }
         T& operator*() const { return *item_; }
         T* operator->() const { return item_.get(); }
 

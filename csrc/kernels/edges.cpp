@@ -1,7 +1,8 @@
 // The low-resolution half of the fast guided filter; see fastclipseg/edges.hpp
-// for the contract. Everything here works on the model's grid (h x w, 352^2
-// for CLIPSeg), so it costs the same whatever the image size, except the one
-// pass that averages the guide into that grid (and converts RGB to grey).
+// for the contract. Everything here works on the filter's grid (the model's
+// h x w divided by the subsampling), so it costs the same whatever the image
+// size, except the one pass that turns the guide into planes (grey value or
+// channels) and averages them into that grid.
 #include "fastclipseg/edges.hpp"
 
 #include <algorithm>

@@ -24,6 +24,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <optional>
 #include <stdexcept>
 #include <thread>
 
@@ -591,7 +592,6 @@ struct RowSource {
     const RowOps& ops;
     const float* logits;  // first logit of this mask (or coefficient of a plane)
     std::size_t w;
-    std::size_t h;
     const Axis& cols;  // horizontal weights (W entries)
     const Axis& rows;  // vertical weights (H entries)
 };
@@ -682,7 +682,7 @@ struct Scratch {
         const float* above[4];
         const float* below[4];
         for (std::size_t j = 0; j < e.planes; ++j) {
-            const RowSource plane_src{src.ops, e.coef + j * e.fh * e.fw, e.fw, e.fh, *e.cols, *e.rows};
+            const RowSource plane_src{src.ops, e.coef + j * e.fh * e.fw, e.fw, *e.cols, *e.rows};
             above[j] = coef[j].hrow_for(plane_src, r0, SIZE_MAX);
             below[j] = coef[j].hrow_for(plane_src, r1, r0);
         }
@@ -777,11 +777,16 @@ Result run(const float* logits, std::size_t logits_size, const Shape& shape,
     const std::size_t rows_per_block = (H + nb - 1) / nb;
     const std::size_t blocks = (H + rows_per_block - 1) / rows_per_block;
     const bool need_stats = req.area || req.bbox || req.score;
-    auto coef_lease = g_coefficients.take();  // reused memory (see detail::Pool)
-    edges::Coefficients& coef = coef_lease->value;
-    coef.planes = 0;
-    coef.planes_u8.clear();
-    if (guided) edges::coefficients_into(logits, logits_size, K, p.h, p.w, *req.guide, req.edges, threads, coef);
+    // Edge-aware: the filter's coefficients, in pooled memory taken only then (see detail::Pool).
+    static const edges::Coefficients kNoCoefficients;
+    std::optional<detail::Pool<PooledCoefficients>::Lease> coef_lease;
+    edges::Coefficients* guided_coef = nullptr;
+    if (guided) {
+        coef_lease.emplace(g_coefficients.take());
+        guided_coef = &(*coef_lease)->value;
+        edges::coefficients_into(logits, logits_size, K, p.h, p.w, *req.guide, req.edges, threads, *guided_coef);
+    }
+    const edges::Coefficients& coef = guided ? *guided_coef : kNoCoefficients;
     Axis coef_cols, coef_rows;  // from the filter's grid
     if (guided) coef_cols = make_axis(coef.width, W), coef_rows = make_axis(coef.height, H);
     // The guide's planes: converted by the coefficients' pass, or the caller's grey image itself.
@@ -808,7 +813,7 @@ Result run(const float* logits, std::size_t logits_size, const Shape& shape,
         if (req.score || req.probs_u8 != nullptr) s.prob.resize(W);
         if (req.score) s.tmp.resize(W);
         Block& b = out_blocks[item];
-        const RowSource src{ops, logits + i * p.h * p.w, p.w, p.h, cols, rows};
+        const RowSource src{ops, logits + i * p.h * p.w, p.w, cols, rows};
         const EdgeSource edge{coef.data.data() + i * coef.planes * coef.height * coef.width, coef.planes,
                               coef.height, coef.width, &coef_cols, &coef_rows,
                               {guide_planes[0], guide_planes[1], guide_planes[2]}};
@@ -890,6 +895,12 @@ Result run(const float* logits, std::size_t logits_size, const Shape& shape,
             }
         }
     });
+
+    // A pooled copy of a huge image's guide planes is not worth keeping for the next call.
+    constexpr std::size_t kKeepGuideBytes = std::size_t{64} << 20;
+    if (guided && guided_coef->planes_u8.capacity() > kKeepGuideBytes) {
+        std::vector<std::uint8_t>().swap(guided_coef->planes_u8);
+    }
 
     if (req.area) result.area.assign(K, 0);
     if (req.bbox) result.bbox.assign(K, {0.0, 0.0, 0.0, 0.0});
@@ -1011,7 +1022,7 @@ void upsample(const float* logits, std::size_t logits_size, const Shape& shape, 
         const std::size_t R1 = std::min(H, R0 + rows_per_block);
         Scratch& s = scratch[worker];
         s.reset(W);
-        const RowSource src{ops, logits + i * p.h * p.w, p.w, p.h, cols, rows};
+        const RowSource src{ops, logits + i * p.h * p.w, p.w, cols, rows};
         for (std::size_t R = R0; R < R1; ++R) s.upsample_row(src, R, out + (i * H + R) * W);
     });
 }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import sys
@@ -250,11 +251,7 @@ def segment(
         parts = [f"{e['prompt']!r} score {e['score']:.2f} area {100 * e['area'] / (height * width):.1f}%" for e in record["masks"]]
         tqdm.write(f"{path}: {width}x{height}, " + "; ".join(parts))
     if coco is not None:
-        try:
-            outputs.write_json(coco, detections)
-        except OSError as error:
-            _fail(f"cannot write --coco {coco} ({error.strerror or error})")
-        typer.echo(f"{coco}: {len(detections)} detections", err=True)
+        _write_coco(coco, detections)
     if failures:
         typer.echo(f"{failures} of {len(images)} images failed", err=True)
         raise typer.Exit(1)
@@ -284,37 +281,38 @@ def _check_coco_path(coco: Optional[Path]) -> None:
         _fail(f"--coco {coco} is a folder: name the results file to write, e.g. {coco / 'results.json'}")
 
 
-def _write_run_coco(coco: Path, run, image_id_of, instances: bool) -> None:
-    """The COCO results file of a complete batch or video run, from its masks.jsonl (written atomically)."""
-    from .results import record_detections
+def _write_coco(coco: Path, detections: list[dict]) -> None:
+    """The --coco results file, written atomically; a write that fails is exit status 2."""
     from .streams import writers as outputs
-    from .streams.runs import read_complete_lines
 
-    detections = [detection for record in read_complete_lines(run.masks_path)
-                  for detection in record_detections(record, image_id_of(record), instances)]
     try:
         outputs.write_json(coco, detections)
     except OSError as error:
-        _fail(f"cannot write --coco {coco} ({error.strerror or error})", code=1)
+        _fail(f"cannot write --coco {coco} ({error.strerror or error})")
     typer.echo(f"{coco}: {len(detections)} detections", err=True)
+
+
+def _write_run_coco(coco: Path, run, image_id_of, instances: bool) -> None:
+    """The COCO results file of a complete batch or video run, from its masks.jsonl."""
+    from .results import record_detections
+    from .streams.runs import read_complete_lines
+
+    _write_coco(coco, [detection for record in read_complete_lines(run.masks_path)
+                       for detection in record_detections(record, image_id_of(record), instances)])
 
 
 def _edge_options(edges: bool, radius: Optional[int], eps: Optional[float], guide: Optional[str],
                   subsample: Optional[int]):
     """The `Edges` of --edges and its parameters (None without --edges), or a clear error."""
-    from .ops.edges import Edges
-
     given = {"--edge-radius": radius, "--edge-eps": eps, "--edge-guide": guide, "--edge-subsample": subsample}
     if not edges:
         named = [name for name, value in given.items() if value is not None]
         if named:
             _fail(f"{named[0]} needs --edges")
         return None
+    chosen = {"radius": radius, "eps": eps, "guide": guide, "subsample": subsample}
     try:
-        return Edges(radius=EDGE_DEFAULTS.radius if radius is None else radius,
-                     eps=EDGE_DEFAULTS.eps if eps is None else eps,
-                     guide=EDGE_DEFAULTS.guide if guide is None else guide,
-                     subsample=EDGE_DEFAULTS.subsample if subsample is None else subsample)
+        return dataclasses.replace(EDGE_DEFAULTS, **{key: value for key, value in chosen.items() if value is not None})
     except (TypeError, ValueError) as error:
         _fail("--" + str(error).replace("edges radius", "edge-radius").replace("edges eps", "edge-eps")
               .replace("edges guide", "edge-guide").replace("edges subsample", "edge-subsample"))

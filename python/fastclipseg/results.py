@@ -142,11 +142,9 @@ class SegmentationResult:
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 0 <= k < len(self.prompts):
             raise ValueError(f"k must be the index of a prompt, 0 .. {len(self.prompts) - 1}, got {k!r}")
         if self.edges is not None:
-            # The filtered probabilities: instances are the objects of the edge-aware mask.
-            probabilities = ops.postprocess(self.logits[k:k + 1], self.image_size, self.threshold, masks=False,
-                                            probs="float32", threads=self.threads, edges=self.edges,
-                                            guide=self.guide).probs
-            return find_instances(probabilities[0], self.threshold, self.prompts[k], int(k), min_area=min_area,
+            # The objects of the edge-aware mask, from the filtered probabilities (`probs`: one pass
+            # for every prompt, so listing each prompt's objects filters once).
+            return find_instances(self.probs[k], self.threshold, self.prompts[k], int(k), min_area=min_area,
                                   connectivity=connectivity, probabilities=True)
         logits = ops.upsample(self.logits[k:k + 1], self.image_size, threads=self.threads)[0]
         return find_instances(logits, self.threshold, self.prompts[k], int(k), min_area=min_area,

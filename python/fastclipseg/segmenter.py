@@ -338,7 +338,8 @@ class FastSegmenter:
         embedding rows of your own. Each gives one mask of the result, in order.
 
         `edges`: masks that follow the image's edges (`fastclipseg.ops.edges`): True for the
-        measured defaults, an `Edges(radius, eps, guide)` or a dict of its fields; off by default.
+        measured defaults, an `Edges(radius, eps, guide, subsample)` or a dict of its fields; off by
+        default.
         """
         if prompts is None and conditional_embeddings is None:
             raise TypeError("prompts must be a string, a list of strings or image prompts, got NoneType")

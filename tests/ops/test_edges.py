@@ -183,7 +183,7 @@ def test_a_bad_guide_is_a_clear_error(guide, message):
 
 def test_the_colour_guide_needs_colour():
     logits, grey = logits_and_image(1, (8, 8), (20, 20), channels=1)
-    with pytest.raises(ValueError, match="colour edges guide needs an RGB image"):
+    with pytest.raises(ValueError, match="colour guide needs an RGB image"):
         ops.postprocess(logits, (20, 20), edges=Edges(guide="colour"), guide=grey)
 
 

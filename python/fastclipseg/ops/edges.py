@@ -2,10 +2,10 @@
 
 CLIPSeg decides at 22 x 22 patches decoded to 352 x 352 logits; upsampled bilinearly to 1080p its
 masks are blobs that cut across object edges. The guided filter fits, in every window of the
-model's grid, the probability as a linear function of the image (``q = a . I + b``); upsampling
-``a`` and ``b`` instead of the probability and applying them to the full-resolution image puts the
-mask's edge where the image's edge is. The low-resolution half (the box filters, all at the model's
-352 x 352 grid) and the full-resolution half (one multiply-add per pixel and guide channel, fused
+filter's coarse grid, the probability as a linear function of the image (``q = a . I + b``);
+upsampling ``a`` and ``b`` instead of the probability and applying them to the full-resolution image
+puts the mask's edge where the image's edge is. The low-resolution half (the box filters, all on the
+filter's grid) and the full-resolution half (one multiply-add per pixel and guide channel, fused
 into the post-processing row loop) are native (``csrc/kernels/edges.cpp``, ``postprocess.cpp``);
 `fastclipseg.ops.device.edges.guided_probabilities` is its torch twin for the device path.
 
@@ -22,7 +22,7 @@ into the post-processing row loop) are native (``csrc/kernels/edges.cpp``, ``pos
   probabilities.
 - ``guide``: ``"grey"`` (the image's grey value, as Pillow's ``convert("L")``) or ``"colour"``
   (the three RGB channels: also follows edges between colours of the same brightness, at about
-  twice the full-resolution cost).
+  1.2-1.3 times the grey guide's cost per 1080p frame; README, "Masks that follow edges").
 
 With edges on, every output derives from the filtered probability ``q`` in [0, 1] rather than
 from the upsampled logit: masks are ``q > threshold``, probabilities are ``q``, the score is the

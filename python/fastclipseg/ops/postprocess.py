@@ -158,8 +158,6 @@ def postprocess(
         if guide is None:
             raise ValueError("edges needs the image as guide= (H x W x 3 uint8, the output's size)")
         guide_image = check_guide(guide, (height, width))
-        if options.guide == "colour" and guide_image.ndim != 3:
-            raise ValueError("the colour edges guide needs an RGB image (H x W x 3), got a grey one")
     out = _core.postprocess(arr, height, width, t, bool(masks), probs, bool(rle), bool(area),
                             bool(bbox), bool(score), _check_threads(threads), bool(stability), offset,
                             guide_image, options.radius if options else 4, options.eps if options else 1e-3,
