@@ -51,15 +51,18 @@ pp::Result run(const Case& c, const std::vector<float>& logits, const std::vecto
 
 void odd_sizes_and_threads() {
     const Case cases[] = {{2, 22, 17, 7, 300, 3}, {1, 5, 5, 1, 9, 3}, {2, 8, 8, 40, 1, 1},
-                          {3, 13, 11, 97, 61, 3}, {1, 3, 1, 1, 1, 1}, {2, 31, 29, 64, 64, 3}};
+                          {3, 13, 11, 97, 61, 3}, {1, 3, 1, 1, 1, 1}, {2, 31, 29, 64, 64, 3},
+                          {2, 24, 24, 120, 90, 3}, {3, 44, 44, 131, 170, 1}, {1, 3, 1, 1, 1, 3}};
     for (const Case& c : cases) {
         const auto logits = make_logits(c);
         const auto image = make_image(c);
         for (const bool colour : {false, true}) {
             if (colour && c.channels != 3) continue;
-            for (const std::size_t subsample : {std::size_t{1}, std::size_t{3}, std::size_t{50}}) {
+            for (const std::size_t subsample : {std::size_t{1}, std::size_t{2}, std::size_t{3}, std::size_t{5},
+                                                std::size_t{50}})
+            for (const std::size_t radius : {std::size_t{1}, std::size_t{2}, std::size_t{40}}) {
                 edges::Params params;
-                params.radius = 2;
+                params.radius = radius;
                 params.mode = colour ? edges::GuideMode::colour : edges::GuideMode::grey;
                 params.subsample = subsample;
                 std::vector<std::uint8_t> masks(c.k * c.height * c.width);
