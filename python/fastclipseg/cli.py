@@ -129,14 +129,15 @@ def _options(
 
 BACKEND_HELP = ("Backend: torch (eager reference), torchscript, onnxruntime, cudagraphs or tensorrt (CUDA), or auto "
                 "(the fastest for the device and precision).")
-PRECISION_HELP = ("Precision: fp32 (exact), bf16 (CPUs with AVX512-BF16/AMX, or CUDA), fp16 (CUDA) or int8 (vision "
-                  "tower's linear layers; on CUDA through tensorrt, with --calibration).")
+PRECISION_HELP = ("Precision: fp32 (exact), bf16 (CPUs with AVX512-BF16/AMX, or CUDA), fp16 (CUDA), int8 (vision "
+                  "tower's linear layers; on CUDA through tensorrt, with --calibration), or auto (the fastest measured "
+                  "for this CPU: bf16 with AMX, int8 with VNNI, else fp32; fp32 on CUDA).")
 CACHE_DIR_HELP = "Folder for compiled backends (default: $FASTCLIPSEG_CACHE or the user cache folder)."
 
 
 # Options shared by segment, video and batch (typer reads these objects; sharing them keeps one text).
 DEVICE_OPTION = typer.Option("cpu", "--device", metavar="DEVICE", help="Torch device to run on, e.g. cpu or cuda.")
-PRECISION_OPTION = typer.Option(None, "--precision", metavar="NAME", help=PRECISION_HELP + " Default: fp32, or an export's own.")
+PRECISION_OPTION = typer.Option(None, "--precision", metavar="NAME", help=PRECISION_HELP + " Default: auto, or an export's own.")
 CACHE_DIR_OPTION = typer.Option(None, "--cache-dir", metavar="FOLDER", help=CACHE_DIR_HELP)
 CACHE_OPTION = typer.Option(True, "--cache/--no-cache", help="Keep compiled backends on disk and reuse them (--no-cache: compile afresh, keep nothing).")
 THRESHOLD_OPTION = typer.Option(0.5, "--threshold", "-t", metavar="P", help="Probability above which a pixel is in the mask, in [0, 1].")
@@ -259,12 +260,12 @@ def segment(
 
 def _check_engine_options(device: str, backend: Optional[str], precision: Optional[str]) -> None:
     """Names the engine does not know, refused before the model loads (combinations are checked as it loads)."""
-    from .engines import BACKEND_CHOICES, PRECISIONS, parse_device
+    from .engines import BACKEND_CHOICES, PRECISION_CHOICES, parse_device
 
     if backend is not None and backend not in BACKEND_CHOICES:
         _fail(f"unknown --backend {backend!r}: choose from {', '.join(BACKEND_CHOICES)}")
-    if precision is not None and precision not in PRECISIONS:
-        _fail(f"unknown --precision {precision!r}: choose from {', '.join(PRECISIONS)}")
+    if precision is not None and precision not in PRECISION_CHOICES:
+        _fail(f"unknown --precision {precision!r}: choose from {', '.join(PRECISION_CHOICES)}")
     try:
         parse_device(device)
     except ValueError as error:
@@ -348,20 +349,30 @@ def _calibration(folder: Optional[Path]) -> dict:
 def _load_segmenter(model: str, *, device: str, backend: Optional[str], precision: Optional[str], cache_dir: Optional[Path],
                     cache: bool, max_pixels: int, batch_size: Optional[int] = None, calibration: Optional[Path] = None,
                     threads: Optional[int] = None):
+    """The segmenter for the command's options; no --precision means "auto" (an export: its own), and
+    the choice is said on stderr."""
     import torch
 
+    from .engines import MANIFEST_NAME, choose_precision, parse_device
     from .segmenter import FastSegmenter
 
     if threads is not None:
         torch.set_num_threads(threads)  # the network (torch, TorchScript); ONNX Runtime and the kernels below
+    is_export = (Path(model).expanduser() / MANIFEST_NAME).is_file()
     try:
-        return FastSegmenter.from_pretrained(
-            model, device=device, max_image_pixels=max_pixels, backend=backend, precision=precision,
+        segmenter = FastSegmenter.from_pretrained(
+            model, device=device, max_image_pixels=max_pixels, backend=backend,
+            precision=precision or (None if is_export else "auto"),
             cache=cache, cache_dir=cache_dir, batch_size=batch_size, threads=threads, kernel_threads=threads,
             **_calibration(calibration),
         )
     except (OSError, ValueError, TypeError, ImportError) as error:
         _fail(f"cannot load model {model}: {error}")
+    if precision in (None, "auto") and not is_export:
+        reason = choose_precision("auto", parse_device(device)).reason
+        typer.echo(f"precision {segmenter.precision}, backend {segmenter.backend} ({reason}; "
+                   "--precision and --backend choose others)", err=True)
+    return segmenter
 
 
 def _stream_settings(prompt: list[str], threshold: float, batch_size: Optional[int]) -> list[str]:

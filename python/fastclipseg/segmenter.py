@@ -26,6 +26,7 @@ from .engines import (
     Calibration,
     available_precisions,
     check_precision,
+    choose_precision,
     create_engine,
     default_cache_dir,
     load_export,
@@ -119,7 +120,9 @@ class FastSegmenter:
 
         `backend`: "torch" (eager; fp32 is the reference), "torchscript", "onnxruntime",
         "cudagraphs", "tensorrt" or "auto" (the fastest for the device and precision);
-        `precision`: "fp32", "bf16", "fp16" (CUDA) or "int8" (see `fastclipseg.engines`).
+        `precision`: "fp32", "bf16", "fp16" (CUDA), "int8" (see `fastclipseg.engines`) or "auto"
+        (the fastest whose parity bar holds on this CPU: `engines.choose_precision`; `precision`
+        then says which). The default, fp32 with backend "torch", is the exact reference.
         Compiled backends keep their build in `cache_dir` (default: `$FASTCLIPSEG_CACHE` or the
         user cache folder), so later starts skip compiling;
         `cache=False` compiles into a temporary folder instead. `threads` and `providers` set
@@ -276,15 +279,15 @@ class FastSegmenter:
         self, directory: str | os.PathLike, backend: str = "auto", precision: str | None = None, overwrite: bool = False
     ) -> Path:
         """Compile the stages for `backend` ("torchscript", "onnxruntime" or "auto") and `precision`
-        (default: this segmenter's) and write them, the manifest and the processor files to `directory`.
+        (default: this segmenter's; "auto": `engines.choose_precision` for this CPU) and write them, the manifest and the processor files to `directory`.
 
         `FastSegmenter.from_pretrained(directory)` loads the result without the transformers model.
         An existing non-empty `directory` is replaced only with `overwrite=True`. A build of the
         same model already in the cache is copied rather than compiled again. Returns the folder.
         """
         self.core.require_model("exporting", "export from the model")
-        precision = precision or self.precision
         device = torch.device("cpu")
+        precision = choose_precision(precision or self.precision, device).precision
         resolved = resolve_backend(backend, device, precision)
         if resolved not in COMPILED_BACKENDS:
             raise ValueError(f"backend {backend!r} has no compiled form to export: use one of {', '.join(COMPILED_BACKENDS)}")

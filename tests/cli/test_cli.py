@@ -127,7 +127,8 @@ def test_segment_with_a_compiled_backend_and_the_cache_command(tiny_model_dir, i
     cache = tmp_path / "cache"
     for _ in range(2):
         result = run_cli("segment", str(images / "cat.png"), "-p", "a cat", "--model", str(tiny_model_dir),
-                         "--backend", "torchscript", "--cache-dir", str(cache), "--out", str(tmp_path / "out"))
+                         "--backend", "torchscript", "--precision", "fp32", "--cache-dir", str(cache),
+                         "--out", str(tmp_path / "out"))
         assert result.returncode == 0, result.stderr
     assert "compiling the torchscript fp32 stages" not in result.stderr  # the second run loaded the cache
     assert "loaded the torchscript fp32 stages from the cache" in result.stderr
@@ -168,7 +169,7 @@ def test_segment_instances_and_coco_results(tiny_model_dir, images, tmp_path):
     coco.parent.mkdir()
     paths = [images / "cat.png", images / "corrupt.png", images / "dog.jpg"]
     done = run_cli("segment", *map(str, paths), "-p", "a cat", "-p", "red dog", "-m", str(tiny_model_dir),
-                   "-o", str(out), "--instances", "--min-area", "2", "--coco", str(coco), "--threshold", "0.45")
+                   "-o", str(out), "--instances", "--min-area", "2", "--coco", str(coco), "--threshold", "0.45", "--precision", "fp32")
     assert done.returncode == 1 and "1 of 3 images failed" in done.stderr, done.stderr
     detections = json.loads(coco.read_text())
     assert f"{coco}: {len(detections)} detections" in done.stderr
@@ -238,7 +239,8 @@ def test_segment_edges_equal_the_api(tiny_model_dir, images, tmp_path):
 
     out = tmp_path / "out"
     done = run_cli("segment", str(images / "cat.png"), "-p", "a cat", "-m", str(tiny_model_dir), "-o", str(out),
-                   "--edges", "--edge-radius", "2", "--edge-eps", "0.0001", "--edge-guide", "grey", "--edge-subsample", "2")
+                   "--edges", "--edge-radius", "2", "--edge-eps", "0.0001", "--edge-guide", "grey", "--edge-subsample", "2",
+                   "--precision", "fp32")
     assert done.returncode == 0, done.stderr
     record = json.loads((out / "cat.json").read_text())
     expected = FastSegmenter.from_pretrained(tiny_model_dir).segment(images / "cat.png", ["a cat"],

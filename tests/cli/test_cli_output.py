@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from fastclipseg.cli import app
+from fastclipseg.engines import choose_precision
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -86,8 +87,12 @@ def test_segment_output_is_one_line_per_image_and_quiet(tiny_model_dir, image, t
                          "-o", str(tmp_path), "--overlay", "--heatmap")
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [result.stdout.strip()] and "'a cat' score" in result.stdout
-    # Off a terminal: no progress bars (ours or transformers'), no warnings, nothing else.
-    assert result.stderr == "", result.stderr
+    # Off a terminal: no progress bars (ours or transformers'), no warnings; only the precision
+    # that --precision's default (auto) chose, and why.
+    chosen = choose_precision("auto", torch.device("cpu"))
+    assert result.stderr.splitlines() == [
+        f"precision {chosen.precision}, backend torch ({chosen.reason}; --precision and --backend choose others)"
+    ], result.stderr
     record = json.loads((tmp_path / "cat.json").read_text())
     for key, suffix in (("overlay_png", "_overlay.png"), ("heatmap_png", "_heatmap.png")):
         assert record[key] == f"cat{suffix}"

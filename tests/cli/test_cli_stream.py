@@ -46,7 +46,8 @@ def long_clip(tmp_path_factory):
 def test_video_writes_records_pngs_and_overlay(tiny_model_dir, tiny_segmenter, clip, tmp_path):
     out = tmp_path / "out"
     result = invoke("video", clip, "-p", "a cat", "-p", "red dog", "-m", tiny_model_dir, "--out", out, "--png",
-                    "--overlay", out / "overlay.mp4", "--backend", "torch", "--batch-size", "4", "--every", "2")
+                    "--overlay", out / "overlay.mp4", "--backend", "torch", "--precision", "fp32", "--batch-size", "4",
+                    "--every", "2")
     assert result.exit_code == 0, result.output
     records = lines(out / "masks.jsonl")
     assert [r["frame"] for r in records] == list(range(0, 30, 2))
@@ -181,7 +182,8 @@ def test_batch_outputs_failures_skips_and_resume(tiny_model_dir, tiny_segmenter,
     (folder / "notes.txt").write_text("not an image")
     (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
     out = tmp_path / "out"
-    base = ["batch", folder, "-p", "a cat", "-m", tiny_model_dir, "--out", out, "--backend", "torch", "--png"]
+    base = ["batch", folder, "-p", "a cat", "-m", tiny_model_dir, "--out", out, "--backend", "torch", "--precision", "fp32",
+            "--png"]
     result = invoke(*base)
     assert result.exit_code == 1, result.output
     records = lines(out / "masks.jsonl")

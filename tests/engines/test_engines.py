@@ -8,6 +8,7 @@ import torch
 from fastclipseg import FastSegmenter
 from fastclipseg.bench.measure import natural_image
 from fastclipseg.engines import (
+    cpu_has_native_bf16,
     onnxruntime_installed,
     resolve_backend,
 )
@@ -63,11 +64,13 @@ def test_tiny_logits_match_reference(tiny_engines, tiny_reference, tiny_inputs, 
 
 @pytest.mark.parametrize("precision", ["bf16", "int8"])
 def test_torchscript_computes_what_eager_computes(tiny_engines, tiny_inputs, precision):
-    # Same precision, same quantised weights: the traced files reproduce the eager stages.
+    # Same precision, same quantised weights: the traced files reproduce the eager stages (bf16
+    # arithmetic, also the int8 decoder's where the CPU has native bf16, rounds where fusion differs).
     skip_unavailable("torchscript", precision)
     eager = torch.cat(tiny_engines("torch", precision).predict_logits(tiny_inputs, PROMPTS))
     traced = torch.cat(tiny_engines("torchscript", precision).predict_logits(tiny_inputs, PROMPTS))
-    assert_relative_close(traced, eager, 1e-2 if precision == "bf16" else 1e-4)
+    has_bf16 = precision == "bf16" or cpu_has_native_bf16()
+    assert_relative_close(traced, eager, 1e-2 if has_bf16 else 1e-4)
 
 
 def test_results_through_the_api(tiny_engines):
@@ -93,7 +96,9 @@ def test_auto_picks_a_backend_that_runs(tiny_model_dir):
     assert resolve_backend("auto", torch.device("cuda"), "fp32") == "cudagraphs"
     assert resolve_backend("auto", torch.device("cuda"), "fp16") == "cudagraphs"
     assert resolve_backend("auto", torch.device("cuda"), "int8") == "tensorrt"
-    assert resolve_backend("auto", torch.device("cpu"), "int8") == ("onnxruntime" if onnxruntime_installed() else "torchscript")
+    # int8: torchscript where its decoder runs in bf16, else ONNX Runtime's faster int8 vision stage.
+    int8_backend = "torchscript" if cpu_has_native_bf16() or not onnxruntime_installed() else "onnxruntime"
+    assert resolve_backend("auto", torch.device("cpu"), "int8") == int8_backend
 
 
 # -- full size, real decoder weights ----------------------------------------------------------
@@ -121,24 +126,6 @@ def test_fullsize_fast_paths_keep_the_masks(fullsize_model, fullsize_inputs, sha
     agreement = ((ours > 0) == (expected > 0)).double().mean().item()  # logit 0 = probability 0.5
     print(f"{backend} {precision}: {agreement:.4%} of mask pixels agree with fp32")
     assert agreement >= MASK_AGREEMENT[precision], f"{agreement:.4%} < {MASK_AGREEMENT[precision]:.1%}"
-
-
-@pytest.mark.skipif(not onnxruntime_installed(), reason="onnxruntime is not installed")
-def test_onnx_int8_survives_a_failing_shape_inference(tiny_model_dir, tiny_inputs, monkeypatch, caplog):
-    # On the GPU machine (torch 2.11, another ONNX Runtime) the symbolic shape inference of
-    # quant_pre_process raised IndexError; the build must then pre-process without it.
-    from onnxruntime.tools import symbolic_shape_infer
-
-    def failing(*args, **kwargs):
-        raise IndexError("list index out of range")
-
-    monkeypatch.setattr(symbolic_shape_infer.SymbolicShapeInference, "infer_shapes", staticmethod(failing))
-    with caplog.at_level("INFO", logger="fastclipseg"):
-        segmenter = FastSegmenter.from_pretrained(tiny_model_dir, backend="onnxruntime", precision="int8", cache=False)
-    assert "pre-processing without it" in caplog.text
-    reference = FastSegmenter.from_pretrained(tiny_model_dir)
-    assert_relative_close(torch.cat(segmenter.predict_logits(tiny_inputs, PROMPTS)),
-                          torch.cat(reference.predict_logits(tiny_inputs, PROMPTS)), LOW_PRECISION_TOLERANCE)
 
 
 def test_default_batch_size_per_engine(tiny_engines):

@@ -42,7 +42,16 @@ from .compiled import (
 )
 from .cuda_graphs import CudaGraphEngine
 from .per_image import PerImageEngine
-from .precision import PRECISIONS, check_precision, cpu_has_native_bf16
+from .precision import (
+    PRECISION_CHOICES,
+    PRECISIONS,
+    PrecisionChoice,
+    check_precision,
+    choose_precision,
+    cpu_has_amx,
+    cpu_has_native_bf16,
+    cpu_has_vnni,
+)
 from .tensorrt_engine import Calibration, cached_tensorrt_engine, require_tensorrt
 from .torch_engine import TorchEngine
 
@@ -72,8 +81,10 @@ def resolve_backend(backend: str, device: torch.device, precision: str) -> str:
 
     On the CPU (benchmarks/bench_segment.py, full-size model, 2 threads): fp32 and bf16 ->
     torchscript (fp32: on par with onnxruntime, and compiles in seconds rather than half a
-    minute); int8 -> onnxruntime when it is installed (fastest on video-like batches), else
-    torchscript. On CUDA: int8 -> tensorrt (the only CUDA int8 path); the rest -> cudagraphs
+    minute); int8 -> torchscript where the CPU has native bf16 (its int8 runs the decoder in
+    bf16, which ONNX Runtime cannot: faster with several prompts, and a 3 s first build against
+    ONNX Runtime's 24 s), else onnxruntime when it is installed (its int8 vision stage is the
+    fastest), else torchscript. On CUDA: int8 -> tensorrt (the only CUDA int8 path); the rest -> cudagraphs
     (graph replay removes the per-kernel launch cost that dominates small batches). Elsewhere ->
     torch.
     """
@@ -83,7 +94,7 @@ def resolve_backend(backend: str, device: torch.device, precision: str) -> str:
         return "tensorrt" if precision == "int8" else "cudagraphs"
     if device.type != "cpu":
         return "torch"
-    if precision == "int8" and onnxruntime_installed():
+    if precision == "int8" and not cpu_has_native_bf16() and onnxruntime_installed():
         return "onnxruntime"
     return "torchscript"
 
@@ -111,6 +122,8 @@ def create_engine(
 ) -> Engine:
     """The engine for `backend` on `device` in `precision`; a clear ValueError for what is not available.
 
+    `precision="auto"` picks one for the device (`choose_precision`); the engine's `precision` says which.
+
     Compiled backends load from `cache_dir` when it holds a valid build (else they build and store
     one); `cache_dir=None` builds without caching. `threads` and `providers` configure ONNX Runtime.
     `calibration`: for a tensorrt int8 engine, called once to give the `Calibration` (a hash of the
@@ -121,6 +134,7 @@ def create_engine(
     device = parse_device(device)
     if backend == "tensorrt":
         require_tensorrt(device)  # names a non-CUDA device or the missing package before the precision checks
+    precision = choose_precision(precision, device).precision
     backend = resolve_backend(backend, device, precision)
     if not available_precisions(backend, device):
         raise ValueError(f"backend {backend!r} does not run on {device.type} in this version; use backend='torch' there")
@@ -156,6 +170,8 @@ __all__ = [
     "COMPILED_BACKENDS",
     "MANIFEST_NAME",
     "PRECISIONS",
+    "PRECISION_CHOICES",
+    "PrecisionChoice",
     "ArtifactError",
     "Calibration",
     "CudaGraphEngine",
@@ -164,8 +180,11 @@ __all__ = [
     "TorchEngine",
     "available_precisions",
     "check_precision",
+    "choose_precision",
+    "cpu_has_amx",
     "clear_cache",
     "cpu_has_native_bf16",
+    "cpu_has_vnni",
     "create_engine",
     "default_cache_dir",
     "load_export",

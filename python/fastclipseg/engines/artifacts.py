@@ -24,6 +24,7 @@ import torch
 
 from .. import __version__
 from ..model.files import ModelLoadError, read_json
+from .precision import int8_decoder_dtype
 
 MANIFEST_NAME = "fastclipseg-export.json"
 FORMAT = "fastclipseg-export"
@@ -86,7 +87,7 @@ def describe_build(
     backend: str, precision: str, device: torch.device, weights: str, image_size: int, max_tokens: int, eos_token_id: int
 ) -> dict:
     """The manifest fields that identify a build; an entry is loaded only if all of them match."""
-    return {
+    build = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "backend": backend,
@@ -98,6 +99,10 @@ def describe_build(
         "eos_token_id": eos_token_id,
         "versions": library_versions(backend),
     }
+    if precision == "int8":
+        # The int8 decoder's dtype depends on the CPU (bf16 only where it is native).
+        build["int8_decoder"] = str(int8_decoder_dtype(backend, device)).removeprefix("torch.")
+    return build
 
 
 def _file_entry(path: Path) -> dict:

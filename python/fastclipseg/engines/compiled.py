@@ -32,7 +32,7 @@ from .artifacts import (
 )
 from .base import Engine
 from .example_inputs import example_inputs
-from .precision import PRECISIONS, prepare_stages
+from .precision import PRECISIONS, int8_decoder_dtype, prepare_stages
 
 log = logging.getLogger("fastclipseg")
 COMPILED_BACKENDS = ("torchscript", "onnxruntime")
@@ -66,7 +66,7 @@ def _compile_on_cpu(backend: str, stages: Stages, precision: str, directory: Pat
     image_size, max_tokens, eos_token_id = _stage_facts(stages)
     # ONNX Runtime quantises the exported fp32 graph itself; torch's quantised modules do not export.
     source_precision = "fp32" if backend == "onnxruntime" and precision == "int8" else precision
-    prepared = prepare_stages(stages.eval(), source_precision)
+    prepared = prepare_stages(stages.eval(), source_precision, int8_decoder_dtype(backend, torch.device("cpu")))
     inputs = example_inputs(prepared, image_size, max_tokens, eos_token_id)
     with torch.no_grad():
         logits = prepared.decoder(*inputs["decoder"])

@@ -7,14 +7,18 @@ The stated choice, per precision:
 | fp32 | fp32 | fp32 | fp32 |
 | bf16 | bf16 weights and activations | fp32 | bf16, logits returned as fp32 |
 | fp16 | fp16 weights and activations (CUDA) | fp32 | fp16, logits returned as fp32 |
-| int8 | linear layers int8 (dynamic quantisation: int8 weights, activations quantised per batch) | fp32 | fp32 |
+| int8 | linear layers int8 (dynamic quantisation: int8 weights, activations quantised per batch) | fp32 | bf16 where the CPU has native bf16 (torch, torchscript), else fp32 |
 
 The prompt stage runs once per distinct prompt (its results are cached), so it stays fp32 in
 every precision. The vision tower holds almost all the arithmetic (about 76 GFLOP per 352x352
-image); the decoder is small, and in int8 it stays fp32 because its FiLM-conditioned layers
-decide the mask boundary. fp16 is offered on CUDA only: CPUs have no fast fp16 matrix products
-(bf16 is their half precision). CLIP's vision tower was trained in fp16 by OpenAI, so its
-activations stay inside fp16's range.
+image) and runs once per image; the decoder runs once per (image, prompt) pair, so with many
+prompts it takes a large share too (8 prompts: 135 of 335 ms on the AMD EPYC of README's
+tables). In int8 its linear layers gain little from int8 (121 ms, 99.4 % mask agreement) but
+much from bf16 (57 ms, 99.94 %), so the int8 precision runs it in bf16 where the CPU multiplies
+bf16 natively; ONNX Runtime has no fast bf16 CPU kernels, so its int8 keeps an fp32 decoder.
+fp16 is offered on CUDA only: CPUs have no fast fp16 matrix products (bf16 is their half
+precision). CLIP's vision tower was trained in fp16 by OpenAI, so its activations stay inside
+fp16's range.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from torch.ao.quantization import quantize_dynamic
 from ..model.stages import Stages
 
 PRECISIONS = ("fp32", "bf16", "fp16", "int8")
+PRECISION_CHOICES = ("auto", *PRECISIONS)
 
 # The dtype of the vision and decoder stages in the half precisions.
 HALF_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -44,27 +49,79 @@ class PreparedStages(NamedTuple):
 
 
 class Float32Logits(nn.Module):
-    """Wraps a decoder so that its logits come back in fp32 whatever it computes in."""
+    """Wraps a decoder so that its logits come back in fp32 whatever it computes in.
 
-    def __init__(self, decoder: nn.Module) -> None:
+    `activations_dtype`: cast the vision activations to it first (an int8 vision stage gives fp32
+    activations to a bf16 decoder); None passes them through.
+    """
+
+    def __init__(self, decoder: nn.Module, activations_dtype: torch.dtype | None = None) -> None:
         super().__init__()
         self.decoder = decoder
+        self.activations_dtype = activations_dtype
 
     def forward(self, activations: torch.Tensor, embeddings: torch.Tensor, image_index: torch.Tensor) -> torch.Tensor:
+        if self.activations_dtype is not None:
+            activations = activations.to(self.activations_dtype)
         return self.decoder(activations, embeddings, image_index).float()
+
+
+def _cpu_supports(check: str) -> bool:
+    # torch.cpu exposes these checks only as private helpers; treat their absence as "no".
+    return bool(getattr(torch.cpu, check, lambda: False)())
 
 
 def cpu_has_native_bf16() -> bool:
     """True where the CPU computes bf16 matrix products natively (AVX512-BF16 or AMX)."""
-    # torch.cpu exposes these checks only as private helpers; treat their absence as "no".
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
+    return _cpu_supports("_is_avx512_bf16_supported") or cpu_has_amx()
+
+
+def cpu_has_amx() -> bool:
+    """True where the CPU has AMX tiles (Intel Xeon 4th generation and later)."""
+    return _cpu_supports("_is_amx_tile_supported")
+
+
+def cpu_has_vnni() -> bool:
+    """True where the CPU has int8 dot-product instructions (AVX512-VNNI or AVX-VNNI)."""
+    return _cpu_supports("_is_vnni_supported")
+
+
+class PrecisionChoice(NamedTuple):
+    precision: str
+    reason: str
+
+
+def choose_precision(precision: str, device: torch.device) -> PrecisionChoice:
+    """`auto` -> the fastest precision measured for this device whose parity bar holds; others unchanged.
+
+    The rules follow benchmarks/bench_segment.py (full-size model, 2 threads; README's tables):
+    a CPU with AMX -> bf16 (Intel Xeon: bf16 beat int8); one with VNNI but no AMX -> int8 (AMD
+    EPYC: int8 about 1.5x bf16, and bf16 is slower still where it is not native); any other CPU ->
+    fp32 (int8 without VNNI is unmeasured here). CUDA -> fp32: no precision has been measured on a
+    GPU in this project yet.
+    """
+    if precision != "auto":
+        return PrecisionChoice(precision, "as asked")
+    if device.type != "cpu":
+        return PrecisionChoice("fp32", f"no faster precision has been measured on {device.type} yet")
+    if cpu_has_amx():
+        return PrecisionChoice("bf16", "this CPU has AMX, where bf16 is the fastest precision")
+    if cpu_has_vnni():
+        return PrecisionChoice("int8", "this CPU has int8 dot products (VNNI) but no AMX, where int8 is the fastest")
+    return PrecisionChoice("fp32", "this CPU has neither AMX nor VNNI, so fp32 is the fastest measured precision")
+
+
+def int8_decoder_dtype(backend: str, device: torch.device) -> torch.dtype:
+    """The decoder's dtype in precision int8: bf16 where `backend` runs it natively, else fp32."""
+    if backend in ("torch", "torchscript") and device.type == "cpu" and cpu_has_native_bf16():
+        return torch.bfloat16
+    return torch.float32
 
 
 def check_precision(precision: str, device: torch.device, available: tuple[str, ...], backend: str) -> None:
     """A clear ValueError for a precision this backend, device or CPU cannot run."""
     if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}: precisions are {', '.join(PRECISIONS)}")
+        raise ValueError(f"unknown precision {precision!r}: precisions are {', '.join(PRECISION_CHOICES)}")
     if precision not in available:
         raise ValueError(
             f"precision {precision!r} is not available for backend {backend!r} on {device.type}: "
@@ -88,8 +145,11 @@ def quantize_linear_int8(module: nn.Module) -> nn.Module:
         return quantize_dynamic(copy.deepcopy(module), {nn.Linear}, dtype=torch.qint8)
 
 
-def prepare_stages(stages: Stages, precision: str) -> PreparedStages:
-    """The stages as `precision` runs them (see the table above); fp32 shares the model's weights."""
+def prepare_stages(stages: Stages, precision: str, int8_decoder: torch.dtype = torch.float32) -> PreparedStages:
+    """The stages as `precision` runs them (see the table above); fp32 shares the model's weights.
+
+    `int8_decoder`: the decoder's dtype in precision int8 (`int8_decoder_dtype`).
+    """
     if precision == "fp32":
         return PreparedStages(stages.vision, stages.prompt, Float32Logits(stages.decoder))
     if precision in HALF_DTYPES:
@@ -97,5 +157,9 @@ def prepare_stages(stages: Stages, precision: str) -> PreparedStages:
         decoder = copy.deepcopy(stages.decoder).to(HALF_DTYPES[precision])
         return PreparedStages(vision, stages.prompt, Float32Logits(decoder))
     if precision == "int8":
-        return PreparedStages(quantize_linear_int8(stages.vision), stages.prompt, Float32Logits(stages.decoder))
+        vision = quantize_linear_int8(stages.vision)
+        if int8_decoder == torch.float32:
+            return PreparedStages(vision, stages.prompt, Float32Logits(stages.decoder))
+        decoder = copy.deepcopy(stages.decoder).to(int8_decoder)
+        return PreparedStages(vision, stages.prompt, Float32Logits(decoder, activations_dtype=int8_decoder))
     raise ValueError(f"unknown precision {precision!r}: precisions are {', '.join(PRECISIONS)}")

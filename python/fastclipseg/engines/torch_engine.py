@@ -6,7 +6,7 @@ import torch
 
 from ..model.stages import Stages
 from .base import ModuleEngine
-from .precision import prepare_stages
+from .precision import int8_decoder_dtype, prepare_stages
 
 
 class TorchEngine(ModuleEngine):
@@ -16,5 +16,5 @@ class TorchEngine(ModuleEngine):
         self.device = device
         self.precision = precision
         # The precision's copies are made from weights already on `device`.
-        prepared = prepare_stages(stages.to(device).eval(), precision)
+        prepared = prepare_stages(stages.to(device).eval(), precision, int8_decoder_dtype(self.name, device))
         self.vision, self.prompt, self.decoder = (module.eval() for module in prepared)

@@ -1,0 +1,92 @@
+"""precision="auto" and the int8 decoder's dtype: chosen from the CPU's instruction sets."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from fastclipseg import FastSegmenter
+from fastclipseg.bench.measure import natural_image
+from fastclipseg.engines import artifacts, choose_precision, precision, resolve_backend
+from fastclipseg.engines.precision import int8_decoder_dtype
+
+CPU = torch.device("cpu")
+
+
+def _cpu(monkeypatch, *, amx: bool, vnni: bool, bf16: bool) -> None:
+    """Pretend the CPU has (or lacks) these instruction sets; every check reads these names."""
+    monkeypatch.setattr(precision, "cpu_has_amx", lambda: amx)
+    monkeypatch.setattr(precision, "cpu_has_vnni", lambda: vnni)
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: bf16)
+    import fastclipseg.engines as engines
+
+    monkeypatch.setattr(engines, "cpu_has_native_bf16", lambda: bf16)
+
+
+@pytest.mark.parametrize(
+    "amx,vnni,bf16,expected",
+    [
+        (True, True, True, "bf16"),  # Intel Xeon with AMX
+        (False, True, True, "int8"),  # AMD EPYC: AVX512-BF16 and VNNI, no AMX
+        (False, True, False, "int8"),  # VNNI without bf16 (e.g. Cascade Lake)
+        (False, False, False, "fp32"),  # AVX2 only: int8 without VNNI is unmeasured
+    ],
+)
+def test_auto_follows_the_cpu(monkeypatch, amx, vnni, bf16, expected):
+    _cpu(monkeypatch, amx=amx, vnni=vnni, bf16=bf16)
+    choice = choose_precision("auto", CPU)
+    assert choice.precision == expected
+    assert choice.reason  # the CLI prints it
+
+
+def test_auto_is_fp32_on_cuda_and_named_precisions_pass_through(monkeypatch):
+    _cpu(monkeypatch, amx=True, vnni=True, bf16=True)
+    assert choose_precision("auto", torch.device("cuda")).precision == "fp32"
+    for name in ("fp32", "bf16", "fp16", "int8"):
+        assert choose_precision(name, CPU) == (name, "as asked")
+
+
+def test_int8_decoder_is_bf16_only_where_native_and_not_in_onnxruntime(monkeypatch):
+    _cpu(monkeypatch, amx=False, vnni=True, bf16=True)
+    assert int8_decoder_dtype("torch", CPU) == torch.bfloat16
+    assert int8_decoder_dtype("torchscript", CPU) == torch.bfloat16
+    assert int8_decoder_dtype("onnxruntime", CPU) == torch.float32  # no fast bf16 kernels there
+    assert resolve_backend("auto", CPU, "int8") == "torchscript"
+    _cpu(monkeypatch, amx=False, vnni=True, bf16=False)
+    assert int8_decoder_dtype("torch", CPU) == torch.float32
+    assert resolve_backend("auto", CPU, "int8") in ("onnxruntime", "torchscript")  # onnxruntime where installed
+
+
+def test_int8_cache_entries_differ_by_decoder_dtype(monkeypatch):
+    # A cache folder shared by two CPUs must not hand one the other's decoder.
+    describe = lambda: artifacts.describe_build("torchscript", "int8", CPU, "w", 352, 77, 2)  # noqa: E731
+    _cpu(monkeypatch, amx=False, vnni=True, bf16=True)
+    with_bf16 = describe()
+    _cpu(monkeypatch, amx=False, vnni=True, bf16=False)
+    assert with_bf16["int8_decoder"] == "bfloat16" and describe()["int8_decoder"] == "float32"
+    assert "int8_decoder" not in artifacts.describe_build("torchscript", "fp32", CPU, "w", 352, 77, 2)
+
+
+@pytest.mark.parametrize("bf16", [True, False])
+def test_int8_engine_runs_the_decoder_in_the_chosen_dtype(tiny_model_dir, tiny_segmenter, monkeypatch, bf16):
+    _cpu(monkeypatch, amx=False, vnni=True, bf16=bf16)
+    segmenter = FastSegmenter.from_pretrained(tiny_model_dir, backend="torch", precision="int8")
+    decoder = segmenter.core.engine.decoder
+    assert next(decoder.parameters()).dtype == (torch.bfloat16 if bf16 else torch.float32)
+    image = natural_image(48, 64, seed=1)
+    ours = segmenter.segment(image, ["a cat", "dog"])
+    reference = tiny_segmenter.segment(image, ["a cat", "dog"])
+    assert ours.logits.dtype == reference.logits.dtype
+    # Tiny random weights: a bound on the relative logit error, as for every int8 path.
+    scale = abs(reference.logits).max()
+    assert abs(ours.logits - reference.logits).max() <= 0.2 * scale
+
+
+def test_auto_through_the_api(tiny_model_dir):
+    segmenter = FastSegmenter.from_pretrained(tiny_model_dir, precision="auto")
+    assert segmenter.precision == choose_precision("auto", CPU).precision
+    assert segmenter.backend == "torch"  # from_pretrained's default backend
+
+
+def test_unknown_precision_names_the_choices(tiny_model_dir):
+    with pytest.raises(ValueError, match="precisions are auto, fp32, bf16, fp16, int8"):
+        FastSegmenter.from_pretrained(tiny_model_dir, precision="int4")
