@@ -10,14 +10,16 @@ with both prompts and write one JSONL line per frame with each mask's COCO RLE:
   `pycocotools.mask.encode`, write the line; one thing at a time.
 - fastclipseg: `fastclipseg.streams.jobs.run_video` (the `fastclipseg video` loop: threaded decode and
   preprocessing, batched network, native post-processing, resumable JSONL) on each backend x
-  precision asked for (model compilation is start-up, timed separately, not in frames/s).
+  precision asked for; `auto:auto` is what `fastclipseg video` runs with its default settings.
+  Start-up (building the segmenter from the model in memory, compiling into an empty cache, as a
+  first run does) is timed separately: frames/s leaves it out, "with start-up" puts it in.
 
 Prints frames/s, the speedup over the naive loop, where each side's time goes (decode,
 preprocess, network, postprocess, write; fastclipseg's stages overlap in threads, so they can sum
 past the wall time), and how well the masks agree with the naive loop's. Writes JSON under
 benchmarks/results/.
 
-    python benchmarks/bench_video.py [--frames 64] [--threads 2] [--candidates torchscript:bf16,torchscript:fp32]
+    python benchmarks/bench_video.py [--frames 64] [--threads 2] [--candidates auto:auto,torchscript:bf16]
 """
 
 from __future__ import annotations
@@ -106,8 +108,8 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=1280)
     parser.add_argument("--height", type=int, default=720)
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads on both sides (default 2)")
-    parser.add_argument("--candidates", default="torchscript:bf16,torchscript:fp32",
-                        help="comma-separated backend:precision pairs for fastclipseg")
+    parser.add_argument("--candidates", default="auto:auto,torchscript:fp32",
+                        help="comma-separated backend:precision pairs for fastclipseg (auto:auto: the CLI's defaults)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -128,21 +130,31 @@ def main() -> None:
 
     candidates = []
     for pair in args.candidates.split(","):
-        backend, precision = pair.split(":")
+        asked_backend, asked_precision = pair.split(":")
         started = time.perf_counter()
-        segmenter = FastSegmenter(model, processor, backend=backend, precision=precision, threads=args.threads)
+        # An empty cache per candidate: start-up is a first run's (compiling), as on a new machine.
+        segmenter = FastSegmenter(model, processor, backend=asked_backend, precision=asked_precision,
+                                  threads=args.threads, cache_dir=work / f"cache-{asked_backend}-{asked_precision}")
         startup = time.perf_counter() - started
+        backend, precision = segmenter.backend, segmenter.precision
         fastclipseg_run(segmenter, warm, work / "warm-run")
-        result = fastclipseg_run(segmenter, video, work / f"run-{backend}-{precision}")
-        result.update(backend=backend, precision=precision, startup_seconds=round(startup, 2),
+        folder = work / f"run-{asked_backend}-{asked_precision}"
+        result = fastclipseg_run(segmenter, video, folder)
+        with_startup = result["frames"] / (result["wall"] + startup)
+        result.update(asked=pair, backend=backend, precision=precision, startup_seconds=round(startup, 2),
                       batch_size=segmenter.batch_size, speedup=round(result["fps"] / naive["fps"], 2),
-                      mask_agreement=round(agreement(work / "naive.jsonl", work / f"run-{backend}-{precision}" / "masks.jsonl"), 5))
+                      fps_with_startup=round(with_startup, 3), speedup_with_startup=round(with_startup / naive["fps"], 2),
+                      mask_agreement=round(agreement(work / "naive.jsonl", folder / "masks.jsonl"), 5))
         candidates.append(result)
-        print(f"fastclipseg {backend} {precision}: {result['fps']:.2f} frames/s ({result['wall']:.1f} s), "
-              f"{result['speedup']:.2f}x the naive loop, mask agreement {100 * result['mask_agreement']:.2f}%; "
+        print(f"fastclipseg {pair} ({backend} {precision}): {result['fps']:.2f} frames/s ({result['wall']:.1f} s), "
+              f"{result['speedup']:.2f}x the naive loop; start-up {startup:.1f} s, with it "
+              f"{result['speedup_with_startup']:.2f}x; mask agreement {100 * result['mask_agreement']:.2f}%; "
               f"time: {result['steps']}", flush=True)
 
     best = max(candidates, key=lambda c: c["fps"])
+    defaults = next((c for c in candidates if c["asked"] == "auto:auto"), None)
+    # Issue 19's goal: the CLI's defaults, start-up included, >= 8x the naive loop.
+    goals = {"defaults_with_startup>=8": defaults is not None and defaults["speedup_with_startup"] >= 8}
     record = {
         "benchmark": "bench_video", "device": device_name(), "threads": args.threads, "frames": args.frames,
         "size": [args.width, args.height], "prompts": PROMPTS, "torch": torch.__version__,
@@ -150,10 +162,13 @@ def main() -> None:
         "naive": naive, "fastclipseg": candidates,
         "best": {"backend": best["backend"], "precision": best["precision"], "fps": round(best["fps"], 2),
                  "speedup": best["speedup"]},
-        "goals": {"speedup>=5": best["speedup"] >= 5, "fps>=5": best["fps"] >= 5},
+        "goals": goals,
     }
-    print(f"\nbest: {best['backend']} {best['precision']} {best['fps']:.2f} frames/s, {best['speedup']:.2f}x "
-          f"(goals: >= 5x {'met' if best['speedup'] >= 5 else 'missed'}, >= 5 frames/s {'met' if best['fps'] >= 5 else 'missed'})")
+    print(f"\nbest: {best['backend']} {best['precision']} {best['fps']:.2f} frames/s, {best['speedup']:.2f}x")
+    if defaults is not None:
+        met = "met" if goals["defaults_with_startup>=8"] else "missed"
+        print(f"CLI defaults ({defaults['backend']} {defaults['precision']}), start-up included: "
+              f"{defaults['speedup_with_startup']:.2f}x the naive loop (goal >= 8x: {met})")
     print(f"wrote {write_result(f'bench_video-cpu-{args.threads}threads', record, args.out)}")
 
 

@@ -218,7 +218,8 @@ def test_segment_command_takes_expressions(tiny_model_dir, tiny_segmenter, tmp_p
     out = tmp_path / "out"
     expression = "(a cat OR a dog) AND NOT red"
     result = CliRunner().invoke(app, ["segment", str(image_path), "-p", expression, "-p", "a cat", "-m",
-                                      str(tiny_model_dir), "--out", str(out)], catch_exceptions=False)
+                                      str(tiny_model_dir), "--out", str(out), "--precision", "fp32"],
+                             catch_exceptions=False)
     assert result.exit_code == 0, result.output
     record = json.loads((out / "photo.json").read_text())
     assert [m["prompt"] for m in record["masks"]] == [expression, "a cat"]

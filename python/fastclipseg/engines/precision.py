@@ -16,6 +16,7 @@ prompts it takes a large share too (8 prompts: 135 of 335 ms on the AMD EPYC of 
 tables). In int8 its linear layers gain little from int8 (121 ms, 99.4 % mask agreement) but
 much from bf16 (57 ms, 99.94 %), so the int8 precision runs it in bf16 where the CPU multiplies
 bf16 natively; ONNX Runtime has no fast bf16 CPU kernels, so its int8 keeps an fp32 decoder.
+`auto` (`choose_precision`) picks one of these per device.
 fp16 is offered on CUDA only: CPUs have no fast fp16 matrix products (bf16 is their half
 precision). CLIP's vision tower was trained in fp16 by OpenAI, so its activations stay inside
 fp16's range.
