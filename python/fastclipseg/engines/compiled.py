@@ -66,7 +66,10 @@ def _compile_on_cpu(backend: str, stages: Stages, precision: str, directory: Pat
     image_size, max_tokens, eos_token_id = _stage_facts(stages)
     # ONNX Runtime quantises the exported fp32 graph itself; torch's quantised modules do not export.
     source_precision = "fp32" if backend == "onnxruntime" and precision == "int8" else precision
-    prepared = prepare_stages(stages.eval(), source_precision, int8_decoder_dtype(backend, torch.device("cpu")))
+    # The prompt stage in the precision saves memory (see precision.py); ONNX Runtime's int8 quantises
+    # the exported fp32 prompt graph itself (onnx_engine.build).
+    prepared = prepare_stages(stages.eval(), source_precision, int8_decoder_dtype(backend, torch.device("cpu")),
+                              prompt_in_precision=True)
     inputs = example_inputs(prepared, image_size, max_tokens, eos_token_id)
     with torch.no_grad():
         logits = prepared.decoder(*inputs["decoder"])

@@ -1,8 +1,9 @@
 """`onnxruntime`: each stage exported to ONNX (torch.export-based exporter, dynamic batch axes) and
 run by ONNX Runtime.
 
-int8 is ONNX Runtime's dynamic quantisation of the vision graph's matrix products (MatMul/Gemm:
-int8 weights, activations quantised per batch), the same choice as the torch backends make. ONNX
+int8 is ONNX Runtime's dynamic quantisation of the vision and prompt graphs' matrix products
+(MatMul/Gemm: int8 weights, activations quantised per batch), the same choice as the torch
+backends make (their decoder may run in bf16, which ONNX Runtime's CPU provider lacks). ONNX
 Runtime's CPU provider has no bf16 kernels for most of these operators, so bf16 is not offered.
 """
 
@@ -86,10 +87,12 @@ def build(stages: PreparedStages, directory: Path, inputs: dict[str, tuple[torch
         # ONNX Runtime recommends its quant_pre_process step first; measured on the full-size model
         # (AMD EPYC, 2 threads) it changed neither the speed nor a mask pixel (99.888 % agreement
         # with fp32 either way), took 4 s of the build and failed on some exporter versions: left out.
-        fp32 = paths["vision"].with_suffix(".fp32.onnx")
-        os.replace(paths["vision"], fp32)
-        quantize_dynamic(fp32, paths["vision"], weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
-        fp32.unlink()
+        # The prompt graph too: its text tower was most of the process's memory (precision.py).
+        for stage in ("vision", "prompt"):
+            fp32 = paths[stage].with_suffix(".fp32.onnx")
+            os.replace(paths[stage], fp32)
+            quantize_dynamic(fp32, paths[stage], weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
+            fp32.unlink()
     return paths
 
 

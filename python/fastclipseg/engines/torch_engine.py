@@ -16,5 +16,6 @@ class TorchEngine(ModuleEngine):
         self.device = device
         self.precision = precision
         # The precision's copies are made from weights already on `device`.
-        prepared = prepare_stages(stages.to(device).eval(), precision, int8_decoder_dtype(self.name, device))
+        prepared = prepare_stages(stages.to(device).eval(), precision, int8_decoder_dtype(self.name, device),
+                                  prompt_in_precision=device.type == "cpu")
         self.vision, self.prompt, self.decoder = (module.eval() for module in prepared)
