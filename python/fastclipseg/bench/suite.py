@@ -31,8 +31,6 @@ import numpy as np
 import torch
 
 from ..engines import available_precisions, cpu_has_native_bf16, onnxruntime_installed
-from ..model.loading import load_model_and_processor
-from ..model.random_model import random_reference_model
 from ..segmenter import FastSegmenter
 from .measure import interleaved_median_seconds, natural_image, peak_rss_bytes
 
@@ -145,10 +143,13 @@ def measure_peak_rss(spec: dict) -> dict:
 
 def load_model(source: str):
     """`random` (the CIDAS/clipseg-rd64-refined shape, random weights) or a model id/folder."""
+    # Imported here: they import transformers (0.15 GB), which a peak-memory process of an export
+    # side must not count, as `fastclipseg` loading an export does not import it.
+    from ..model.loading import load_model_and_processor
+    from ..model.random_model import random_reference_model
+
     if source == "random":
-
         return random_reference_model()
-
     # The reference runs transformers' own forward and processor: load them, not the standalone tree.
     return load_model_and_processor(source, with_transformers=True)
 
