@@ -90,3 +90,16 @@ def test_auto_through_the_api(tiny_model_dir):
 def test_unknown_precision_names_the_choices(tiny_model_dir):
     with pytest.raises(ValueError, match="precisions are auto, fp32, bf16, fp16, int8"):
         FastSegmenter.from_pretrained(tiny_model_dir, precision="int4")
+
+
+def test_cpu_prompt_stage_takes_the_precision(tiny_model_dir):
+    # The text tower was most of an int8 process's memory; its embeddings still come back in fp32.
+    int8 = FastSegmenter.from_pretrained(tiny_model_dir, precision="int8")
+    prompt = int8.core.engine.prompt
+    assert not any(type(module) is torch.nn.Linear for module in prompt.modules())  # all quantised
+    assert prompt.token_embedding.weight.dtype == torch.bfloat16
+    assert int8.encode_prompts(["a cat"]).dtype == torch.float32
+    if precision.cpu_has_native_bf16():
+        bf16 = FastSegmenter.from_pretrained(tiny_model_dir, precision="bf16")
+        assert {p.dtype for p in bf16.core.engine.prompt.parameters()} == {torch.bfloat16}
+        assert bf16.encode_prompts(["a cat"]).dtype == torch.float32
