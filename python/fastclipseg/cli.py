@@ -129,8 +129,8 @@ def _options(
 
 BACKEND_HELP = ("Backend: torch (eager reference), torchscript, onnxruntime, cudagraphs or tensorrt (CUDA), or auto "
                 "(the fastest for the device and precision).")
-PRECISION_HELP = ("Precision: fp32 (exact), bf16 (CPUs with AVX512-BF16/AMX, or CUDA), fp16 (CUDA), int8 (vision "
-                  "tower's linear layers; on CUDA through tensorrt, with --calibration), or auto (the fastest measured "
+PRECISION_HELP = ("Precision: fp32 (exact), bf16 (CPUs with AVX512-BF16/AMX, or CUDA), fp16 (CUDA), int8 (int8 linear "
+                  "layers in the vision and text towers; on CUDA through tensorrt, with --calibration), or auto (the fastest measured "
                   "for this CPU: bf16 with AMX, int8 with VNNI, else fp32; fp32 on CUDA).")
 CACHE_DIR_HELP = "Folder for compiled backends (default: $FASTCLIPSEG_CACHE or the user cache folder)."
 
