@@ -39,3 +39,42 @@ def build_fullsize_model():
     print(f"built full-size model in {time.perf_counter() - started:.1f} s "
           f"(real decoder: {decoder.is_file()}, real vocabulary: {vocab.is_file()})", flush=True)
     return model, processor, decoder.is_file()
+
+
+class VisionMaskCheck:
+    """Mask agreement of a vision stage with fp32: its activations through the reference's fp32
+    decoder, logits > 0 on the model's grid, 6 natural images x 4 prompts."""
+
+    PROMPTS = ["a cat", "a person", "the sky", "a red car"]
+
+    def __init__(self, reference) -> None:
+        import torch
+
+        self.reference = reference  # an fp32 torch FastSegmenter
+        self.embeddings = reference.core.encode_prompts(self.PROMPTS)
+        self.pairs = torch.zeros(len(self.PROMPTS), dtype=torch.long)
+
+    def pixels(self, seed: int):
+        return self.reference.pixel_values([measure.natural_image(480, 640, seed=seed)])
+
+    def agreement(self, encode) -> float:
+        import torch
+
+        same = total = 0
+        with torch.inference_mode():
+            for seed in range(100, 106):
+                image_pixels = self.pixels(seed)
+                expected = self.reference.core.decode(self.reference.stages.vision(image_pixels), self.embeddings, self.pairs)
+                logits = self.reference.core.decode(encode(image_pixels), self.embeddings, self.pairs)
+                same += int(((logits > 0) == (expected > 0)).sum())
+                total += logits.numel()
+        return same / total
+
+
+def write_vision_result(name: str, threads: int, rows: dict) -> Path:
+    """`write_result` for a vision-stage benchmark: rows plus the CPU, its SIMD flags and torch."""
+    import torch
+
+    simd = [flag for flag in measure.cpu_flags() if flag.startswith(("avx", "amx"))]
+    return write_result(name, {"cpu": measure.cpu_name(), "cpu_flags_simd": simd, "threads": threads,
+                               "stage": "vision, 1 x 3 x 352 x 352", "torch": torch.__version__, "rows": rows})

@@ -27,9 +27,9 @@ import time
 from pathlib import Path
 
 import torch
-from _common import build_fullsize_model, write_result
+from _common import VisionMaskCheck, build_fullsize_model, write_vision_result
 from fastclipseg import FastSegmenter
-from fastclipseg.bench.measure import cpu_flags, cpu_name, interleaved_median_seconds, natural_image
+from fastclipseg.bench.measure import interleaved_median_seconds
 from fastclipseg.engines import cpu_has_native_bf16, create_engine
 
 
@@ -39,6 +39,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    from fastclipseg.engines.onnx_engine import OnnxRuntimeEngine
     from onnxruntime.quantization import (
         CalibrationDataReader,
         QuantFormat,
@@ -48,27 +49,10 @@ def main() -> None:
     )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from fastclipseg.engines.onnx_engine import OnnxRuntimeEngine
-
     model, processor, _ = build_fullsize_model()
     segmenter = FastSegmenter(model, processor)  # torch fp32: the reference
-    prompts = ["a cat", "a person", "the sky", "a red car"]
-    embeddings = segmenter.core.encode_prompts(prompts)
-    pairs = torch.zeros(len(prompts), dtype=torch.long)
-
-    def pixels(seed: int) -> torch.Tensor:
-        return segmenter.pixel_values([natural_image(480, 640, seed=seed)])
-
-    def mask_agreement(encode) -> float:
-        same = total = 0
-        with torch.inference_mode():
-            for seed in range(100, 106):
-                image_pixels = pixels(seed)
-                reference = segmenter.core.decode(segmenter.stages.vision(image_pixels), embeddings, pairs)
-                logits = segmenter.core.decode(encode(image_pixels), embeddings, pairs)
-                same += int(((logits > 0) == (reference > 0)).sum())
-                total += logits.numel()
-        return same / total
+    check = VisionMaskCheck(segmenter)
+    pixels, mask_agreement = check.pixels, check.agreement
 
     folder = Path(tempfile.mkdtemp(prefix="fastclipseg-ort-int8-"))
     fp32_engine = create_engine("onnxruntime", segmenter.stages, "cpu", "fp32", cache_dir=folder / "cache")
@@ -133,9 +117,7 @@ def main() -> None:
         extra = f"  quantise {row['quantize_s']:4.1f} s" if "quantize_s" in row else ""
         print(f"{name:42s} {row['run_s'] * 1e3:7.1f} ms  x{row['vs_backend_int8']:.2f} of the backend's int8  "
               f"masks {row['mask_agreement']:.3%} as fp32{extra}")
-    path = write_result("bench_ort_int8", {"cpu": cpu_name(), "cpu_flags_simd": [f for f in cpu_flags() if f.startswith(
-        ("avx", "amx"))], "threads": args.threads, "stage": "vision, 1 x 3 x 352 x 352", "torch": torch.__version__,
-        "rows": rows})
+    path = write_vision_result("bench_ort_int8", args.threads, rows)
     print(f"wrote {path}")
 
 

@@ -22,9 +22,9 @@ import time
 from pathlib import Path
 
 import torch
-from _common import build_fullsize_model, write_result
+from _common import VisionMaskCheck, build_fullsize_model, write_vision_result
 from fastclipseg import FastSegmenter
-from fastclipseg.bench.measure import cpu_flags, cpu_name, interleaved_median_seconds, natural_image
+from fastclipseg.bench.measure import interleaved_median_seconds
 
 
 def relative_error(got, reference) -> float:
@@ -47,23 +47,8 @@ def main() -> None:
     model, processor, _ = build_fullsize_model()
     segmenter = FastSegmenter(model, processor)  # torch fp32: the reference
     vision = segmenter.stages.vision
-    prompts = ["a cat", "a person", "the sky", "a red car"]
-    embeddings = segmenter.core.encode_prompts(prompts)
-    pairs = torch.zeros(len(prompts), dtype=torch.long)
-
-    def pixels(seed: int) -> torch.Tensor:
-        return segmenter.pixel_values([natural_image(480, 640, seed=seed)])
-
-    def mask_agreement(stage) -> float:
-        same = total = 0
-        with torch.inference_mode():
-            for seed in range(100, 106):
-                image_pixels = pixels(seed)
-                reference_logits = segmenter.core.decode(vision(image_pixels), embeddings, pairs)
-                logits = segmenter.core.decode(stage(image_pixels), embeddings, pairs)
-                same += int(((logits > 0) == (reference_logits > 0)).sum())
-                total += logits.numel()
-        return same / total
+    check = VisionMaskCheck(segmenter)
+    pixels, mask_agreement = check.pixels, check.agreement
 
     image = pixels(100)
     folder = Path(tempfile.mkdtemp())
@@ -131,9 +116,7 @@ def main() -> None:
                   + (f", masks {row['mask_agreement']:.2%} as fp32" if "mask_agreement" in row else ""))
         else:
             print(f"{name:26s} {row['skipped']}")
-    path = write_result("bench_pt2e", {"cpu": cpu_name(), "cpu_flags_simd": [f for f in cpu_flags() if f.startswith(
-        ("avx", "amx"))], "threads": args.threads, "stage": "vision, 1 x 3 x 352 x 352", "torch": torch.__version__,
-        "rows": rows})
+    path = write_vision_result("bench_pt2e", args.threads, rows)
     print(f"wrote {path}")
 
 
