@@ -72,9 +72,14 @@ class VisionMaskCheck:
 
 
 def write_vision_result(name: str, threads: int, rows: dict) -> Path:
-    """`write_result` for a vision-stage benchmark: rows plus the CPU, its SIMD flags and torch."""
+    """`write_result` for a vision-stage benchmark: rows plus the CPU, its SIMD flags and torch.
+
+    The file name carries the CPU's vendor (`bench_pt2e-intel-DATE.json`): the two CPU kinds of
+    these machines give different answers, and both are kept.
+    """
     import torch
 
     simd = [flag for flag in measure.cpu_flags() if flag.startswith(("avx", "amx"))]
-    return write_result(name, {"cpu": measure.cpu_name(), "cpu_flags_simd": simd, "threads": threads,
+    vendor = measure.cpu_name().split()[0].replace("(R)", "").lower()
+    return write_result(f"{name}-{vendor}", {"cpu": measure.cpu_name(), "cpu_flags_simd": simd, "threads": threads,
                                "stage": "vision, 1 x 3 x 352 x 352", "torch": torch.__version__, "rows": rows})

@@ -25,6 +25,7 @@ import torch
 from _common import VisionMaskCheck, build_fullsize_model, write_vision_result
 from fastclipseg import FastSegmenter
 from fastclipseg.bench.measure import interleaved_median_seconds
+from fastclipseg.engines import cpu_has_native_bf16, create_engine
 
 
 def relative_error(got, reference) -> float:
@@ -60,6 +61,15 @@ def main() -> None:
         scripted = torch.jit.freeze(torch.jit.trace(vision, image).eval())
         rows["torchscript fp32"] = {"compile_s": time.perf_counter() - started, "rel_error": 0.0}
         runners["torchscript fp32"] = lambda: scripted(image)
+    if cpu_has_native_bf16():  # today's `auto` bf16, the row AOTInductor bf16 would replace
+        started = time.perf_counter()
+        bf16 = create_engine("torchscript", segmenter.stages, "cpu", "bf16")
+        encode_bf16 = lambda px: bf16.encode_images(px).float()  # noqa: E731 - the reference's fp32 decoder reads it
+        with torch.inference_mode():
+            rows["torchscript bf16"] = {"compile_s": time.perf_counter() - started,
+                                        "rel_error": relative_error(encode_bf16(image), reference)}
+        rows["torchscript bf16"]["mask_agreement"] = mask_agreement(encode_bf16)
+        runners["torchscript bf16"] = lambda: bf16.encode_images(image)
     for precision in ("fp32", "bf16"):
         started = time.perf_counter()
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
@@ -71,8 +81,6 @@ def main() -> None:
         rows[f"aoti {precision}"]["mask_agreement"] = mask_agreement(compiled)
         runners[f"aoti {precision}"] = lambda stage=compiled: stage(image)
     if importlib.util.find_spec("onnxruntime") is not None:
-        from fastclipseg.engines import create_engine
-
         started = time.perf_counter()
         engine = create_engine("onnxruntime", segmenter.stages, "cpu", "int8", threads=args.threads)
         compile_s = time.perf_counter() - started
