@@ -348,9 +348,10 @@ def _calibration(folder: Optional[Path]) -> dict:
 
 def _load_segmenter(model: str, *, device: str, backend: Optional[str], precision: Optional[str], cache_dir: Optional[Path],
                     cache: bool, max_pixels: int, batch_size: Optional[int] = None, calibration: Optional[Path] = None,
-                    threads: Optional[int] = None):
+                    threads: Optional[int] = None, keep_model: bool = True):
     """The segmenter for the command's options; no --precision means "auto" (an export: its own), and
-    the choice is said on stderr."""
+    the choice is said on stderr. `keep_model=False` for commands that never need the model's own
+    weights (text prompts only: video, batch), so their fp32 copy can be freed."""
     import torch
 
     from .engines import MANIFEST_NAME, choose_precision, parse_device
@@ -364,7 +365,7 @@ def _load_segmenter(model: str, *, device: str, backend: Optional[str], precisio
             model, device=device, max_image_pixels=max_pixels, backend=backend,
             precision=precision or (None if is_export else "auto"),
             cache=cache, cache_dir=cache_dir, batch_size=batch_size, threads=threads, kernel_threads=threads,
-            **_calibration(calibration),
+            keep_model=keep_model, **_calibration(calibration),
         )
     except (OSError, ValueError, TypeError, ImportError) as error:
         _fail(f"cannot load model {model}: {error}")
@@ -536,7 +537,7 @@ def video(
 
     segmenter = _load_segmenter(model, device=device, backend=backend or "auto", precision=precision,
                                 cache_dir=cache_dir, cache=cache, max_pixels=DEFAULT_MAX_PIXELS,
-                                batch_size=batch_size, calibration=calibration, threads=threads)
+                                batch_size=batch_size, calibration=calibration, threads=threads, keep_model=False)
     summary, interrupted = _execute(run, lambda summary: run_video(
         segmenter, source, prompts, run, threshold=threshold, batch_size=batch_size, every_n=every, start=start,
         end=end, smooth=smooth, png=png, info=info, summary=summary, min_area=min_area if instances else None,
@@ -620,7 +621,7 @@ def batch(
         typer.echo(f"skipped {len(collected.skipped)} files that are not images (listed in {out / 'skipped.txt'})", err=True)
     segmenter = _load_segmenter(model, device=device, backend=backend or "auto", precision=precision,
                                 cache_dir=cache_dir, cache=cache, max_pixels=max_pixels,
-                                batch_size=batch_size, calibration=calibration, threads=threads)
+                                batch_size=batch_size, calibration=calibration, threads=threads, keep_model=False)
     summary, interrupted = _execute(run, lambda summary: run_batch(
         segmenter, collected.images, prompts, run, threshold=threshold, batch_size=batch_size, png=png,
         overlay=overlay, summary=summary, min_area=min_area if instances else None, edges=edge_options))

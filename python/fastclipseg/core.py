@@ -172,7 +172,7 @@ class InferenceCore:
         (which holds only the compiled stages). `what` needs the model; `instead` says what to do."""
         if self.model is None:
             raise ValueError(f"{what} needs the transformers model's weights, which a segmenter loaded from an "
-                             f"export does not hold: {instead}")
+                             f"export (or built with keep_model=False) does not hold: {instead}")
 
     # -- prompts ------------------------------------------------------------------------------
 

@@ -115,6 +115,7 @@ class FastSegmenter:
         text_encoder: Callable[[list[str]], object] | None = None,
         device_processing: bool | None = None,
         calibration: str | os.PathLike | None = None,
+        keep_model: bool = True,
     ) -> None:
         """Build the stages of `model` and the engine that runs them.
 
@@ -135,6 +136,10 @@ class FastSegmenter:
         (`fastclipseg.ops.device.processing`) instead of the native CPU kernels; None: on for CUDA when
         the processor resizes bilinearly (CLIPSeg's does; another filter keeps the host path).
         `calibration`: a folder of images like yours, for backend "tensorrt" in precision "int8".
+        `keep_model=False`: hold only the engine, not `model`, so that its fp32 weights can be freed
+        where the engine runs copies of them (compiled backends, bf16, int8: 0.6 GB for the
+        full-size model); image prompts, dense features and `export()` then raise, as on a
+        segmenter loaded from an export.
         """
         if not is_clipseg_model(model):
             raise TypeError("model must be a CLIPSeg model (a transformers CLIPSegForImageSegmentation, or the "
@@ -150,7 +155,8 @@ class FastSegmenter:
             calibration=self._calibration(calibration, preprocess_config, kernel_threads),
         )
         self.core = InferenceCore(
-            engine, processor, stages.prompt.max_tokens, model=model, stages=stages,
+            engine, processor, stages.prompt.max_tokens, model=model if keep_model else None,
+            stages=stages if keep_model else None,
             prompt_cache_size=prompt_cache_size, max_image_pixels=max_image_pixels, batch_size=batch_size,
             kernel_threads=kernel_threads, text_encoder=text_encoder, device_processing=device_processing,
         )
@@ -223,7 +229,8 @@ class FastSegmenter:
         `backend` and `precision` default to "torch" and "fp32".
         Other keyword arguments (`cache`, `cache_dir`, `threads`, `providers`,
         `prompt_cache_size`, `max_image_pixels`, `batch_size`, `kernel_threads`, `text_encoder`,
-        `device_processing`, `calibration`) go to the constructor.
+        `device_processing`, `calibration`, `keep_model`) go to the constructor (an export takes
+        no `calibration`, and holds no model whatever `keep_model` says).
         """
         if isinstance(name_or_path, (str, os.PathLike)) and (Path(name_or_path).expanduser() / MANIFEST_NAME).is_file():
             return cls._from_export(Path(name_or_path).expanduser(), device=device, precision=precision,
@@ -263,6 +270,7 @@ class FastSegmenter:
             raise ValueError(f"{directory} is an export: its stages are compiled already and take no calibration "
                              "images (calibrate when building a tensorrt int8 engine from the model)")
         options.pop("calibration", None)
+        options.pop("keep_model", None)  # an export holds no model either way
         # The processor's files are read only after load_export has checked them against the manifest.
         engine, manifest = load_export(directory, parse_device(device), threads=threads,
                                        providers=list(providers) if providers else None,

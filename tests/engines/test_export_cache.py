@@ -318,3 +318,25 @@ def test_export_without_image_settings_is_a_clear_error(tiny_segmenter, tmp_path
     # The manifest lists the file, so its absence is found before the settings are looked for.
     with pytest.raises(ArtifactError, match="processor_config.json.*missing"):
         FastSegmenter.from_pretrained(folder)
+
+
+def test_keep_model_false_lets_the_fp32_model_go(tiny_model_dir, tiny_segmenter, tmp_path):
+    import gc
+    import weakref
+
+    from fastclipseg.model.loading import load_model_and_processor
+
+    model, processor = load_model_and_processor(tiny_model_dir)
+    segmenter = FastSegmenter(model, processor, backend="torchscript", keep_model=False)
+    alive = weakref.ref(model)
+    del model
+    gc.collect()
+    assert alive() is None  # nothing in the segmenter holds the fp32 weights any more
+    assert segmenter.model is None and segmenter.stages is None
+    kept = FastSegmenter.from_pretrained(tiny_model_dir, backend="torchscript")  # the same cached build
+    assert torch.equal(_logits(segmenter), _logits(kept))
+    with pytest.raises(ValueError, match="keep_model=False"):
+        segmenter.export(tmp_path / "export")
+    # An export holds no model whatever keep_model says.
+    folder = kept.export(tmp_path / "export")
+    assert FastSegmenter.from_pretrained(folder, keep_model=False).model is None
