@@ -131,7 +131,7 @@ BACKEND_HELP = ("Backend: torch (eager reference), torchscript, onnxruntime, cud
                 "(the fastest for the device and precision).")
 PRECISION_HELP = ("Precision: fp32 (exact), bf16 (CPUs with AVX512-BF16/AMX, or CUDA), fp16 (CUDA), int8 (int8 linear "
                   "layers in the vision and text towers; on CUDA through tensorrt, with --calibration), or auto (the fastest measured "
-                  "for this CPU: bf16 with AMX, int8 with VNNI, else fp32; fp32 on CUDA).")
+                  "for this CPU that --backend runs: bf16 with AMX, int8 with VNNI, else fp32; fp32 on CUDA).")
 CACHE_DIR_HELP = "Folder for compiled backends (default: $FASTCLIPSEG_CACHE or the user cache folder)."
 
 
@@ -354,7 +354,7 @@ def _load_segmenter(model: str, *, device: str, backend: Optional[str], precisio
     weights (text prompts only: video, batch), so their fp32 copy can be freed."""
     import torch
 
-    from .engines import MANIFEST_NAME, choose_precision, parse_device
+    from .engines import MANIFEST_NAME, available_precisions, choose_precision, parse_device
     from .segmenter import FastSegmenter
 
     if threads is not None:
@@ -370,7 +370,9 @@ def _load_segmenter(model: str, *, device: str, backend: Optional[str], precisio
     except (OSError, ValueError, TypeError, ImportError) as error:
         _fail(f"cannot load model {model}: {error}")
     if precision in (None, "auto") and not is_export:
-        reason = choose_precision("auto", parse_device(device)).reason
+        # The backend that runs offers the chosen precision, so its list gives the same choice and reason.
+        device_ = parse_device(device)
+        reason = choose_precision("auto", device_, available_precisions(segmenter.backend, device_)).reason
         typer.echo(f"precision {segmenter.precision}, backend {segmenter.backend} ({reason}; "
                    "--precision and --backend choose others)", err=True)
     return segmenter

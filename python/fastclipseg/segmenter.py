@@ -287,7 +287,8 @@ class FastSegmenter:
         self, directory: str | os.PathLike, backend: str = "auto", precision: str | None = None, overwrite: bool = False
     ) -> Path:
         """Compile the stages for `backend` ("torchscript", "onnxruntime" or "auto") and `precision`
-        (default: this segmenter's; "auto": `engines.choose_precision` for this CPU) and write them, the manifest and the processor files to `directory`.
+        (default: this segmenter's; "auto": `engines.choose_precision` for this CPU and backend) and
+        write them, the manifest and the processor files to `directory`.
 
         `FastSegmenter.from_pretrained(directory)` loads the result without the transformers model.
         An existing non-empty `directory` is replaced only with `overwrite=True`. A build of the
@@ -295,7 +296,8 @@ class FastSegmenter:
         """
         self.core.require_model("exporting", "export from the model")
         device = torch.device("cpu")
-        precision = choose_precision(precision or self.precision, device).precision
+        named = available_precisions(backend, device) if backend != "auto" else None
+        precision = choose_precision(precision or self.precision, device, named).precision
         resolved = resolve_backend(backend, device, precision)
         if resolved not in COMPILED_BACKENDS:
             raise ValueError(f"backend {backend!r} has no compiled form to export: use one of {', '.join(COMPILED_BACKENDS)}")

@@ -268,3 +268,14 @@ def test_batch_edges_are_a_setting_of_the_run(tiny_model_dir, images, tmp_path):
         refused = run_cli(*base, *other, "--resume")
         assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
     assert run_cli(*base, "--edges", "--edge-radius", "3", "--resume").returncode == 0
+
+
+def test_default_precision_follows_a_named_backend(tiny_model_dir, images, tmp_path):
+    """--backend onnxruntime with the default --precision auto runs what onnxruntime offers (no bf16)."""
+    pytest.importorskip("onnxscript")
+    done = run_cli("segment", str(images / "cat.png"), "-p", "a cat", "-m", str(tiny_model_dir), "-o", str(tmp_path),
+                   "--backend", "onnxruntime")
+    assert done.returncode == 0, done.stderr
+    chosen = [line for line in done.stderr.splitlines() if line.startswith("precision ")]
+    assert len(chosen) == 1 and chosen[0].split(",")[0] in ("precision fp32", "precision int8"), done.stderr
+    assert "backend onnxruntime" in chosen[0]

@@ -6,7 +6,14 @@ import pytest
 import torch
 from fastclipseg import FastSegmenter
 from fastclipseg.bench.measure import natural_image
-from fastclipseg.engines import artifacts, choose_precision, precision, resolve_backend
+from fastclipseg.engines import (
+    artifacts,
+    available_precisions,
+    choose_precision,
+    onnxruntime_installed,
+    precision,
+    resolve_backend,
+)
 from fastclipseg.engines.precision import int8_decoder_dtype
 
 CPU = torch.device("cpu")
@@ -103,3 +110,20 @@ def test_cpu_prompt_stage_takes_the_precision(tiny_model_dir):
         bf16 = FastSegmenter.from_pretrained(tiny_model_dir, precision="bf16")
         assert {p.dtype for p in bf16.core.engine.prompt.parameters()} == {torch.bfloat16}
         assert bf16.encode_prompts(["a cat"]).dtype == torch.float32
+
+
+def test_auto_takes_the_fastest_precision_a_named_backend_runs(monkeypatch):
+    _cpu(monkeypatch, amx=True, vnni=True, bf16=True)
+    onnxruntime = ("fp32", "int8")  # no bf16 there
+    choice = choose_precision("auto", CPU, onnxruntime)
+    assert choice.precision == "int8" and "this backend" in choice.reason
+    _cpu(monkeypatch, amx=False, vnni=False, bf16=False)
+    assert choose_precision("auto", CPU, onnxruntime).precision == "fp32"
+
+
+@pytest.mark.skipif(not onnxruntime_installed(), reason="onnxruntime is not installed")
+def test_auto_with_a_named_backend_runs(tiny_model_dir):
+    # Was a ValueError on a CPU with AMX: auto chose bf16, which onnxruntime does not offer.
+    segmenter = FastSegmenter.from_pretrained(tiny_model_dir, backend="onnxruntime", precision="auto")
+    expected = choose_precision("auto", CPU, available_precisions("onnxruntime", "cpu")).precision
+    assert segmenter.precision == expected

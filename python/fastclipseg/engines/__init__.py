@@ -134,7 +134,8 @@ def create_engine(
     device = parse_device(device)
     if backend == "tensorrt":
         require_tensorrt(device)  # names a non-CUDA device or the missing package before the precision checks
-    precision = choose_precision(precision, device).precision
+    named = available_precisions(backend, device) if backend != "auto" else None
+    precision = choose_precision(precision, device, named).precision
     backend = resolve_backend(backend, device, precision)
     if not available_precisions(backend, device):
         raise ValueError(f"backend {backend!r} does not run on {device.type} in this version; use backend='torch' there")

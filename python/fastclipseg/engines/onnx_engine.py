@@ -20,7 +20,6 @@ import torch
 
 from .precision import PreparedStages
 
-log = logging.getLogger("fastclipseg")
 FILES = {"vision": "vision.onnx", "prompt": "prompt.onnx", "decoder": "decoder.onnx"}
 INSTALL_HINT = "install the ONNX extra: pip install 'fastclipseg[onnx]'"
 
@@ -62,7 +61,7 @@ def _quiet_torchvision_notice():
 
 
 def build(stages: PreparedStages, directory: Path, inputs: dict[str, tuple[torch.Tensor, ...]], precision: str) -> dict[str, Path]:
-    """Export the three stages under `directory` (and quantise the vision graph for int8)."""
+    """Export the three stages under `directory` (and quantise the vision and prompt graphs for int8)."""
     _require("onnx")
     _require("onnxscript")  # the torch.export-based exporter's dependency
     paths = {}

@@ -14,8 +14,10 @@ matters, but its weights (the text tower, 0.25 GB in fp32) were most of a CPU pr
 once the vision tower is int8: on the CPU it takes the precision's weights too. Measured on
 clipseg-shapes-prompted (64 scenes, mean IoU): fp32 0.7345, int8 0.7346 with an fp32 text tower
 and 0.7346 with an int8 one, bf16 0.7346 and 0.7344; full-size model, 6 images x 8 prompts:
-99.70 / 99.68 % of mask pixels as fp32 (int8), 99.85 / 99.84 % (bf16). The vision tower holds almost all the arithmetic (about 76 GFLOP per 352x352
-image) and runs once per image; the decoder runs once per (image, prompt) pair, so with many
+99.70 / 99.68 % of mask pixels as fp32 (int8), 99.85 / 99.84 % (bf16).
+
+The vision tower holds almost all the arithmetic (about 76 GFLOP per 352x352 image) and runs
+once per image; the decoder runs once per (image, prompt) pair, so with many
 prompts it takes a large share too (8 prompts: 135 of 335 ms on the AMD EPYC of README's
 tables). In int8 its linear layers gain little from int8 (121 ms, 99.4 % mask agreement) but
 much from bf16 (57 ms, 99.94 %), so the int8 precision runs it in bf16 where the CPU multiplies
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import copy
 import warnings
+from collections.abc import Collection
 from typing import NamedTuple
 
 import torch
@@ -107,9 +110,23 @@ class PrecisionChoice(NamedTuple):
     reason: str
 
 
-def choose_precision(precision: str, device: torch.device) -> PrecisionChoice:
+def _precisions_fastest_first(device: torch.device) -> tuple[tuple[str, ...], str]:
+    """The precisions worth running on `device`, fastest first, and why in that order."""
+    if device.type != "cpu":
+        return ("fp32",), f"no faster precision has been measured on {device.type} yet"
+    if cpu_has_amx():
+        return ("bf16", "int8", "fp32"), "this CPU has AMX, where bf16 is the fastest precision"
+    if cpu_has_vnni():
+        order = ("int8", "bf16", "fp32") if cpu_has_native_bf16() else ("int8", "fp32")
+        return order, "this CPU has int8 dot products (VNNI) but no AMX, where int8 is the fastest"
+    return ("fp32",), "this CPU has neither AMX nor VNNI, so fp32 is the fastest measured precision"
+
+
+def choose_precision(precision: str, device: torch.device, available: Collection[str] | None = None) -> PrecisionChoice:
     """`auto` -> the fastest precision measured for this device whose parity bar holds; others unchanged.
 
+    `available`: the precisions of a backend that was named (None: any, the backend is chosen
+    after the precision); `auto` then takes the fastest of them.
     The rules follow benchmarks/bench_segment.py (full-size model, 2 threads; README's tables):
     a CPU with AMX -> bf16 (Intel Xeon: bf16 beat int8); one with VNNI but no AMX -> int8 (AMD
     EPYC: int8 about 1.5x bf16, and bf16 is slower still where it is not native); any other CPU ->
@@ -118,13 +135,11 @@ def choose_precision(precision: str, device: torch.device) -> PrecisionChoice:
     """
     if precision != "auto":
         return PrecisionChoice(precision, "as asked")
-    if device.type != "cpu":
-        return PrecisionChoice("fp32", f"no faster precision has been measured on {device.type} yet")
-    if cpu_has_amx():
-        return PrecisionChoice("bf16", "this CPU has AMX, where bf16 is the fastest precision")
-    if cpu_has_vnni():
-        return PrecisionChoice("int8", "this CPU has int8 dot products (VNNI) but no AMX, where int8 is the fastest")
-    return PrecisionChoice("fp32", "this CPU has neither AMX nor VNNI, so fp32 is the fastest measured precision")
+    order, reason = _precisions_fastest_first(device)
+    usable = [name for name in order if available is None or name in available] or ["fp32"]
+    if usable[0] != order[0]:
+        reason += f"; {usable[0]} is the fastest of the precisions this backend runs"
+    return PrecisionChoice(usable[0], reason)
 
 
 def int8_decoder_dtype(backend: str, device: torch.device) -> torch.dtype:

@@ -9,8 +9,8 @@ What runs where:
 | fp16 | TensorRT fp16 (weights cast to fp16) | eager fp32 | TensorRT fp16, fp32 logits |
 | int8 | TensorRT int8: ModelOpt PTQ (QDQ nodes), calibrated on a folder of images | eager fp32 | TensorRT fp32 |
 
-The prompt stage runs once per distinct prompt (its embeddings are cached), so, as in
-`precision.py`, it stays fp32; it is saved as a plain `torch.export` program so that a cache
+The prompt stage runs once per distinct prompt (its embeddings are cached), so, as
+`precision.py` does off the CPU, it stays fp32; it is saved as a plain `torch.export` program so that a cache
 entry loads without transformers. The decoder stays fp32 in int8 for the reason `precision.py`
 gives (its FiLM-conditioned layers decide the mask boundary).
 
