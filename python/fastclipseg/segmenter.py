@@ -32,6 +32,7 @@ from .engines import (
     load_export,
     parse_device,
     read_manifest,
+    release_freed_memory,
     resolve_backend,
     write_export,
 )
@@ -280,6 +281,7 @@ class FastSegmenter:
                 processor = ExportProcessor(directory)
             except (ModelLoadError, FileNotFoundError) as error:
                 raise ArtifactError(str(error)) from error
+            release_freed_memory()  # what parsing the tokenizer left in the heap (about 15 MB)
         core = InferenceCore(engine, processor, int(manifest["max_prompt_tokens"]), **options)
         return cls._from_core(core, cache_dir=None)
 

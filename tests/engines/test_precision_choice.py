@@ -104,12 +104,28 @@ def test_cpu_prompt_stage_takes_the_precision(tiny_model_dir):
     int8 = FastSegmenter.from_pretrained(tiny_model_dir, precision="int8")
     prompt = int8.core.engine.prompt
     assert not any(type(module) is torch.nn.Linear for module in prompt.modules())  # all quantised
-    assert prompt.token_embedding.weight.dtype == torch.bfloat16
+    assert prompt.token_embedding.rows.dtype == torch.int8
     assert int8.encode_prompts(["a cat"]).dtype == torch.float32
     if precision.cpu_has_native_bf16():
         bf16 = FastSegmenter.from_pretrained(tiny_model_dir, precision="bf16")
         assert {p.dtype for p in bf16.core.engine.prompt.parameters()} == {torch.bfloat16}
         assert bf16.encode_prompts(["a cat"]).dtype == torch.float32
+
+
+def test_int8_token_table_is_within_half_a_step_of_each_row():
+    torch.manual_seed(0)
+    table = torch.nn.Embedding(50, 16)
+    with torch.no_grad():
+        table.weight[3] = 0  # an all-zero row must not divide by zero
+        table.weight[7] *= 100  # rows of very different sizes get their own scales
+    quantized = precision.Int8Embedding(table)
+    ids = torch.arange(50).reshape(5, 10)
+    got, expected = quantized(ids), table(ids).detach()
+    steps = quantized.scale[ids]
+    assert got.dtype == torch.float32 and got.shape == expected.shape
+    assert ((got - expected).abs() <= steps / 2 + 1e-7).all()
+    assert not got[ids == 3].any() and torch.isfinite(got).all()
+    assert (quantized.num_embeddings, quantized.embedding_dim) == (50, 16)
 
 
 def test_auto_takes_the_fastest_precision_a_named_backend_runs(monkeypatch):

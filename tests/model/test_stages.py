@@ -162,3 +162,17 @@ def test_prompt_independent_decoder_work_runs_once_per_image(segmenters):
     # Three reduce projections, each applied once per image (each image has its own decoder call on
     # the CPU), not once per pair: 2 images, not the 6 pairs.
     assert calls == [1, 1, 1, 1, 1, 1]
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "int8"])
+def test_zero_activations_match_the_vision_stage_output(precision):
+    """The compiled backends trace the decoder on these zeros instead of running the vision stage."""
+    from fastclipseg.engines.precision import prepare_stages
+
+    stages = Stages(tiny_model(tiny_config(extract_layers=(3, 1), conditional_layer=1)), TINY_IMAGE_SIZE).eval()
+    vision = prepare_stages(stages, precision).vision
+    with torch.no_grad():
+        computed = vision(torch.zeros(3, 3, TINY_IMAGE_SIZE, TINY_IMAGE_SIZE))
+    zeros = vision.zero_activations(3)
+    assert (zeros.shape, zeros.dtype) == (computed.shape, computed.dtype)
+    assert not zeros.any()

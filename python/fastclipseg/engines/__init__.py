@@ -41,6 +41,7 @@ from .compiled import (
     write_export,
 )
 from .cuda_graphs import CudaGraphEngine
+from .heap import release_freed_memory
 from .per_image import PerImageEngine
 from .precision import (
     PRECISION_CHOICES,
@@ -192,6 +193,7 @@ __all__ = [
     "onnxruntime_installed",
     "parse_device",
     "read_manifest",
+    "release_freed_memory",
     "resolve_backend",
     "write_export",
 ]

@@ -123,6 +123,12 @@ class VisionStage(nn.Module):
         x = torch.cat([cls, patches], dim=1) + self.position_embedding
         return self.pre_layernorm(x)
 
+    def zero_activations(self, images: int) -> torch.Tensor:
+        """Zeros with the shape and dtype of `forward`'s output for `images` images, without running it."""
+        tokens, width = self.position_embedding.shape[-2:]
+        # The residual stream (and so every output) has the dtype of the embeddings it starts from.
+        return self.class_embedding.new_zeros(len(self.extract_layers), images, tokens, width)
+
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         x = self.embed(pixel_values)
         outputs: dict[int, torch.Tensor] = {}
