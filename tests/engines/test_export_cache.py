@@ -340,3 +340,29 @@ def test_keep_model_false_lets_the_fp32_model_go(tiny_model_dir, tiny_segmenter,
     # An export holds no model whatever keep_model says.
     folder = kept.export(tmp_path / "export")
     assert FastSegmenter.from_pretrained(folder, keep_model=False).model is None
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "int8"])
+def test_first_start_runs_what_it_traced_and_ignores_later_edits_of_the_model(tiny_model_dir, tmp_path, monkeypatch,
+                                                                              precision):
+    from fastclipseg.engines import cpu_has_native_bf16
+    from fastclipseg.model.loading import load_model_and_processor
+
+    if precision == "bf16" and not cpu_has_native_bf16():
+        pytest.skip("bf16 needs a CPU with native bf16")
+    loads = []
+    load = torch.jit.load
+    monkeypatch.setattr(torch.jit, "load", lambda *args, **kwargs: loads.append(args[0]) or load(*args, **kwargs))
+    model, processor = load_model_and_processor(tiny_model_dir)
+    first = FastSegmenter(model, processor, backend="torchscript", precision=precision, cache_dir=tmp_path)
+    # bf16 and int8 trace copies of the weights and run those modules; fp32's would share the
+    # model's tensors, so it loads the files it wrote.
+    assert len(loads) == (3 if precision == "fp32" else 0)
+    cached = FastSegmenter(model, processor, backend="torchscript", precision=precision, cache_dir=tmp_path)
+    assert len(loads) == (6 if precision == "fp32" else 3)
+    expected = _logits(first)
+    assert torch.equal(_logits(cached), expected)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.mul_(1.5)
+    assert torch.equal(_logits(first), expected)

@@ -32,7 +32,7 @@ from .artifacts import (
 )
 from .base import Engine
 from .example_inputs import example_inputs
-from .precision import PRECISIONS, int8_decoder_dtype, prepare_stages
+from .precision import PRECISIONS, PreparedStages, int8_decoder_dtype, prepare_stages
 
 log = logging.getLogger("fastclipseg")
 COMPILED_BACKENDS = ("torchscript", "onnxruntime")
@@ -50,19 +50,33 @@ def _stage_facts(stages: Stages) -> tuple[int, int, int]:
     return stages.vision.image_size, stages.prompt.max_tokens, stages.prompt.eos_token_id
 
 
-def _build_files(backend: str, stages: Stages, precision: str, directory: Path) -> tuple[dict[str, Path], dict]:
+def _build_files(
+    backend: str, stages: Stages, precision: str, directory: Path, built: dict | None = None
+) -> tuple[dict[str, Path], dict]:
     """Compile the stages of `stages` in `precision` into `directory`; returns the files and the I/O shapes.
 
     Tracing and export run on the CPU; the model's weights go back to their device afterwards.
+    `built`: receives the traced modules (torchscript), which `_load` can run without reading the files.
     """
     device = next(stages.parameters()).device
     try:
-        return _compile_on_cpu(backend, stages.cpu(), precision, directory)
+        return _compile_on_cpu(backend, stages.cpu(), precision, directory, built)
     finally:
         stages.to(device)
 
 
-def _compile_on_cpu(backend: str, stages: Stages, precision: str, directory: Path) -> tuple[dict[str, Path], dict]:
+def _shares_tensors(prepared: PreparedStages, stages: Stages) -> bool:
+    """True where a prepared stage holds any of the model's own parameters or buffers."""
+    def storages(modules) -> set[int]:
+        return {tensor.untyped_storage().data_ptr() for module in modules
+                for tensor in (*module.parameters(), *module.buffers()) if tensor.numel()}
+
+    return bool(storages(prepared) & storages([stages]))
+
+
+def _compile_on_cpu(
+    backend: str, stages: Stages, precision: str, directory: Path, built: dict | None = None
+) -> tuple[dict[str, Path], dict]:
     image_size, max_tokens, eos_token_id = _stage_facts(stages)
     # ONNX Runtime quantises the exported fp32 graph itself; torch's quantised modules do not export.
     source_precision = "fp32" if backend == "onnxruntime" and precision == "int8" else precision
@@ -70,6 +84,10 @@ def _compile_on_cpu(backend: str, stages: Stages, precision: str, directory: Pat
     # the exported fp32 prompt graph itself (onnx_engine.build).
     prepared = prepare_stages(stages.eval(), source_precision, int8_decoder_dtype(backend, torch.device("cpu")),
                               prompt_in_precision=True)
+    if built is not None and _shares_tensors(prepared, stages):
+        # Traced modules keep the tensors they were traced with: sharing the model's (fp32), they would
+        # follow later in-place edits of it, which an engine loaded from the files does not.
+        built = None
     inputs = example_inputs(prepared, image_size, max_tokens, eos_token_id)
     with torch.no_grad():
         logits = prepared.decoder(*inputs["decoder"])
@@ -84,7 +102,7 @@ def _compile_on_cpu(backend: str, stages: Stages, precision: str, directory: Pat
     }
     started = time.perf_counter()
     if backend == "torchscript":
-        files = torchscript_engine.build(prepared, directory, inputs)
+        files = torchscript_engine.build(prepared, directory, inputs, built)
     elif backend == "onnxruntime":
         files = onnx_engine.build(prepared, directory, inputs, precision)
     else:
@@ -93,9 +111,11 @@ def _compile_on_cpu(backend: str, stages: Stages, precision: str, directory: Pat
     return files, shapes
 
 
-def _load(backend: str, files: dict[str, Path], device: torch.device, precision: str, threads, providers) -> Engine:
+def _load(
+    backend: str, files: dict[str, Path], device: torch.device, precision: str, threads, providers, built=None
+) -> Engine:
     if backend == "torchscript":
-        return torchscript_engine.TorchScriptEngine(files, device, precision)
+        return torchscript_engine.TorchScriptEngine(files, device, precision, modules=built or None)
     return onnx_engine.OnnxRuntimeEngine(files, precision, threads=threads, providers=providers)
 
 
@@ -195,8 +215,9 @@ def cached_engine(
             cache_dir = None
     if cache_dir is None:
         with tempfile.TemporaryDirectory(prefix="fastclipseg-") as scratch:
-            files, _ = _build_files(backend, stages, precision, Path(scratch))
-            return _load(backend, files, device, precision, threads, providers)
+            built: dict = {}
+            files, _ = _build_files(backend, stages, precision, Path(scratch), built)
+            return _load(backend, files, device, precision, threads, providers, built)
 
     entry = _entry(cache_dir, build)
     if entry.exists():
@@ -210,14 +231,16 @@ def cached_engine(
     log.info("compiling the %s %s stages (first start for this model; cached in %s)", backend, precision, entry)
 
     names: dict[str, str] = {}
+    built: dict = {}
 
     def fill(staging: Path) -> None:
-        files, shapes = _build_files(backend, stages, precision, staging)
+        files, shapes = _build_files(backend, stages, precision, staging, built)
         write_manifest(staging, build, files, shapes)  # hashes the files it has just written
         names.update({stage: path.name for stage, path in files.items()})
 
     build_atomically(entry, fill)
-    return _load(backend, {stage: entry / name for stage, name in names.items()}, device, precision, threads, providers)
+    files = {stage: entry / name for stage, name in names.items()}
+    return _load(backend, files, device, precision, threads, providers, built)
 
 
 def clear_cache(cache_dir: Path) -> int:

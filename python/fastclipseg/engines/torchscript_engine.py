@@ -26,12 +26,19 @@ def _trace(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) -> torch.j
         return torch.jit.freeze(traced.eval())
 
 
-def build(stages: PreparedStages, directory: Path, inputs: dict[str, tuple[torch.Tensor, ...]]) -> dict[str, Path]:
-    """Trace the three stages on `inputs` (see `example_inputs`) and save them under `directory`."""
+def build(
+    stages: PreparedStages, directory: Path, inputs: dict[str, tuple[torch.Tensor, ...]], built: dict | None = None
+) -> dict[str, Path]:
+    """Trace the three stages on `inputs` (see `example_inputs`) and save them under `directory`.
+    `built`, when given, receives the traced modules, for an engine that runs them without reading
+    the files back (`TorchScriptEngine(modules=)`)."""
     paths = {}
     for stage, module in stages._asdict().items():
         paths[stage] = directory / FILES[stage]
-        torch.jit.save(_trace(module, inputs[stage]), str(paths[stage]))
+        traced = _trace(module, inputs[stage])
+        torch.jit.save(traced, str(paths[stage]))
+        if built is not None:
+            built[stage] = traced
     return paths
 
 
@@ -43,14 +50,19 @@ class TorchScriptEngine(ModuleEngine):
 
     name = "torchscript"
 
-    def __init__(self, files: dict[str, Path], device: torch.device, precision: str) -> None:
+    def __init__(self, files: dict[str, Path], device: torch.device, precision: str, modules: dict | None = None) -> None:
+        """`modules`: the stages `build` has just traced (on the CPU) from these files; a CPU engine runs
+        them instead of loading the files again (full-size int8: 0.7 s less on a first start)."""
         self.device = device
         self.precision = precision
         self.optimize = device.type != "cpu"
         # Vision first: its load's buffers (twice its file size, int8) are the largest, and freeing
         # them before the next load keeps the peak down (full-size int8: 0.47 -> 0.44 GB).
         for stage in ("vision", "prompt", "decoder"):
-            setattr(self, stage, torch.jit.load(str(files[stage]), map_location=device).eval())
+            if modules is not None and device.type == "cpu":
+                setattr(self, stage, modules[stage].eval())
+            else:
+                setattr(self, stage, torch.jit.load(str(files[stage]), map_location=device).eval())
             release_freed_memory()
 
     def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
