@@ -143,3 +143,20 @@ def test_auto_with_a_named_backend_runs(tiny_model_dir):
     segmenter = FastSegmenter.from_pretrained(tiny_model_dir, backend="onnxruntime", precision="auto")
     expected = choose_precision("auto", CPU, available_precisions("onnxruntime", "cpu")).precision
     assert segmenter.precision == expected
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_int8_linear_layers_match_torchs_own_dynamic_quantisation(per_channel):
+    import copy
+
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Linear(24, 40), torch.nn.GELU(), torch.nn.Linear(40, 8, bias=False)).eval()
+    ours = precision.quantize_linear_int8(module, per_channel=per_channel)
+    layers = {torch.nn.Linear: per_channel_dynamic_qconfig} if per_channel else {torch.nn.Linear}
+    torchs = quantize_dynamic(copy.deepcopy(module), layers, dtype=torch.qint8)
+    x = torch.randn(5, 24)
+    assert torch.equal(ours(x), torchs(x))
+    assert [(layer.in_features, layer.out_features) for layer in (ours[0], ours[2])] == [(24, 40), (40, 8)]
+    assert type(module[0]) is torch.nn.Linear  # the original is left as it was
