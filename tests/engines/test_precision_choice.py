@@ -15,6 +15,7 @@ from fastclipseg.engines import (
     resolve_backend,
 )
 from fastclipseg.engines.precision import int8_decoder_dtype
+from helpers.parity import assert_relative_close
 
 CPU = torch.device("cpu")
 
@@ -160,3 +161,23 @@ def test_int8_linear_layers_match_torchs_own_dynamic_quantisation(per_channel):
     assert torch.equal(ours(x), torchs(x))
     assert [(layer.in_features, layer.out_features) for layer in (ours[0], ours[2])] == [(24, 40), (40, 8)]
     assert type(module[0]) is torch.nn.Linear  # the original is left as it was
+
+
+def test_folded_quick_gelu_is_the_same_function_on_a_copy():
+    import copy
+
+    from fastclipseg.model.stages import MLP
+    from fastclipseg.model.standalone import QuickGELU
+
+    torch.manual_seed(0)
+    reference = torch.nn.Module()
+    reference.fc1, reference.fc2 = torch.nn.Linear(16, 64), torch.nn.Linear(64, 16)
+    reference.activation_fn = QuickGELU()
+    stage = torch.nn.Sequential(MLP(reference), MLP(reference, activation=torch.nn.GELU()))
+    folded = precision.fold_quick_gelu(copy.deepcopy(stage))
+    x = torch.randn(3, 5, 16)
+    with torch.no_grad():
+        assert_relative_close(folded(x), stage(x), 1e-5)
+    assert isinstance(folded[0].activation, torch.nn.SiLU)  # one elementwise pass
+    assert isinstance(folded[1].activation, torch.nn.GELU)  # another activation is left alone
+    assert stage[0].fc1 is reference.fc1 and isinstance(stage[0].activation, QuickGELU)  # the original is untouched
