@@ -241,8 +241,9 @@ def _is_quick_gelu(activation: nn.Module) -> bool:
 
 
 def _scaled_linear(linear: nn.Linear, weight_scale: float, bias_scale: float) -> nn.Linear:
-    scaled = nn.Linear(linear.in_features, linear.out_features, bias=linear.bias is not None,
-                       device=linear.weight.device, dtype=linear.weight.dtype)
+    # skip_init: the weights are overwritten below, and random initialisation took 0.5 s at full size.
+    scaled = torch.nn.utils.skip_init(nn.Linear, linear.in_features, linear.out_features, bias=linear.bias is not None,
+                                      device=linear.weight.device, dtype=linear.weight.dtype)
     with torch.no_grad():
         scaled.weight.copy_(linear.weight.float() * weight_scale)
         if linear.bias is not None:
@@ -283,11 +284,12 @@ def prepare_stages(
         vision = copy.deepcopy(stages.vision)
         if precision == "bf16":  # a CPU precision; fp16 (CUDA, never run) keeps the reference's MLP
             vision = fold_quick_gelu(vision)
-        vision = vision.to(HALF_DTYPES[precision])
-        decoder = copy.deepcopy(stages.decoder).to(HALF_DTYPES[precision])
+        # Inference copies: no gradients (which also lets TorchScript trace them as functions).
+        vision = vision.to(HALF_DTYPES[precision]).requires_grad_(False)
+        decoder = copy.deepcopy(stages.decoder).to(HALF_DTYPES[precision]).requires_grad_(False)
         prompt = stages.prompt
         if prompt_in_precision and precision == "bf16":  # fp16 is a CUDA precision: its prompt stays fp32
-            prompt = Float32Embeddings(copy.deepcopy(stages.prompt).to(HALF_DTYPES[precision]))
+            prompt = Float32Embeddings(copy.deepcopy(stages.prompt).to(HALF_DTYPES[precision]).requires_grad_(False))
         return PreparedStages(vision, prompt, Float32Logits(decoder))
     if precision == "int8":
         vision = quantize_linear_int8(fold_quick_gelu(_copy_sharing_linear_weights(stages.vision)))

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from torch.ao.nn.quantized.modules.linear import LinearPackedParams
 
 from .base import ModuleEngine
 from .heap import release_freed_memory
@@ -18,9 +19,24 @@ from .precision import PreparedStages
 FILES = {"vision": "vision.pt", "prompt": "prompt.pt", "decoder": "decoder.pt"}
 
 
-def _trace(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) -> torch.jit.ScriptModule:
+def _traces_as_function(module: torch.nn.Module) -> bool:
+    """True where `module` can be traced as a plain function: no weight needs a gradient (a function
+    trace stores the weights as constants, which must not) and no quantised layer (its packed
+    weights must belong to a traced module). The precisions' private copies (bf16) qualify."""
+    tensors = (*module.parameters(), *module.buffers())
+    return not any(tensor.requires_grad for tensor in tensors) and not any(
+        isinstance(layer, LinearPackedParams) for layer in module.modules())
+
+
+def _trace(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...]):
+    """The stage traced, its weights held as constants in the graph."""
     with torch.inference_mode(False), torch.no_grad():
-        traced = torch.jit.trace(module.eval(), inputs, check_trace=False)
+        if _traces_as_function(module.eval()):
+            # The weights become constants as freezing makes them, without turning each of the
+            # stage's hundreds of submodules into a TorchScript module first: 0.6 s less of a
+            # full-size bf16 first start, and the same speed as the frozen module (measured).
+            return torch.jit.trace(lambda *args: module(*args), inputs, check_trace=False)
+        traced = torch.jit.trace(module, inputs, check_trace=False)
         # Freezing folds the weights into the graph as constants, which lets the JIT fuse
         # and pre-pack them (about 10-20 % faster on CPU than the plain trace).
         return torch.jit.freeze(traced.eval())
@@ -60,7 +76,7 @@ class TorchScriptEngine(ModuleEngine):
         # them before the next load keeps the peak down (full-size int8: 0.47 -> 0.44 GB).
         for stage in ("vision", "prompt", "decoder"):
             if modules is not None and device.type == "cpu":
-                setattr(self, stage, modules[stage].eval())
+                setattr(self, stage, modules[stage])  # in eval mode already; a traced function has no .eval()
             else:
                 setattr(self, stage, torch.jit.load(str(files[stage]), map_location=device).eval())
             release_freed_memory()
