@@ -1,4 +1,5 @@
-"""`torchscript`: each stage traced with `torch.jit.trace`, frozen, and saved as a `.pt` file.
+"""`torchscript`: each stage traced with `torch.jit.trace`, its weights made constants of the graph
+(by freezing the traced module, or by tracing a bf16 copy as a plain function), saved as a `.pt` file.
 
 The files load without fastclipseg's or transformers' Python model code (`torch.jit.load` in
 Python, `torch::jit::load` in a libtorch application). `torch.jit` is deprecated as of torch 2.13
