@@ -71,6 +71,20 @@ class VisionMaskCheck:
         return same / total
 
 
+def vision_bench_arguments(doc: str):
+    """The arguments shared by the vision-stage benchmarks (--threads, --repeats); sets torch's threads."""
+    import argparse
+
+    import torch
+
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=7)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    return args
+
+
 def write_vision_result(name: str, threads: int, rows: dict) -> Path:
     """`write_result` for a vision-stage benchmark: rows plus the CPU, its SIMD flags and torch.
 

@@ -21,24 +21,19 @@ the quantisation time. TorchScript fp32 and bf16 (where the CPU has native bf16)
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 from pathlib import Path
 
 import torch
-from _common import VisionMaskCheck, build_fullsize_model, write_vision_result
+from _common import VisionMaskCheck, build_fullsize_model, vision_bench_arguments, write_vision_result
 from fastclipseg import FastSegmenter
 from fastclipseg.bench.measure import interleaved_median_seconds
 from fastclipseg.engines import cpu_has_native_bf16, create_engine
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=7)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    args = vision_bench_arguments(__doc__)
     from fastclipseg.engines.onnx_engine import OnnxRuntimeEngine
     from onnxruntime.quantization import (
         CalibrationDataReader,

@@ -15,14 +15,13 @@ are what a first run would pay.
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import tempfile
 import time
 from pathlib import Path
 
 import torch
-from _common import VisionMaskCheck, build_fullsize_model, write_vision_result
+from _common import VisionMaskCheck, build_fullsize_model, vision_bench_arguments, write_vision_result
 from fastclipseg import FastSegmenter
 from fastclipseg.bench.measure import interleaved_median_seconds
 from fastclipseg.engines import cpu_has_native_bf16, create_engine
@@ -40,11 +39,7 @@ def aoti_package(program: torch.export.ExportedProgram, folder: Path, name: str)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=7)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    args = vision_bench_arguments(__doc__)
     model, processor, _ = build_fullsize_model()
     segmenter = FastSegmenter(model, processor)  # torch fp32: the reference
     vision = segmenter.stages.vision

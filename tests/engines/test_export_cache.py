@@ -13,6 +13,7 @@ from fastclipseg.bench.measure import natural_image
 from fastclipseg.engines import compiled, onnxruntime_installed
 from fastclipseg.engines.artifacts import MANIFEST_NAME, ArtifactError
 from helpers.parity import assert_relative_close
+from helpers.tiny_models import TINY_IMAGE_SIZE
 
 EXPORTABLE = ["torchscript"] + (["onnxruntime"] if onnxruntime_installed() else [])
 
@@ -368,3 +369,15 @@ def test_first_start_runs_what_it_traced_and_ignores_later_edits_of_the_model(ti
         for parameter in model.parameters():
             parameter.mul_(1.5)
     assert torch.equal(_logits(first), expected)
+
+
+def test_torchscript_stages_run_without_the_graph_executors_optimisations(tiny_segmenter, tmp_path):
+    # They gained no speed on the CPU and held 0.1 GB more at full size (README); the setting is
+    # per thread and must be restored after each call.
+    folder = tiny_segmenter.export(tmp_path / "export", backend="torchscript")
+    engine, _ = compiled.load_export(folder, torch.device("cpu"))
+    seen = []
+    vision = engine.vision
+    engine.vision = lambda pixels: seen.append(torch._C._get_graph_executor_optimize()) or vision(pixels)
+    engine.encode_images(torch.zeros(1, 3, TINY_IMAGE_SIZE, TINY_IMAGE_SIZE))
+    assert seen == [False] and torch._C._get_graph_executor_optimize()

@@ -193,10 +193,9 @@ def _check_files(checks: list[tuple[Path, dict, str]]) -> None:
     for path, entry, what in checks:
         if not path.is_file():
             raise ArtifactError(f"{path} ({what}) is missing: {REEXPORT}")
-    sized = [i for i, (path, entry, _) in enumerate(checks) if path.stat().st_size == entry.get("bytes")]
-    digests = dict(zip(sized, _on_threads(file_sha256, [checks[i][0] for i in sized])))
-    for i, (path, entry, what) in enumerate(checks):
-        if i not in digests or digests[i] != entry.get("sha256"):
+    digests = _on_threads(file_sha256, [path for path, _, _ in checks])
+    for (path, entry, what), digest in zip(checks, digests):
+        if path.stat().st_size != entry.get("bytes") or digest != entry.get("sha256"):
             raise ArtifactError(f"{path} ({what}) is corrupt: its contents do not match the manifest's sha256; {REEXPORT}")
 
 

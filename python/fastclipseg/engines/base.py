@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Protocol
 
 import torch
@@ -38,14 +39,21 @@ class ModuleEngine:
     prompt: torch.nn.Module
     decoder: torch.nn.Module  # returns fp32 logits whatever it computes in
 
+    def running(self) -> contextlib.AbstractContextManager:
+        """The context each stage call runs in (TorchScript sets its graph executor's mode there)."""
+        return contextlib.nullcontext()
+
     @torch.inference_mode()
     def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.vision(pixel_values.to(self.device))
+        with self.running():
+            return self.vision(pixel_values.to(self.device))
 
     @torch.inference_mode()
     def encode_prompts(self, input_ids: torch.Tensor) -> torch.Tensor:
-        return self.prompt(input_ids.to(self.device))
+        with self.running():
+            return self.prompt(input_ids.to(self.device))
 
     @torch.inference_mode()
     def decode(self, activations: torch.Tensor, embeddings: torch.Tensor, image_index: torch.Tensor) -> torch.Tensor:
-        return self.decoder(activations, embeddings.to(self.device), image_index.to(self.device))
+        with self.running():
+            return self.decoder(activations, embeddings.to(self.device), image_index.to(self.device))

@@ -175,9 +175,9 @@ class _DynamicInt8Linear(torch.ao.nn.quantized.dynamic.Linear):
         self.in_features, self.out_features = in_features, out_features
 
 
-def quantize_linear_int8(module: nn.Module, per_channel: bool = False) -> nn.Module:
-    """A copy of `module` whose nn.Linear layers are dynamically quantised to int8 (weights per
-    tensor, or per output channel)."""
+def quantize_linear_int8(module: nn.Module, per_channel: bool = False, inplace: bool = False) -> nn.Module:
+    """A copy of `module` (`module` itself with `inplace`, for a caller's own copy) whose nn.Linear
+    layers are dynamically quantised to int8 (weights per tensor, or per output channel)."""
     with warnings.catch_warnings():
         # torch.ao.quantization warns on every call that it is deprecated in favour of torchao,
         # whose int8 path needs torch.compile; its eager dynamic quantisation is still the one that
@@ -187,8 +187,8 @@ def quantize_linear_int8(module: nn.Module, per_channel: bool = False) -> nn.Mod
         warnings.filterwarnings("ignore", message=r".*per_channel_dynamic_qconfig.*")
         layers = {nn.Linear: per_channel_dynamic_qconfig} if per_channel else {nn.Linear}
         # Quantising only reads the linear weights, and the quantised layers replace them in the copy.
-        return quantize_dynamic(_copy_sharing_linear_weights(module), layers, dtype=torch.qint8, inplace=True,
-                                mapping={nn.Linear: _DynamicInt8Linear})
+        target = module if inplace else _copy_sharing_linear_weights(module)
+        return quantize_dynamic(target, layers, dtype=torch.qint8, inplace=True, mapping={nn.Linear: _DynamicInt8Linear})
 
 
 def _copy_sharing_linear_weights(module: nn.Module) -> nn.Module:
@@ -292,7 +292,7 @@ def prepare_stages(
             prompt = Float32Embeddings(copy.deepcopy(stages.prompt).to(HALF_DTYPES[precision]).requires_grad_(False))
         return PreparedStages(vision, prompt, Float32Logits(decoder))
     if precision == "int8":
-        vision = quantize_linear_int8(fold_quick_gelu(_copy_sharing_linear_weights(stages.vision)))
+        vision = quantize_linear_int8(fold_quick_gelu(_copy_sharing_linear_weights(stages.vision)), inplace=True)
         prompt = quantize_prompt_int8(stages.prompt) if prompt_in_precision else stages.prompt
         if int8_decoder == torch.float32:
             return PreparedStages(vision, prompt, Float32Logits(stages.decoder))

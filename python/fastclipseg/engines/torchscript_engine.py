@@ -82,14 +82,5 @@ class TorchScriptEngine(ModuleEngine):
                 setattr(self, stage, torch.jit.load(str(files[stage]), map_location=device).eval())
             release_freed_memory()
 
-    def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        with torch.jit.optimized_execution(self.optimize):
-            return super().encode_images(pixel_values)
-
-    def encode_prompts(self, input_ids: torch.Tensor) -> torch.Tensor:
-        with torch.jit.optimized_execution(self.optimize):
-            return super().encode_prompts(input_ids)
-
-    def decode(self, activations: torch.Tensor, embeddings: torch.Tensor, image_index: torch.Tensor) -> torch.Tensor:
-        with torch.jit.optimized_execution(self.optimize):
-            return super().decode(activations, embeddings, image_index)
+    def running(self):
+        return torch.jit.optimized_execution(self.optimize)
