@@ -1,5 +1,7 @@
 #include "export_folder.hpp"
 
+#include <ATen/Version.h>
+#include <ATen/cpu/Utils.h>
 #include <openssl/evp.h>
 
 #include <fstream>
@@ -229,10 +231,19 @@ ExportFolder read_checked_folder(const fs::path& dir) {
     folder.precision = manifest["precision"].get<std::string>();
     folder.device = manifest["device"].get<std::string>();
     folder.max_prompt_tokens = manifest["max_prompt_tokens"].get<int>();
-    if (folder.backend != "torchscript" || folder.device != "cpu") {
+    if ((folder.backend != "torchscript" && folder.backend != "aoti") || folder.device != "cpu") {
         throw Error(dir.string() + " is a " + folder.backend + " export for " + folder.device +
-                    "; the C++ runtime runs CPU TorchScript exports: fastclipseg export MODEL --backend "
-                    "torchscript --out FOLDER");
+                    "; the C++ runtime runs CPU TorchScript and AOTInductor exports: fastclipseg export MODEL "
+                    "--backend torchscript (or aoti) --out FOLDER");
+    }
+    if (folder.backend == "aoti") {
+        // Compiled kernels may use vector instructions this CPU lacks (as engines/compiled.py checks).
+        const std::string built_for = manifest.value("cpu_features", std::string("(not recorded)"));
+        if (built_for != cpu_features()) {
+            throw Error(dir.string() + " was compiled for a CPU with " + built_for + "; this one has " +
+                        cpu_features() + ", and the compiled kernels may use instructions it lacks: export the "
+                        "model again on this kind of CPU");
+        }
     }
     const json& files = manifest["files"];
     for (const char* stage : kStages) {
@@ -250,6 +261,22 @@ ExportFolder read_checked_folder(const fs::path& dir) {
 }
 
 }  // namespace
+
+std::string cpu_features() {
+    // As python/fastclipseg/engines/aoti_engine.py's cpu_features(): ATen's vector level, then the
+    // extensions Inductor compiles for.
+    std::string features = at::get_cpu_capability();
+    const auto capabilities = at::cpu::get_cpu_capabilities();
+    const auto has = [&](const char* name) {
+        const auto found = capabilities.find(name);
+        return found != capabilities.end() && found->second.isBool() && found->second.toBool();
+    };
+    const bool amx = has("amx_tile");
+    if (amx) features += "+amx";
+    if (has("avx512_bf16") || amx) features += "+bf16";
+    if (has("avx512_vnni")) features += "+vnni";
+    return features;
+}
 
 ExportFolder read_export_folder(const fs::path& dir) {
     try {

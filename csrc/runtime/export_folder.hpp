@@ -34,6 +34,9 @@ struct ExportFolder {
 // The checked export in `dir`; throws fastclipseg::Error naming the file and what to do.
 ExportFolder read_export_folder(const std::filesystem::path& dir);
 
+// What an aoti export's kernels may assume of the CPU, spelled as the manifest records it.
+std::string cpu_features();
+
 // Lower-case hex sha256 of a file's contents (OpenSSL).
 std::string file_sha256(const std::filesystem::path& path);
 

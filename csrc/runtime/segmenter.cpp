@@ -1,8 +1,10 @@
 #include <ATen/Parallel.h>
+#include <torch/csrc/inductor/aoti_package/model_package_loader.h>
 #include <torch/csrc/jit/runtime/graph_executor.h>
 #include <torch/script.h>
 
 #include <cmath>
+#include <memory>
 #include <mutex>
 #include <stdexcept>
 #include <unordered_map>
@@ -16,16 +18,34 @@
 namespace fastclipseg {
 namespace {
 
-torch::jit::Module load_stage(const std::filesystem::path& path) {
-    try {
-        torch::jit::Module module = torch::jit::load(path.string(), torch::kCPU);
-        module.eval();
-        return module;
-    } catch (const c10::Error& error) {
-        throw Error("libtorch could not load " + path.string() + " (" + error.what_without_backtrace() +
-                    "); was it exported by a newer torch? export the model again with this one");
+// One stage of the export: a TorchScript module or an AOTInductor package, as its backend says.
+class Stage {
+public:
+    Stage(const std::filesystem::path& path, const std::string& backend) {
+        try {
+            if (backend == "aoti") {
+                package_ = std::make_unique<torch::inductor::AOTIModelPackageLoader>(path.string());
+            } else {
+                module_ = torch::jit::load(path.string(), torch::kCPU);
+                module_.eval();
+            }
+        } catch (const c10::Error& error) {
+            throw Error("libtorch could not load " + path.string() + " (" + error.what_without_backtrace() +
+                        "); was it exported by another torch? export the model again with this one");
+        }
     }
-}
+
+    // forward() is not const in libtorch's API, but running a loaded module or package from several
+    // threads at once is supported (a package's calls take turns on its one runner).
+    torch::Tensor operator()(const std::vector<torch::Tensor>& inputs) const {
+        if (package_) return package_->run(inputs).at(0);
+        return module_.forward(std::vector<torch::jit::IValue>(inputs.begin(), inputs.end())).toTensor();
+    }
+
+private:
+    mutable torch::jit::Module module_;
+    std::unique_ptr<torch::inductor::AOTIModelPackageLoader> package_;
+};
 
 // The stages run without the JIT graph executor's optimisations, as the Python engine does on the
 // CPU: on these frozen graphs they gained no speed but kept specialised copies of each graph (about
@@ -73,11 +93,9 @@ void check_threshold(double threshold) {
 struct Segmenter::Impl {
     detail::ExportFolder folder;
     ClipTokenizer tokenizer;
-    // forward() is not const in libtorch's API, but running a loaded module from several
-    // threads at once is supported; segment() and embed() are const.
-    mutable torch::jit::Module vision;
-    mutable torch::jit::Module prompt;
-    mutable torch::jit::Module decoder;
+    Stage vision;
+    Stage prompt;
+    Stage decoder;
     unsigned kernel_threads = 0;
     std::uint64_t max_pixels = 0;
     std::size_t embedding_dim = 0;
@@ -88,9 +106,9 @@ struct Segmenter::Impl {
     Impl(detail::ExportFolder checked, const LoadOptions& options)
         : folder(std::move(checked)),
           tokenizer(ClipTokenizer::from_file(folder.tokenizer_json.string(), folder.max_prompt_tokens)),
-          vision(load_stage(folder.vision)),
-          prompt(load_stage(folder.prompt)),
-          decoder(load_stage(folder.decoder)),
+          vision(folder.vision, folder.backend),
+          prompt(folder.prompt, folder.backend),
+          decoder(folder.decoder, folder.backend),
           kernel_threads(options.threads),
           max_pixels(options.max_pixels) {}
 
@@ -102,7 +120,7 @@ struct Segmenter::Impl {
         c10::InferenceMode guard;
         const NoGraphOptimizer plain;
         try {
-            return prompt.forward({input_ids}).toTensor().to(torch::kFloat).contiguous();
+            return prompt({input_ids}).to(torch::kFloat).contiguous();
         } catch (const c10::Error& error) {
             throw Error(std::string("the prompt stage failed: ") + error.what_without_backtrace());
         }
@@ -197,10 +215,9 @@ Segmentation Segmenter::segment(const std::uint8_t* rgb, std::size_t width, std:
         const torch::Tensor pixels = impl_->pixel_values(rgb, width, height, row_stride);
         c10::InferenceMode guard;
         const NoGraphOptimizer plain;
-        const torch::Tensor activations = impl_->vision.forward({pixels}).toTensor();
+        const torch::Tensor activations = impl_->vision({pixels});
         const torch::Tensor image_index = torch::zeros({k}, torch::kLong);
-        logits = impl_->decoder.forward({activations, torch::cat(rows), image_index})
-                     .toTensor().to(torch::kFloat).contiguous();
+        logits = impl_->decoder({activations, torch::cat(rows), image_index}).to(torch::kFloat).contiguous();
     } catch (const c10::Error& error) {
         throw Error(std::string("the network failed: ") + error.what_without_backtrace());
     } catch (const std::invalid_argument& error) {

@@ -288,7 +288,7 @@ class FastSegmenter:
     def export(
         self, directory: str | os.PathLike, backend: str = "auto", precision: str | None = None, overwrite: bool = False
     ) -> Path:
-        """Compile the stages for `backend` ("torchscript", "onnxruntime" or "auto") and `precision`
+        """Compile the stages for `backend` ("torchscript", "onnxruntime", "aoti" or "auto") and `precision`
         (default: this segmenter's; "auto": `engines.choose_precision` for this CPU and backend) and
         write them, the manifest and the processor files to `directory`.
 

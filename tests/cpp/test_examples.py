@@ -1,7 +1,8 @@
 """The C++ examples (examples/cpp), built against the installed package, give what Python gives.
 
 fp32 TorchScript runs the same libtorch graphs on the same pixels (the native preprocessing is
-Pillow-exact), so the RLE, area and bbox must be identical (bf16 and int8 exports too) and the scores equal to 1e-12 (they
+Pillow-exact), so the RLE, area and bbox must be identical (bf16 and int8 exports, and AOTInductor
+packages, too) and the scores equal to 1e-12 (they
 are the same float64 sums; the tolerance only absorbs printing). JPEG is the exception: stb_image
 and Pillow's libjpeg-turbo decode a few pixel values differently, so there the masks must agree
 to an IoU of 0.97 instead.
@@ -79,13 +80,29 @@ def test_segment_image_equals_python_on_the_tiny_model(cpp_programs, tiny_export
             assert_same_masks(cpp["masks"], expected["masks"])
 
 
-@pytest.mark.parametrize("precision", ["bf16", "int8"])
-def test_segment_image_equals_python_for_other_precisions(cpp_programs, tiny_model_dir, tmp_path, precision):
-    """bf16 and int8 TorchScript exports run the same libtorch graphs in C++ as in Python, so they
-    too give Python's RLE exactly (each precision's parity with the fp32 reference is tested
-    in tests/engines)."""
-    segmenter = FastSegmenter.from_pretrained(tiny_model_dir, backend="torchscript", precision=precision)
-    export = segmenter.export(tmp_path / "export", backend="torchscript", precision=precision)
+@pytest.fixture(scope="session")
+def tiny_exports(tiny_model_dir, tmp_path_factory):
+    """(backend, precision) -> an export of the tiny model, built on first use (the session's engine
+    cache keeps the compiled stages, so an aoti export compiles once for every test that uses it)."""
+    made: dict[tuple[str, str], Path] = {}
+
+    def get(backend: str, precision: str) -> Path:
+        if (backend, precision) not in made:
+            segmenter = FastSegmenter.from_pretrained(tiny_model_dir, backend=backend, precision=precision)
+            folder = tmp_path_factory.mktemp(f"cpp-{backend}-{precision}") / "export"
+            made[backend, precision] = segmenter.export(folder, backend=backend, precision=precision)
+        return made[backend, precision]
+
+    return get
+
+
+@pytest.mark.parametrize("backend, precision", [("torchscript", "bf16"), ("torchscript", "int8"),
+                                                ("aoti", "fp32"), ("aoti", "bf16")])
+def test_segment_image_equals_python_for_other_exports(cpp_programs, tiny_exports, tmp_path, backend, precision):
+    """bf16 and int8 TorchScript exports, and AOTInductor packages, run the same libtorch graphs or
+    compiled kernels in C++ as in Python, so they too give Python's RLE exactly (each one's parity
+    with the fp32 reference is tested in tests/engines)."""
+    export = tiny_exports(backend, precision)
     python = FastSegmenter.from_pretrained(export)
     path = tmp_path / "image.png"
     Image.fromarray(np.random.default_rng(5).integers(0, 256, (70, 90, 3), dtype=np.uint8)).save(path)
@@ -158,9 +175,10 @@ def test_examples_refuse_bad_numbers(cpp_programs, tiny_export, tmp_path):
     assert done.returncode == 2 and "WIDTH x HEIGHT must be between 1 and 50000000 pixels" in done.stderr.decode()
 
 
-def test_runtime_checks(cpp_programs, tiny_export):
+@pytest.mark.parametrize("backend", ["torchscript", "aoti"])
+def test_runtime_checks(cpp_programs, tiny_exports, backend):
     """Threads, the prompt cache, masks/probabilities and bad input (tests/cpp/test_runtime.cpp)."""
-    done = run(cpp_programs["test_runtime"], tiny_export)
+    done = run(cpp_programs["test_runtime"], tiny_exports(backend, "fp32"))
     assert done.returncode == 0, done.stdout.decode() + done.stderr.decode()
     assert "all checks passed" in done.stdout.decode()
 
@@ -181,9 +199,11 @@ def _copy_export(source: Path, target: Path) -> Path:
     ("other_backend", "is a onnxruntime export"),
     ("not_json", "is not valid JSON"),
     ("not_torchscript", "libtorch could not load"),
+    ("aoti_for_another_cpu", "was compiled for a CPU with AVX2+elsewhere"),
 ])
-def test_segment_image_refuses_a_bad_export(cpp_programs, tiny_export, tmp_path, damage, message):
-    folder = _copy_export(tiny_export, tmp_path / "export")
+def test_segment_image_refuses_a_bad_export(cpp_programs, tiny_export, tiny_exports, tmp_path, damage, message):
+    source = tiny_exports("aoti", "fp32") if damage.startswith("aoti") else tiny_export
+    folder = _copy_export(source, tmp_path / "export")
     manifest_path = folder / MANIFEST_NAME
     if damage == "missing_folder":
         folder = tmp_path / "nowhere"
@@ -209,6 +229,11 @@ def test_segment_image_refuses_a_bad_export(cpp_programs, tiny_export, tmp_path,
     elif damage == "other_backend":
         manifest = json.loads(manifest_path.read_text())
         manifest["backend"] = "onnxruntime"
+        manifest["manifest_sha256"] = manifest_digest(manifest)
+        manifest_path.write_text(json.dumps(manifest))
+    elif damage == "aoti_for_another_cpu":  # as if built on a CPU with fewer vector instructions
+        manifest = json.loads(manifest_path.read_text())
+        manifest["cpu_features"] = "AVX2+elsewhere"
         manifest["manifest_sha256"] = manifest_digest(manifest)
         manifest_path.write_text(json.dumps(manifest))
     elif damage == "not_json":

@@ -1,11 +1,12 @@
 // fastclipseg::Segmenter: the whole pipeline, from an RGB image and text prompts to masks, in C++.
 //
 // It runs a folder written by `fastclipseg export MODEL --backend torchscript --out FOLDER`
-// (or FastSegmenter.export): the manifest and every file in it are checked against their
-// sha256 first, as the Python loader does; then the three TorchScript stages run in libtorch,
-// prompts are tokenised by fastclipseg::ClipTokenizer, and pre- and post-processing are the
-// same native kernels the Python package runs. For fp32 TorchScript the results (RLE, scores)
-// equal the Python API's on the same pixels and prompts.
+// (or `--backend aoti`, or FastSegmenter.export): the manifest and every file in it are checked
+// against their sha256 first, as the Python loader does; then the three stages (TorchScript
+// modules, or AOTInductor packages built for this kind of CPU) run in libtorch, prompts are
+// tokenised by fastclipseg::ClipTokenizer, and pre- and post-processing are the same native
+// kernels the Python package runs. The results (RLE, scores) equal the Python API's on the same
+// pixels and prompts for the same export.
 //
 // Errors: every function throws fastclipseg::Error (error.hpp) with a message naming what was
 // wrong: a missing or tampered export, an export of another backend, a bad image or prompt.
@@ -82,7 +83,8 @@ struct FASTCLIPSEG_API SegmentOptions {
 class FASTCLIPSEG_API Segmenter {
 public:
     // Loads an export folder; throws fastclipseg::Error if it is missing, tampered with, or
-    // not a CPU TorchScript export.
+    // not a CPU TorchScript or AOTInductor export (or an AOTInductor export built for a CPU
+    // with other vector instructions).
     static Segmenter load(const std::string& export_dir, const LoadOptions& options = {});
 
     // Segments one image with each prompt. `rgb`: height x width x 3 uint8, row-major,

@@ -5,6 +5,7 @@
 | `torch` | cpu, cuda | fp32, bf16, int8 (cpu); fp32, fp16, bf16 (cuda) | eager PyTorch; fp32 is the reference |
 | `torchscript` | cpu | fp32, bf16, int8 | each stage traced, frozen and saved (`.pt`, loads in libtorch) |
 | `onnxruntime` | cpu (other ONNX Runtime providers passed through) | fp32, int8 | each stage exported to ONNX |
+| `aoti` | cpu | fp32, bf16 | each stage exported by torch.export and compiled by AOTInductor (`.pt2`, loads in libtorch) |
 | `cudagraphs` | cuda | fp32, fp16, bf16 | the eager stages replayed as CUDA graphs per batch bucket (`cuda_graphs.py`) |
 | `tensorrt` | cuda | fp32, fp16, int8 | vision and decoder compiled by torch-tensorrt (`tensorrt_engine.py`); int8 needs `calibration=` |
 | `auto` | | | the fastest of these for the device and precision (see `resolve_backend`) |
@@ -56,13 +57,14 @@ from .precision import (
 from .tensorrt_engine import Calibration, cached_tensorrt_engine, require_tensorrt
 from .torch_engine import TorchEngine
 
-BACKENDS = ("torch", "torchscript", "onnxruntime", "cudagraphs", "tensorrt")
+BACKENDS = ("torch", "torchscript", "onnxruntime", "aoti", "cudagraphs", "tensorrt")
 BACKEND_CHOICES = ("auto", *BACKENDS)
 _AVAILABLE = {
     ("torch", "cpu"): ("fp32", "bf16", "int8"),
     ("torch", "cuda"): ("fp32", "fp16", "bf16"),
     ("torchscript", "cpu"): ("fp32", "bf16", "int8"),
     ("onnxruntime", "cpu"): ("fp32", "int8"),
+    ("aoti", "cpu"): ("fp32", "bf16"),
     ("cudagraphs", "cuda"): ("fp32", "fp16", "bf16"),
     ("tensorrt", "cuda"): ("fp32", "fp16", "int8"),
 }

@@ -25,6 +25,7 @@ import torch
 
 from .. import __version__
 from ..model.files import ModelLoadError, read_json
+from .aoti_engine import cpu_features
 from .precision import int8_decoder_dtype
 
 MANIFEST_NAME = "fastclipseg-export.json"
@@ -38,6 +39,7 @@ STAGES = ("vision", "prompt", "decoder")
 # The libraries whose versions decide what a backend's files contain.
 BACKEND_LIBRARIES = {
     "torchscript": ("torch",),
+    "aoti": ("torch",),
     "onnxruntime": ("torch", "onnx", "onnxruntime"),
     "tensorrt": ("torch", "tensorrt", "torch-tensorrt", "nvidia-modelopt"),
 }
@@ -110,6 +112,9 @@ def describe_build(
         "eos_token_id": eos_token_id,
         "versions": library_versions(backend),
     }
+    if backend == "aoti":
+        # Its compiled kernels use the vector instructions of the CPU they were built on.
+        build["cpu_features"] = cpu_features()
     if precision == "int8":
         # The int8 decoder's dtype depends on the CPU (bf16 only where it is native).
         build["int8_decoder"] = str(int8_decoder_dtype(backend, device)).removeprefix("torch.")

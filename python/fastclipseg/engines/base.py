@@ -11,7 +11,7 @@ import torch
 class Engine(Protocol):
     """Runs the three stages (see `fastclipseg.model.stages`) on one device and precision."""
 
-    name: str  # the backend: "torch", "torchscript", "onnxruntime", "cudagraphs", "tensorrt"
+    name: str  # the backend: "torch", "torchscript", "onnxruntime", "aoti", "cudagraphs", "tensorrt"
     precision: str  # "fp32", "bf16", "fp16", "int8"
     device: torch.device
 
@@ -29,8 +29,8 @@ class Engine(Protocol):
 
 
 class ModuleEngine:
-    """An engine whose stages are callable torch modules on one device (eager, TorchScript, CUDA
-    graphs or loaded TensorRT programs; the last two override `encode_images` and `decode`)."""
+    """An engine whose stages are callables on one device (eager modules, TorchScript, AOTInductor
+    packages, CUDA graphs or loaded TensorRT programs; the last two override `encode_images` and `decode`)."""
 
     name: str
     precision: str

@@ -1,4 +1,4 @@
-"""Building, caching, exporting and loading the compiled backends (torchscript, onnxruntime)."""
+"""Building, caching, exporting and loading the compiled backends (torchscript, onnxruntime, aoti)."""
 
 from __future__ import annotations
 
@@ -18,8 +18,9 @@ import torch
 
 from ..model.files import first_line
 from ..model.stages import Stages
-from . import onnx_engine, torchscript_engine
+from . import aoti_engine, onnx_engine, torchscript_engine
 from .artifacts import (
+    REEXPORT,
     ArtifactError,
     build_atomically,
     describe_build,
@@ -35,7 +36,7 @@ from .example_inputs import example_inputs
 from .precision import PRECISIONS, PreparedStages, int8_decoder_dtype, prepare_stages
 
 log = logging.getLogger("fastclipseg")
-COMPILED_BACKENDS = ("torchscript", "onnxruntime")
+COMPILED_BACKENDS = ("torchscript", "onnxruntime", "aoti")
 CACHE_ENV = "FASTCLIPSEG_CACHE"
 
 
@@ -104,7 +105,9 @@ def _compile_on_cpu(
     if backend == "torchscript":
         files = torchscript_engine.build(prepared, directory, inputs, built)
     elif backend == "onnxruntime":
-        files = onnx_engine.build(prepared, directory, inputs, precision)
+        files = onnx_engine.build(prepared, directory, inputs, precision, max_tokens)
+    elif backend == "aoti":
+        files = aoti_engine.build(prepared, directory, inputs, max_tokens)
     else:
         raise ValueError(f"backend {backend!r} has no compiled form: compiled backends are {', '.join(COMPILED_BACKENDS)}")
     log.info("compiled the %s %s stages in %.1f s", backend, precision, time.perf_counter() - started)
@@ -116,6 +119,8 @@ def _load(
 ) -> Engine:
     if backend == "torchscript":
         return torchscript_engine.TorchScriptEngine(files, device, precision, modules=built or None)
+    if backend == "aoti":
+        return aoti_engine.AotiEngine(files, device, precision)
     return onnx_engine.OnnxRuntimeEngine(files, precision, threads=threads, providers=providers)
 
 
@@ -181,7 +186,16 @@ def load_export(
         raise ArtifactError(f"{directory}: unknown precision {precision!r} in the manifest")
     if manifest["device"] != device.type:
         raise ArtifactError(f"{directory} was compiled for {manifest['device']!r}, not {device.type!r}")
+    if backend == "aoti" and manifest.get("cpu_features") != aoti_engine.cpu_features():
+        raise ArtifactError(
+            f"{directory} was compiled for a CPU with {manifest.get('cpu_features')!r}; this one has "
+            f"{aoti_engine.cpu_features()!r}, and the compiled kernels may use instructions it lacks: export the model "
+            "again on this kind of CPU")
     current = library_versions(backend)
+    if backend == "aoti" and manifest.get("versions") != current:
+        # Compiled C++ against one torch's ABI: loading it into another may crash the process, not just misbehave.
+        raise ArtifactError(f"{directory} was built with {manifest.get('versions')}, this installation has {current}; "
+                            f"aoti packages load only into the torch they were compiled against: {REEXPORT}")
     if manifest.get("versions") != current:
         warnings.warn(
             f"{directory} was built with {manifest.get('versions')}, this installation has {current}; "

@@ -1,4 +1,4 @@
-"""Inputs that the compiled backends trace or export the stages with."""
+"""Inputs that the compiled backends trace or export the stages with, and which of their axes vary."""
 
 from __future__ import annotations
 
@@ -24,3 +24,22 @@ def example_inputs(
     with torch.no_grad():
         embeddings = stages.prompt(ids)[torch.tensor([0, 1, 0])]
     return {"vision": (pixels,), "prompt": (ids,), "decoder": (activations, embeddings, pairs)}
+
+
+def export_signatures(max_tokens: int) -> dict[str, tuple[list[str], list[str], dict[str, dict[int, object]]]]:
+    """For `torch.export` (the onnxruntime and aoti backends): each stage's input names, output names
+    and dynamic axes. Images, prompts and (image, prompt) pairs vary freely; a prompt's token count
+    up to the text tower's `max_tokens` (its position table's length)."""
+    batch = torch.export.Dim("images", min=1, max=4096)
+    prompts = torch.export.Dim("prompts", min=1, max=4096)
+    tokens = torch.export.Dim("tokens", min=2, max=max_tokens)
+    pairs = torch.export.Dim("pairs", min=1, max=65536)
+    return {
+        "vision": (["pixel_values"], ["activations"], {"pixel_values": {0: batch}}),
+        "prompt": (["input_ids"], ["embeddings"], {"input_ids": {0: prompts, 1: tokens}}),
+        "decoder": (
+            ["activations", "embeddings", "image_index"],
+            ["logits"],
+            {"activations": {1: batch}, "embeddings": {0: pairs}, "image_index": {0: pairs}},
+        ),
+    }

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .example_inputs import export_signatures
 from .precision import PreparedStages
 
 FILES = {"vision": "vision.onnx", "prompt": "prompt.onnx", "decoder": "decoder.onnx"}
@@ -29,22 +30,6 @@ def _require(module: str):
         return __import__(module)
     except ImportError as error:
         raise ImportError(f"backend 'onnxruntime' needs the {module!r} package, which is not installed: {INSTALL_HINT}") from error
-
-
-def _signatures() -> dict[str, tuple[list[str], list[str], dict[str, dict[int, object]]]]:
-    batch = torch.export.Dim("images", min=1, max=4096)
-    prompts = torch.export.Dim("prompts", min=1, max=4096)
-    tokens = torch.export.Dim("tokens", min=2, max=4096)
-    pairs = torch.export.Dim("pairs", min=1, max=65536)
-    return {
-        "vision": (["pixel_values"], ["activations"], {"pixel_values": {0: batch}}),
-        "prompt": (["input_ids"], ["embeddings"], {"input_ids": {0: prompts, 1: tokens}}),
-        "decoder": (
-            ["activations", "embeddings", "image_index"],
-            ["logits"],
-            {"activations": {1: batch}, "embeddings": {0: pairs}, "image_index": {0: pairs}},
-        ),
-    }
 
 
 @contextlib.contextmanager
@@ -60,13 +45,15 @@ def _quiet_torchvision_notice():
         logger.setLevel(level)
 
 
-def build(stages: PreparedStages, directory: Path, inputs: dict[str, tuple[torch.Tensor, ...]], precision: str) -> dict[str, Path]:
+def build(
+    stages: PreparedStages, directory: Path, inputs: dict[str, tuple[torch.Tensor, ...]], precision: str, max_tokens: int
+) -> dict[str, Path]:
     """Export the three stages under `directory` (and quantise the vision and prompt graphs for int8)."""
     _require("onnx")
     _require("onnxscript")  # the torch.export-based exporter's dependency
     paths = {}
     for stage, module in stages._asdict().items():
-        input_names, output_names, dynamic = _signatures()[stage]
+        input_names, output_names, dynamic = export_signatures(max_tokens)[stage]
         dynamic_shapes = {name: dynamic.get(name) for name in input_names}
         paths[stage] = directory / FILES[stage]
         with torch.no_grad(), warnings.catch_warnings(), _quiet_torchvision_notice():
