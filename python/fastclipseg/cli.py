@@ -127,8 +127,9 @@ def _options(
         logger.setLevel(logging.INFO)
 
 
-BACKEND_HELP = ("Backend: torch (eager reference), torchscript, onnxruntime, cudagraphs or tensorrt (CUDA), or auto "
-                "(the fastest for the device and precision).")
+BACKEND_HELP = ("Backend: torch (eager reference), torchscript, onnxruntime, aoti (torch.export + AOTInductor; its first "
+                "start compiles C++ for about a minute), cudagraphs or tensorrt (CUDA), or auto (the fastest for the device and "
+                "precision).")
 PRECISION_HELP = ("Precision: fp32 (exact), bf16 (CPUs with AVX512-BF16/AMX, or CUDA), fp16 (CUDA), int8 (int8 linear "
                   "layers in the vision and text towers; on CUDA through tensorrt, with --calibration), or auto (the fastest measured "
                   "for this CPU that --backend runs: bf16 with AMX, int8 with VNNI, else fp32; fp32 on CUDA).")
@@ -664,7 +665,7 @@ def convert(
 def export(
     model: str = typer.Argument(..., metavar="MODEL", help="Hub id or local model folder (transformers layout)."),
     out: Path = typer.Option(..., "--out", "-o", metavar="FOLDER", help="Folder to write the export into (must not exist or be empty)."),
-    backend: str = typer.Option("auto", "--backend", "-b", metavar="NAME", help="torchscript, onnxruntime, or auto (the fastest for --precision)."),
+    backend: str = typer.Option("auto", "--backend", "-b", metavar="NAME", help="torchscript, onnxruntime, aoti (CPU-specific C++), or auto (the fastest for --precision)."),
     precision: str = typer.Option("fp32", "--precision", metavar="NAME", help=PRECISION_HELP),
     force: bool = typer.Option(False, "--force", help="Replace an existing non-empty --out folder."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", metavar="FOLDER", help=CACHE_DIR_HELP + " A build there is copied, not recompiled."),

@@ -116,6 +116,11 @@ def fullsize_inputs(fullsize_model):
 @pytest.mark.parametrize("backend,precision", FAST_PATHS)
 def test_fullsize_fast_paths_keep_the_masks(fullsize_model, fullsize_inputs, shared_data, backend, precision):
     skip_unavailable(backend, precision)
+    if (backend, precision) == ("aoti", "fp32"):
+        # A full-size aoti build compiles C++ for 75 s of CI; its fp32 arithmetic is held to the fp32
+        # tolerance on the tiny models (above) and to the fp32 IoU on clipseg-shapes (test_shapes.py).
+        # aoti bf16, whose mask agreement only the full-size model shows, runs here.
+        pytest.skip("aoti fp32 is checked on the tiny models and clipseg-shapes (a full-size build costs 75 s of CI)")
     model, processor, _ = fullsize_model
     pixel_values, prompts, expected = fullsize_inputs
     segmenter = FastSegmenter(model, processor, backend=backend, precision=precision)

@@ -15,7 +15,7 @@ from fastclipseg.engines.artifacts import MANIFEST_NAME, ArtifactError
 from helpers.parity import assert_relative_close
 from helpers.tiny_models import TINY_IMAGE_SIZE
 
-EXPORTABLE = ["torchscript"] + (["onnxruntime"] if onnxruntime_installed() else [])
+EXPORTABLE = ["torchscript", "aoti"] + (["onnxruntime"] if onnxruntime_installed() else [])
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ import torch
 
 from .. import __version__
 from ..model.files import ModelLoadError, read_json
-from .aoti_engine import cpu_features
+from . import aoti_engine
 from .precision import int8_decoder_dtype
 
 MANIFEST_NAME = "fastclipseg-export.json"
@@ -114,7 +114,7 @@ def describe_build(
     }
     if backend == "aoti":
         # Its compiled kernels use the vector instructions of the CPU they were built on.
-        build["cpu_features"] = cpu_features()
+        build["cpu_features"] = aoti_engine.cpu_features()
     if precision == "int8":
         # The int8 decoder's dtype depends on the CPU (bf16 only where it is native).
         build["int8_decoder"] = str(int8_decoder_dtype(backend, device)).removeprefix("torch.")
