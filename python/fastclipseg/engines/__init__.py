@@ -87,7 +87,9 @@ def resolve_backend(backend: str, device: torch.device, precision: str) -> str:
     minute); int8 -> torchscript where the CPU has native bf16 (its int8 runs the decoder in
     bf16, which ONNX Runtime cannot: faster with several prompts, and a 3 s first build against
     ONNX Runtime's 24 s), else onnxruntime when it is installed (its int8 vision stage is the
-    fastest), else torchscript. On CUDA: int8 -> tensorrt (the only CUDA int8 path); the rest -> cudagraphs
+    fastest), else torchscript. Never aoti: its first start compiles C++ for about a minute (against
+    TorchScript's 2-5 s), which every first run of a model would pay for a few per cent per call
+    (README, Benchmarks). On CUDA: int8 -> tensorrt (the only CUDA int8 path); the rest -> cudagraphs
     (graph replay removes the per-kernel launch cost that dominates small batches). Elsewhere ->
     torch.
     """
