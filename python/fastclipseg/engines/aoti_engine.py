@@ -87,7 +87,8 @@ class _Package:
     It holds libtorch's package loader (`torch::inductor::AOTIModelPackageLoader`, the class the C++
     runtime uses) rather than `torch._inductor.aoti_load_package`'s wrapper of it: that wrapper imports
     Inductor, 4.6 s of a start that otherwise loads a full-size package in 0.2 s, only to flatten the
-    inputs and outputs, which are flat tensors here already."""
+    inputs and outputs, which are flat tensors here already. Either way a call holds the GIL while it
+    runs (torch's binding does not release it), so other Python threads wait for it (README)."""
 
     def __init__(self, path: Path) -> None:
         self.loader = torch._C._aoti.AOTIModelPackageLoader(str(path), "model", False, 1, -1)
