@@ -1,6 +1,7 @@
 """The C++ runtime (fastclipseg::Segmenter, examples/cpp) against the Python API, on the same
-fp32 TorchScript export of the full-size model (CIDAS/clipseg-rd64-refined shape, random CLIP
-weights, the real decoder when ../shared/data has it).
+export of the full-size model (CIDAS/clipseg-rd64-refined shape, random CLIP weights, the real
+decoder when ../shared/data has it): fp32 TorchScript by default, `--backend aoti` and
+`--precision bf16` for the others the runtime loads.
 
 - 1x1 and 1x8: one 640x480 image with 1 and 8 prompts, everything a caller gets (RLE, scores,
   stability, areas, boxes: Python's `segment(...).to_dict()`), prompts cached, median of
@@ -11,7 +12,7 @@ weights, the real decoder when ../shared/data has it).
 The sides take turns for `--rounds` rounds, and the medians over rounds are reported, so drift
 on a shared machine hits both alike. Builds benchmarks/cpp against the installed package.
 
-    python benchmarks/bench_cpp.py [--threads 2] [--repeats 7] [--rounds 3]
+    python benchmarks/bench_cpp.py [--threads 2] [--repeats 7] [--rounds 3] [--backend torchscript] [--precision fp32]
 """
 
 from __future__ import annotations
@@ -57,6 +58,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--backend", default="torchscript", choices=["torchscript", "aoti"])
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "int8"])
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
@@ -65,8 +68,8 @@ def main() -> None:
         scratch = Path(scratch)
         programs = build(scratch / "build")
         model, processor, _ = build_fullsize_model()
-        segmenter = FastSegmenter(model, processor, backend="torchscript")
-        export = segmenter.export(scratch / "export", backend="torchscript")
+        segmenter = FastSegmenter(model, processor, backend=args.backend, precision=args.precision)
+        export = segmenter.export(scratch / "export", backend=args.backend, precision=args.precision)
         del model, segmenter
         image = natural_image(HEIGHT, WIDTH)
         (scratch / "image.rgb").write_bytes(image.tobytes())
@@ -110,15 +113,16 @@ def main() -> None:
     ratios = {case: round(seconds[f"python_{case}"] / seconds[f"cpp_{case}"], 3) for case in ("1x1", "1x8", "startup")}
     record = {
         "cpu": cpu_name(), "cpu_flags": [f for f in cpu_flags() if f.startswith(("avx", "amx"))],
-        "threads": args.threads, "image": [HEIGHT, WIDTH], "backend": "torchscript", "precision": "fp32",
+        "threads": args.threads, "image": [HEIGHT, WIDTH], "backend": args.backend, "precision": args.precision,
         "repeats": args.repeats, "rounds": args.rounds, "seconds": seconds, "python_over_cpp": ratios,
         "samples": {k: [round(v, 4) for v in values] for k, values in samples.items()},
     }
-    print(f"{record['cpu']}, {args.threads} threads, fp32 TorchScript, {WIDTH}x{HEIGHT}:")
+    print(f"{record['cpu']}, {args.threads} threads, {args.backend} {args.precision}, {WIDTH}x{HEIGHT}:")
     for case in ("1x1", "1x8", "startup"):
         print(f"  {case:8s} python {seconds[f'python_{case}']:.3f} s  C++ {seconds[f'cpp_{case}']:.3f} s  "
               f"(python / C++ = {ratios[case]:.2f})")
-    print(f"wrote {write_result('bench_cpp', record)}")
+    name = "bench_cpp" if (args.backend, args.precision) == ("torchscript", "fp32") else f"bench_cpp-{args.backend}-{args.precision}"
+    print(f"wrote {write_result(name, record)}")
 
 
 if __name__ == "__main__":
