@@ -668,7 +668,7 @@ def export(
     backend: str = typer.Option("auto", "--backend", "-b", metavar="NAME", help="torchscript, onnxruntime, aoti (CPU-specific C++), or auto (the fastest for --precision)."),
     precision: str = typer.Option("fp32", "--precision", metavar="NAME", help=PRECISION_HELP),
     force: bool = typer.Option(False, "--force", help="Replace an existing non-empty --out folder."),
-    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", metavar="FOLDER", help=CACHE_DIR_HELP + " A build there is copied, not recompiled."),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", metavar="FOLDER", help=CACHE_DIR_HELP + " A build there is copied, not recompiled; a new build is stored there too."),
 ) -> None:
     """Compile MODEL's stages and write them with a manifest and the processor files to --out.
 

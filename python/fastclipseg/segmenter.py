@@ -294,7 +294,9 @@ class FastSegmenter:
 
         `FastSegmenter.from_pretrained(directory)` loads the result without the transformers model.
         An existing non-empty `directory` is replaced only with `overwrite=True`. A build of the
-        same model already in the cache is copied rather than compiled again. Returns the folder.
+        same model already in the cache is copied rather than compiled again, and a new build is
+        stored in the cache as well (so a later start of the same model and backend loads it).
+        Returns the folder.
         """
         self.core.require_model("exporting", "export from the model")
         device = torch.device("cpu")

@@ -123,6 +123,24 @@ def test_export_then_segment_with_the_export(tiny_model_dir, images, tmp_path):
     assert wrong.returncode == 2 and "torchscript int8 export" in wrong.stderr
 
 
+def test_aoti_export_then_segment_with_it(tiny_model_dir, images, tmp_path):
+    # The build goes through the test session's engine cache ($FASTCLIPSEG_CACHE), so the other tiny
+    # aoti tests load it rather than compile C++ again.
+    export = tmp_path / "export"
+    exported = run_cli("export", str(tiny_model_dir), "--out", str(export), "--backend", "aoti")
+    assert exported.returncode == 0, exported.stderr
+    manifest = json.loads((export / "fastclipseg-export.json").read_text())
+    assert manifest["backend"] == "aoti" and manifest["cpu_features"] and (export / "vision.pt2").is_file()
+    out = tmp_path / "out"
+    segmented = run_cli("segment", str(images / "cat.png"), "-p", "a cat", "--model", str(export), "--out", str(out))
+    assert segmented.returncode == 0, segmented.stderr
+    reference = run_cli("segment", str(images / "cat.png"), "-p", "a cat", "--model", str(tiny_model_dir),
+                        "--backend", "torch", "--precision", "fp32", "--out", str(tmp_path / "reference"))
+    assert reference.returncode == 0, reference.stderr
+    ours, theirs = (json.loads((folder / "cat.json").read_text())["masks"][0] for folder in (out, tmp_path / "reference"))
+    assert ours["rle"]["size"] == [40, 60] and ours["score"] == pytest.approx(theirs["score"], abs=1e-4)
+
+
 def test_segment_with_a_compiled_backend_and_the_cache_command(tiny_model_dir, images, tmp_path):
     cache = tmp_path / "cache"
     for _ in range(2):

@@ -17,11 +17,10 @@ from fastclipseg.engines.artifacts import DIGEST_KEY, MANIFEST_NAME, ArtifactErr
 
 
 @pytest.fixture(scope="module")
-def aoti_export(tiny_model_dir, tmp_path_factory):
-    """An fp32 aoti export of the tiny model. Built through the session's engine cache (an export alone
-    does not fill it), so the other tests of the tiny aoti engine load it instead of compiling again."""
-    segmenter = FastSegmenter.from_pretrained(tiny_model_dir, backend="aoti")
-    return segmenter.export(tmp_path_factory.mktemp("aoti") / "export", backend="aoti")
+def aoti_export(tiny_segmenter, tmp_path_factory):
+    """An fp32 aoti export of the tiny model; its build goes through the session's engine cache, so the
+    other tests of the tiny aoti engine load it instead of compiling again."""
+    return tiny_segmenter.export(tmp_path_factory.mktemp("aoti") / "export", backend="aoti")
 
 
 def _edited_copy(source, target, **fields):

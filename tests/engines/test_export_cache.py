@@ -257,6 +257,23 @@ def test_export_copies_a_cached_build(tiny_model_dir, tmp_path, count_builds):
     assert torch.equal(_logits(loaded), _logits(segmenter))
 
 
+def test_export_stores_its_build_in_the_cache(tiny_model_dir, tmp_path, count_builds):
+    segmenter = FastSegmenter.from_pretrained(tiny_model_dir, cache_dir=tmp_path / "cache")  # torch: nothing cached
+    folder = segmenter.export(tmp_path / "export", backend="torchscript")
+    again = FastSegmenter.from_pretrained(tiny_model_dir, backend="torchscript", cache_dir=tmp_path / "cache")
+    assert count_builds == ["torchscript"]  # compiled once, by the export, into the cache
+    assert torch.equal(_logits(again), _logits(FastSegmenter.from_pretrained(folder)))
+
+
+def test_export_with_an_unwritable_cache_still_exports(tiny_model_dir, tmp_path, count_builds):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    segmenter = FastSegmenter.from_pretrained(tiny_model_dir, cache_dir=blocker / "cache")
+    folder = segmenter.export(tmp_path / "export", backend="torchscript")
+    assert count_builds == ["torchscript"] and (folder / MANIFEST_NAME).is_file()
+    assert FastSegmenter.from_pretrained(folder).backend == "torchscript"
+
+
 def test_unwritable_cache_folder_falls_back_to_no_cache(tiny_model_dir, tmp_path, count_builds):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")

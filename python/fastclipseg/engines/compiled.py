@@ -144,23 +144,33 @@ def write_export(
 ) -> dict:
     """Compile into `directory` (built aside, then renamed into place) and write the manifest.
 
-    A valid build of the same model in `cache_dir` is copied instead of compiling again. With
-    `processor`, its tokenizer and preprocessor files are saved too, so the folder loads on its own.
+    With `cache_dir`, the build goes through that cache: a valid build of the same model there is
+    copied instead of compiling again, and a new build is stored there first, so a later start of the
+    same model and backend loads it (an aoti build takes about a minute). A cache that cannot be
+    written is skipped. With `processor`, its tokenizer and preprocessor files are saved too, so the
+    folder loads on its own.
     """
     build = describe_build(backend, precision, device, weights_sha256(stages), *_stage_facts(stages))
     manifest: dict = {}
 
     def fill(staging: Path) -> None:
         files = None
-        if cache_dir is not None and _entry(cache_dir, build).is_dir():
-            try:
-                cached, cached_manifest = _cached_entry(_entry(cache_dir, build), build)
-                shapes = cached_manifest.get("shapes")
-                if not isinstance(shapes, dict):
-                    raise ArtifactError("the cached manifest has no shapes")
-                files = {stage: Path(shutil.copy2(path, staging / path.name)) for stage, path in cached.items()}
-            except ArtifactError:
-                files = None  # compile afresh below
+        if cache_dir is not None:
+            entry = _entry(cache_dir, build)
+            if not entry.is_dir():
+                try:
+                    _build_entry(entry, backend, stages, precision, build)
+                except OSError as error:
+                    log.info("not storing the export's build in the cache %s (%s)", cache_dir, error)
+            if entry.is_dir():
+                try:
+                    cached, cached_manifest = _cached_entry(entry, build)
+                    shapes = cached_manifest.get("shapes")
+                    if not isinstance(shapes, dict):
+                        raise ArtifactError("the cached manifest has no shapes")
+                    files = {stage: Path(shutil.copy2(path, staging / path.name)) for stage, path in cached.items()}
+                except ArtifactError:
+                    files = None  # compile afresh below
         if files is None:
             files, shapes = _build_files(backend, stages, precision, staging)
         if processor is not None:
@@ -169,6 +179,20 @@ def write_export(
 
     build_atomically(directory, fill)
     return manifest
+
+
+def _build_entry(entry: Path, backend: str, stages: Stages, precision: str, build: dict,
+                 built: dict | None = None) -> dict[str, Path]:
+    """Compile into the cache entry `entry` (built aside, then renamed into place); returns its stage files."""
+    names: dict[str, str] = {}
+
+    def fill(staging: Path) -> None:
+        files, shapes = _build_files(backend, stages, precision, staging, built)
+        write_manifest(staging, build, files, shapes)  # hashes the files it has just written
+        names.update({stage: path.name for stage, path in files.items()})
+
+    build_atomically(entry, fill)
+    return {stage: entry / name for stage, name in names.items()}
 
 
 def load_export(
@@ -243,17 +267,8 @@ def cached_engine(
             # ArtifactError: mismatch or corruption; RuntimeError/OSError: a runtime refused the file.
             warnings.warn(f"rebuilding the cached {backend} {precision} engine in {entry}: {error}", stacklevel=3)
     log.info("compiling the %s %s stages (first start for this model; cached in %s)", backend, precision, entry)
-
-    names: dict[str, str] = {}
     built: dict = {}
-
-    def fill(staging: Path) -> None:
-        files, shapes = _build_files(backend, stages, precision, staging, built)
-        write_manifest(staging, build, files, shapes)  # hashes the files it has just written
-        names.update({stage: path.name for stage, path in files.items()})
-
-    build_atomically(entry, fill)
-    files = {stage: entry / name for stage, name in names.items()}
+    files = _build_entry(entry, backend, stages, precision, build, built)
     return _load(backend, files, device, precision, threads, providers, built)
 
 
