@@ -4,9 +4,9 @@ library, plus the weights. torch.export + AOTInductor is what PyTorch offers in 
 deprecated `torch.jit`; the packages load without fastclipseg's or transformers' Python model code
 (libtorch's `torch::inductor::AOTIModelPackageLoader`, in Python as in a libtorch application).
 
-The price is the first start: Inductor generates and compiles C++ for every stage (about 45 s for
-the full-size model on 2 cores, where TorchScript takes 2-5 s), and it needs a C++ compiler at that
-point. The compiled kernels use the vector instructions of the CPU they were built on, so a build
+The price is the first start: Inductor generates and compiles C++ for every stage (about a minute
+for the full-size model on 2 cores, where TorchScript takes 2-5 s), and it needs a C++ compiler at
+that point. The compiled kernels use the vector instructions of the CPU they were built on, so a build
 is tied to that kind of CPU (`cpu_features`, which the manifest records). CPU only: the CUDA form
 has not been built or run in this project (no GPU was available to check it).
 """
