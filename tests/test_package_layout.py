@@ -47,6 +47,8 @@ DEFERRED = {
     "fastclipseg.bench.measure": {"torch"},
     # A peak-memory worker of an export side must not count transformers' 0.15 GB (issue 19).
     "fastclipseg.bench.suite": {"fastclipseg.model.loading", "fastclipseg.model.random_model"},
+    # Inductor (seconds to import) only when an aoti build asks which C++ compiler it will use.
+    "fastclipseg.engines.aoti_engine": {"torch._inductor"},
 }
 # The command line loads torch and the network only for the command that runs (`--help` stays fast).
 DEFERRED_ANYTHING = {"fastclipseg.cli", "fastclipseg.__main__"}

@@ -13,8 +13,6 @@ has not been built or run in this project (no GPU was available to check it).
 
 from __future__ import annotations
 
-import os
-import shutil
 import warnings
 from pathlib import Path
 
@@ -48,18 +46,20 @@ def cpu_features() -> str:
 
 
 def cxx_compiler() -> str | None:
-    """The C++ compiler Inductor will call ($CXX, else g++ or clang++ on the PATH), or None."""
-    for name in (os.environ.get("CXX"), "g++", "clang++"):
-        if name and shutil.which(name):
-            return shutil.which(name)
-    return None
+    """The C++ compiler Inductor will call (its own search: $CXX, else g++), or None where it finds none."""
+    from torch._inductor import cpp_builder, exc  # Inductor is imported for the build anyway
+
+    try:
+        return cpp_builder.get_cpp_compiler()
+    except exc.InvalidCxxCompiler:
+        return None
 
 
 def require_compiler() -> None:
     if cxx_compiler() is None:
         raise RuntimeError(
             "backend 'aoti' compiles C++ code on its first start and found no C++ compiler (set $CXX, or install "
-            "g++ or clang++, e.g. apt-get install g++); backend 'torchscript' needs none")
+            "g++, e.g. apt-get install g++); backend 'torchscript' needs none")
 
 
 def build(stages: PreparedStages, directory: Path, inputs: dict[str, tuple[torch.Tensor, ...]], max_tokens: int) -> dict[str, Path]:
