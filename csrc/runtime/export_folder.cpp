@@ -3,6 +3,7 @@
 #include <ATen/Version.h>
 #include <ATen/cpu/Utils.h>
 #include <openssl/evp.h>
+#include <torch/version.h>
 
 #include <fstream>
 #include <memory>
@@ -243,6 +244,18 @@ ExportFolder read_checked_folder(const fs::path& dir) {
             throw Error(dir.string() + " was compiled for a CPU with " + built_for + "; this one has " +
                         cpu_features() + ", and the compiled kernels may use instructions it lacks: export the "
                         "model again on this kind of CPU");
+        }
+        // Compiled against one torch's ABI: loading it into another libtorch may crash, not just
+        // misbehave (the Python loader refuses it too). The manifest spells it as Python's torch
+        // does ("2.13.0+cpu"); TORCH_VERSION has no local part.
+        const json versions = manifest.value("versions", json::object());
+        const std::string built_with = versions.is_object() && versions.value("torch", json()).is_string()
+                                           ? versions["torch"].get<std::string>()
+                                           : std::string("(not recorded)");
+        if (built_with.substr(0, built_with.find('+')) != TORCH_VERSION) {
+            throw Error(dir.string() + " was compiled with torch " + built_with + "; this runtime uses libtorch " +
+                        TORCH_VERSION + ", and aoti packages load only into the torch they were compiled against: " +
+                        "export the model again with torch " + TORCH_VERSION);
         }
     }
     const json& files = manifest["files"];

@@ -704,7 +704,7 @@ def bench(
     threads: int = typer.Option(2, "--threads", metavar="N", help="Intra-op threads for every side."),
     repeats: int = typer.Option(3, "--repeats", metavar="N", help="Timed repetitions per case (the median is reported)."),
     frames: int = typer.Option(16, "--frames", metavar="N", help="Frames of 1280x720 in the video-like case."),
-    rss: bool = typer.Option(True, "--rss/--no-rss", help="Measure peak memory (one extra process per side)."),
+    rss: bool = typer.Option(True, "--rss/--no-rss", help="Measure peak memory (two extra processes per side: 1x1 alone, every case)."),
     out: Path = typer.Option(Path("fastclipseg-bench"), "--out", "-o", metavar="FOLDER", help="Folder for the JSON result."),
 ) -> None:
     """Time transformers against every backend x precision on this machine, in one process.

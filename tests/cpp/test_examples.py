@@ -200,6 +200,7 @@ def _copy_export(source: Path, target: Path) -> Path:
     ("not_json", "is not valid JSON"),
     ("not_torchscript", "libtorch could not load"),
     ("aoti_for_another_cpu", "was compiled for a CPU with AVX2+elsewhere"),
+    ("aoti_for_another_torch", "was compiled with torch 2.0.0+cpu; this runtime uses libtorch"),
 ])
 def test_segment_image_refuses_a_bad_export(cpp_programs, tiny_export, tiny_exports, tmp_path, damage, message):
     source = tiny_exports("aoti", "fp32") if damage.startswith("aoti") else tiny_export
@@ -234,6 +235,11 @@ def test_segment_image_refuses_a_bad_export(cpp_programs, tiny_export, tiny_expo
     elif damage == "aoti_for_another_cpu":  # as if built on a CPU with fewer vector instructions
         manifest = json.loads(manifest_path.read_text())
         manifest["cpu_features"] = "AVX2+elsewhere"
+        manifest["manifest_sha256"] = manifest_digest(manifest)
+        manifest_path.write_text(json.dumps(manifest))
+    elif damage == "aoti_for_another_torch":
+        manifest = json.loads(manifest_path.read_text())
+        manifest["versions"]["torch"] = "2.0.0+cpu"
         manifest["manifest_sha256"] = manifest_digest(manifest)
         manifest_path.write_text(json.dumps(manifest))
     elif damage == "not_json":

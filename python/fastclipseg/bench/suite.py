@@ -10,8 +10,9 @@ Cases (uint8 RGB images and text in, 352x352 logits out on both sides):
 The reference is transformers' own way (processor + `CLIPSegForImageSegmentation`, one image copy
 per prompt). All sides are timed in turns (`interleaved_median_seconds`) so that drift in the
 machine's speed affects each alike; medians and ratios are reported. Start-up is timed cold (an
-empty cache: compiling) and cached. Peak RSS is measured for each side in a fresh process that
-loads it (compiled backends from an export folder, as a deployment would) and runs every case once.
+empty cache: compiling) and cached. Peak RSS is measured for each side in fresh processes that
+load it (compiled backends from an export folder, as a deployment would): one runs 1 image x 1
+prompt alone, one runs every case once.
 
 `fastclipseg bench --random-weights` needs no download: speed does not depend on weight values.
 """
@@ -45,11 +46,14 @@ class Case:
     reuse_prompts: bool  # video-like: prompt embeddings stay cached between calls
 
 
-def make_cases(frames: int = 16) -> list[Case]:
+def make_cases(frames: int = 16, *, first_only: bool = False) -> list[Case]:
+    """The cases in order; `first_only`: 1 image x 1 prompt alone (no other case's images made)."""
     photo = natural_image(480, 640, seed=0)
+    cases = [Case("1 image x 1 prompt", [photo], PROMPTS[:1], False)]
+    if first_only:
+        return cases
     video = [natural_image(720, 1280, seed=1 + i) for i in range(frames)]
-    return [
-        Case("1 image x 1 prompt", [photo], PROMPTS[:1], False),
+    return cases + [
         Case("1 image x 8 prompts", [photo], PROMPTS, False),
         Case(f"{frames} frames 1280x720 x 2 prompts", video, PROMPTS[:2], True),
     ]
@@ -109,9 +113,10 @@ def combinations(backends: Sequence[str], precisions: Sequence[str], device: tor
 
 
 def _rss_worker(spec: dict) -> dict:
-    """Load one side as `spec` says, run every case once, report the process's peak RSS."""
+    """Load one side as `spec` says, run every case once (or only the first, with
+    `first_case_only`), report the process's peak RSS."""
     torch.set_num_threads(spec["threads"])
-    cases = make_cases(spec["frames"])
+    cases = make_cases(spec["frames"], first_only=spec.get("first_case_only", False))
     started = time.perf_counter()
     if spec["side"] == "reference" or spec.get("export") is None:
         model, processor = load_model(spec["model"])
@@ -129,8 +134,7 @@ def _rss_worker(spec: dict) -> dict:
     for run in runs:
         run()
         peaks.append(peak_rss_bytes())
-    # The peak is the process's high-water mark: after the first case (1 image x 1 prompt, which
-    # issue 19's memory goal names) and after every case.
+    # The peak is the process's high-water mark: after the first case and after every case.
     return {"peak_rss_bytes": peaks[-1], "peak_rss_1x1_bytes": peaks[0], "load_s": load_s}
 
 
@@ -143,6 +147,18 @@ def measure_peak_rss(spec: dict) -> dict:
         tail = completed.stderr.strip().splitlines()[-3:]
         return {"error": f"exit {completed.returncode}: {' | '.join(tail)}"}
     return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def measure_side_rss(spec: dict) -> dict:
+    """Peak RSS of one side in two fresh processes: one that runs 1 image x 1 prompt alone (issue
+    19's memory goal: no other case's images or buffers held) and one that runs every case."""
+    alone = measure_peak_rss({**spec, "first_case_only": True})
+    every = measure_peak_rss(spec)
+    failed = next((result for result in (alone, every) if "error" in result), None)
+    if failed is not None:
+        return failed
+    return {"peak_rss_1x1_bytes": alone["peak_rss_bytes"], "peak_rss_bytes": every["peak_rss_bytes"],
+            "peak_rss_1x1_among_all_cases_bytes": every["peak_rss_1x1_bytes"], "load_s": every["load_s"]}
 
 
 def load_model(source: str):
@@ -231,14 +247,14 @@ def _run(model, processor, model_source, backends, precisions, threads, repeats,
         if measure_rss and device_.type == "cpu":
             base = {"threads": threads, "frames": frames, "model": model_source}
             log("peak RSS: transformers ...")
-            memory["transformers"] = measure_peak_rss({**base, "side": "reference"})
+            memory["transformers"] = measure_side_rss({**base, "side": "reference"})
             for (backend, precision), name in zip(combos, segmenters):
                 log(f"peak RSS: {name} ...")
                 export = None
                 if backend != "torch":
                     export = str(Path(scratch) / f"export-{backend}-{precision}")
                     segmenters[name].export(export, backend=backend, precision=precision)  # copies the cached build
-                memory[name] = measure_peak_rss({**base, "side": "fastclipseg", "backend": backend,
+                memory[name] = measure_side_rss({**base, "side": "fastclipseg", "backend": backend,
                                                  "precision": precision, "export": export})
 
     return {"threads": threads, "repeats": repeats, "network_device": str(device_), "model": model_source,

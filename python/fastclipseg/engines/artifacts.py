@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from collections.abc import Callable, Collection, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -65,6 +66,39 @@ def library_versions(backend: str) -> dict[str, str | None]:
     return versions
 
 
+# Backends whose files are machine code compiled against this torch and CPU: another torch's or
+# CPU's may crash the process rather than misbehave, so a mismatch is refused, not warned about.
+NATIVE_BACKENDS = ("aoti",)
+
+
+def machine_fields(backend: str) -> dict:
+    """The fields of a build that describe the installation (and, for native code, the CPU) it was
+    built on: library versions, and an aoti build's CPU features."""
+    fields: dict = {"versions": library_versions(backend)}
+    if backend in NATIVE_BACKENDS:
+        # Its compiled kernels use the vector instructions of the CPU they were built on.
+        fields["cpu_features"] = aoti_engine.cpu_features()
+    return fields
+
+
+def check_machine(directory: Path, manifest: dict) -> None:
+    """Refuse an export built for another CPU, or a native one built with other library versions;
+    warn (and go on) where only another backend's versions differ."""
+    backend = manifest["backend"]
+    here = machine_fields(backend)
+    if manifest.get("cpu_features") != here.get("cpu_features"):
+        raise ArtifactError(
+            f"{directory} was compiled for a CPU with {manifest.get('cpu_features')!r}; this one has "
+            f"{here.get('cpu_features')!r}, and the compiled kernels may use instructions it lacks: export the "
+            "model again on this kind of CPU")
+    if manifest.get("versions") != here["versions"]:
+        differ = f"{directory} was built with {manifest.get('versions')}, this installation has {here['versions']}"
+        if backend in NATIVE_BACKENDS:
+            raise ArtifactError(f"{differ}; {backend} packages load only into the torch they were compiled against: "
+                                f"{REEXPORT}")
+        warnings.warn(f"{differ}; loading it anyway (export again if it misbehaves)", stacklevel=4)
+
+
 def _on_threads(function: Callable, items: Iterable) -> list:
     """`function` over `items` on a few threads, results in order. hashlib releases the GIL while it
     hashes a large buffer, so hashes run side by side: a full-size model's 0.6 GB of fp32 weights
@@ -110,11 +144,8 @@ def describe_build(
         "image_size": image_size,
         "max_prompt_tokens": max_tokens,
         "eos_token_id": eos_token_id,
-        "versions": library_versions(backend),
+        **machine_fields(backend),
     }
-    if backend == "aoti":
-        # Its compiled kernels use the vector instructions of the CPU they were built on.
-        build["cpu_features"] = aoti_engine.cpu_features()
     if precision == "int8":
         # The int8 decoder's dtype depends on the CPU (bf16 only where it is native).
         build["int8_decoder"] = str(int8_decoder_dtype(backend, device)).removeprefix("torch.")

@@ -20,11 +20,10 @@ from ..model.files import first_line
 from ..model.stages import Stages
 from . import aoti_engine, onnx_engine, torchscript_engine
 from .artifacts import (
-    REEXPORT,
     ArtifactError,
     build_atomically,
+    check_machine,
     describe_build,
-    library_versions,
     mismatches,
     read_manifest,
     verified_files,
@@ -210,22 +209,7 @@ def load_export(
         raise ArtifactError(f"{directory}: unknown precision {precision!r} in the manifest")
     if manifest["device"] != device.type:
         raise ArtifactError(f"{directory} was compiled for {manifest['device']!r}, not {device.type!r}")
-    if backend == "aoti" and manifest.get("cpu_features") != aoti_engine.cpu_features():
-        raise ArtifactError(
-            f"{directory} was compiled for a CPU with {manifest.get('cpu_features')!r}; this one has "
-            f"{aoti_engine.cpu_features()!r}, and the compiled kernels may use instructions it lacks: export the model "
-            "again on this kind of CPU")
-    current = library_versions(backend)
-    if backend == "aoti" and manifest.get("versions") != current:
-        # Compiled C++ against one torch's ABI: loading it into another may crash the process, not just misbehave.
-        raise ArtifactError(f"{directory} was built with {manifest.get('versions')}, this installation has {current}; "
-                            f"aoti packages load only into the torch they were compiled against: {REEXPORT}")
-    if manifest.get("versions") != current:
-        warnings.warn(
-            f"{directory} was built with {manifest.get('versions')}, this installation has {current}; "
-            "loading it anyway (export again if it misbehaves)",
-            stacklevel=3,
-        )
+    check_machine(directory, manifest)
     try:
         return _load(backend, files, device, precision, threads, providers), manifest
     except (RuntimeError, OSError) as error:
