@@ -56,7 +56,8 @@ DEFERRED_ANYTHING = {"fastclipseg.cli", "fastclipseg.__main__"}
 # Private attributes of other libraries' objects that the package uses on purpose.
 # `_usage_display_name`: typer's argument usage text, replaced by click's in cli._click_style_arguments.
 # `_inductor`: torch's documented AOTInductor entry point (aoti_compile_and_package) lives there; `_C._aoti`:
-# the Python binding of libtorch's AOTIModelPackageLoader (engines/aoti_engine.py says why it is used directly).
+# the tensor handles that cross an AOTInductor package's C interface (engines/aoti_engine.py says why it is
+# called directly).
 FOREIGN_PRIVATE = {"_asdict", "_POOL_HANDLE", "_usage_display_name", "_inductor", "_C", "_aoti"}
 
 

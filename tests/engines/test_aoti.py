@@ -1,11 +1,14 @@
 """The aoti backend's own rules: a build is tied to its CPU's features and to its torch, it needs a C++
-compiler only to build, and its kernels follow the thread count they run with. (Its parity with the
+compiler only to build, its kernels follow the thread count they run with (in any thread), and a
+call releases the GIL. (Its parity with the
 fp32 reference is in test_engines.py, its exports' C++ runs in tests/cpp.)"""
 
 from __future__ import annotations
 
 import json
 import re
+import threading
+import time
 import zipfile
 
 import pytest
@@ -99,3 +102,93 @@ def test_kernels_take_the_thread_count_when_they_run(aoti_export):
     finally:
         torch.set_num_threads(threads)
     torch.testing.assert_close(results[0], results[1], rtol=1e-5, atol=1e-5)
+
+
+def _openmp_library():
+    """The OpenMP runtime torch uses (its wheel bundles libgomp), loaded by the path this process has it at."""
+    import ctypes
+
+    with open("/proc/self/maps") as maps:
+        paths = {line.split()[-1] for line in maps if "libgomp" in line or "libiomp" in line}
+    if len(paths) != 1:
+        pytest.skip(f"cannot tell which OpenMP runtime torch uses here (found {sorted(paths) or 'none'})")
+    return ctypes.CDLL(paths.pop())
+
+
+@pytest.fixture(scope="module")
+def pointwise_package(tmp_path_factory):
+    """A package of `x * 2 + 1`: Inductor's own kernels only (a stage's matrix products are torch
+    operators, which set the calling thread's OpenMP count themselves), and an empty weights blob."""
+
+    class Pointwise(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x * 2.0 + 1.0
+
+    path = tmp_path_factory.mktemp("pointwise") / "pointwise.pt2"
+    program = torch.export.export(Pointwise(), (torch.zeros(4, 8),),
+                                  dynamic_shapes={"x": {0: torch.export.Dim("rows", min=1, max=1 << 24)}})
+    with torch.no_grad():
+        torch._inductor.aoti_compile_and_package(program, package_path=str(path),
+                                                 inductor_configs=aoti_engine.INDUCTOR_CONFIGS)
+    return aoti_engine._Package(path)
+
+
+def test_a_package_without_weights_runs(pointwise_package):
+    x = torch.randn(1000, 8)
+    torch.testing.assert_close(pointwise_package(x), x * 2 + 1)
+    with pytest.raises(ValueError, match="takes 1 tensors, got 2"):
+        pointwise_package(x, x)
+
+
+def test_a_call_uses_torchs_thread_count_in_any_thread(pointwise_package):
+    # The kernels' OpenMP loops read the calling thread's count. A thread where torch has not run a
+    # parallel loop of its own has OpenMP's (all cores by default): a worker thread set to another
+    # count stands for it here; the call must run with torch's.
+    openmp = _openmp_library()
+    wanted = torch.get_num_threads()
+    seen = []
+
+    def call() -> None:
+        openmp.omp_set_num_threads(wanted + 1)
+        pointwise_package(torch.randn(1 << 16, 8))
+        seen.append(openmp.omp_get_max_threads())
+
+    worker = threading.Thread(target=call)
+    worker.start()
+    worker.join()
+    assert seen == [wanted]
+
+
+def test_a_call_lets_other_python_threads_run(aoti_export):
+    # torch's Python binding of the package loader holds the GIL for a whole call; the package's C
+    # interface, called through ctypes, does not. A thread counting in Python measures it: during one
+    # stage call (on one thread, so that the counter has a core where there are two) it should count at
+    # a good part of its rate while the main thread sleeps; with the GIL held it counted at about 1 %.
+    loaded = FastSegmenter.from_pretrained(aoti_export)
+    size = loaded.core.preprocess_config.size
+    pixels = torch.zeros(1024, 3, size, size)
+    vision = loaded.engine.vision
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    counted, stop = [0], threading.Event()
+
+    def count() -> None:
+        while not stop.is_set():
+            counted[0] += 1
+
+    def rate_during(action) -> float:
+        before, started = counted[0], time.perf_counter()
+        action()
+        return (counted[0] - before) / (time.perf_counter() - started)
+
+    counter = threading.Thread(target=count)
+    counter.start()
+    try:
+        vision(pixels)  # first-call work outside the measurement
+        idle = rate_during(lambda: time.sleep(0.2))
+        running = rate_during(lambda: vision(pixels))
+    finally:
+        stop.set()
+        counter.join()
+        torch.set_num_threads(threads)
+    assert running > 0.25 * idle, (running, idle)

@@ -16,8 +16,8 @@ Three background threads, joined by bounded queues, overlap with the caller:
 
 The queues hold at most a few batches, so memory stays bounded however long the stream: a slow
 consumer stalls the threads rather than letting frames pile up. Torch, ONNX Runtime and the
-native kernels release the GIL, so the stages really run at the same time (torch's binding of
-an aoti package holds it while a stage runs: the other threads wait then). Closing the stream
+native kernels (and the aoti packages' C interface) release the GIL, so the stages really run at
+the same time. Closing the stream
 (or leaving a `for` loop early) stops and joins the threads.
 """
 
