@@ -1,6 +1,6 @@
 """The aoti backend's own rules: a build is tied to its CPU's features and to its torch, it needs a C++
-compiler only to build, its kernels follow the thread count they run with (in any thread), and a
-call releases the GIL. (Its parity with the
+compiler only to build, its kernels follow the thread count they run with, and a call releases
+the GIL. (Its parity with the
 fp32 reference is in test_engines.py, its exports' C++ runs in tests/cpp.)"""
 
 from __future__ import annotations
@@ -104,59 +104,11 @@ def test_kernels_take_the_thread_count_when_they_run(aoti_export):
     torch.testing.assert_close(results[0], results[1], rtol=1e-5, atol=1e-5)
 
 
-def _openmp_library():
-    """The OpenMP runtime torch uses (its wheel bundles libgomp), loaded by the path this process has it at."""
-    import ctypes
-
-    with open("/proc/self/maps") as maps:
-        paths = {line.split()[-1] for line in maps if "libgomp" in line or "libiomp" in line}
-    if len(paths) != 1:
-        pytest.skip(f"cannot tell which OpenMP runtime torch uses here (found {sorted(paths) or 'none'})")
-    return ctypes.CDLL(paths.pop())
-
-
-@pytest.fixture(scope="module")
-def pointwise_package(tmp_path_factory):
-    """A package of `x * 2 + 1`: Inductor's own kernels only (a stage's matrix products are torch
-    operators, which set the calling thread's OpenMP count themselves), and an empty weights blob."""
-
-    class Pointwise(torch.nn.Module):
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return x * 2.0 + 1.0
-
-    path = tmp_path_factory.mktemp("pointwise") / "pointwise.pt2"
-    program = torch.export.export(Pointwise(), (torch.zeros(4, 8),),
-                                  dynamic_shapes={"x": {0: torch.export.Dim("rows", min=1, max=1 << 24)}})
-    with torch.no_grad():
-        torch._inductor.aoti_compile_and_package(program, package_path=str(path),
-                                                 inductor_configs=aoti_engine.INDUCTOR_CONFIGS)
-    return aoti_engine._Package(path)
-
-
-def test_a_package_without_weights_runs(pointwise_package):
-    x = torch.randn(1000, 8)
-    torch.testing.assert_close(pointwise_package(x), x * 2 + 1)
+def test_a_stage_refuses_the_wrong_number_of_tensors(aoti_export):
+    vision = FastSegmenter.from_pretrained(aoti_export).engine.vision
+    pixels = torch.zeros(1, 3, 8, 8)
     with pytest.raises(ValueError, match="takes 1 tensors, got 2"):
-        pointwise_package(x, x)
-
-
-def test_a_call_uses_torchs_thread_count_in_any_thread(pointwise_package):
-    # The kernels' OpenMP loops read the calling thread's count. A thread where torch has not run a
-    # parallel loop of its own has OpenMP's (all cores by default): a worker thread set to another
-    # count stands for it here; the call must run with torch's.
-    openmp = _openmp_library()
-    wanted = torch.get_num_threads()
-    seen = []
-
-    def call() -> None:
-        openmp.omp_set_num_threads(wanted + 1)
-        pointwise_package(torch.randn(1 << 16, 8))
-        seen.append(openmp.omp_get_max_threads())
-
-    worker = threading.Thread(target=call)
-    worker.start()
-    worker.join()
-    assert seen == [wanted]
+        vision(pixels, pixels)
 
 
 def test_a_call_lets_other_python_threads_run(aoti_export):

@@ -160,10 +160,6 @@ class _Package:
     def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
         if len(inputs) != self.inputs.value:
             raise ValueError(f"this stage takes {self.inputs.value} tensors, got {len(inputs)}")
-        # The kernels' OpenMP loops take the calling thread's thread count, which torch sets only in a
-        # thread where one of its own parallel loops has run: without this, a call from a new thread
-        # (a video pipeline's) used every core whatever `torch.set_num_threads` said.
-        torch.set_num_threads(torch.get_num_threads())
         # New handles to the inputs, which the container takes over (and frees); outputs come back the same way.
         capsules = torch._C._aoti.unsafe_alloc_void_ptrs_from_tensors(list(inputs))
         handles = [_capsule_pointer(capsule, None) for capsule in capsules]
