@@ -265,6 +265,18 @@ def test_export_stores_its_build_in_the_cache(tiny_model_dir, tmp_path, count_bu
     assert torch.equal(_logits(again), _logits(FastSegmenter.from_pretrained(folder)))
 
 
+def test_export_replaces_a_damaged_cache_entry(tiny_model_dir, tmp_path, count_builds):
+    cache = tmp_path / "cache"
+    FastSegmenter.from_pretrained(tiny_model_dir, backend="torchscript", cache_dir=cache)
+    (entry,) = (cache / "engines").iterdir()
+    (entry / "decoder.pt").write_bytes(b"damaged")
+    segmenter = FastSegmenter.from_pretrained(tiny_model_dir, cache_dir=cache)  # torch: the cache is not read
+    folder = segmenter.export(tmp_path / "export", backend="torchscript")
+    again = FastSegmenter.from_pretrained(tiny_model_dir, backend="torchscript", cache_dir=cache)
+    assert count_builds == ["torchscript", "torchscript"]  # the first start, then the export into the cache
+    assert torch.equal(_logits(again), _logits(FastSegmenter.from_pretrained(folder)))
+
+
 def test_export_with_an_unwritable_cache_still_exports(tiny_model_dir, tmp_path, count_builds):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")

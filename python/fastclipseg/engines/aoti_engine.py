@@ -120,8 +120,10 @@ class _Package:
         if blob is not None:
             self._load_weights(path, blob)
         self.inputs, self.outputs = ctypes.c_size_t(), ctypes.c_size_t()
-        self._check(self.library.AOTInductorModelContainerGetNumInputs(self.container, ctypes.byref(self.inputs)), "")
-        self._check(self.library.AOTInductorModelContainerGetNumOutputs(self.container, ctypes.byref(self.outputs)), "")
+        self._check(self.library.AOTInductorModelContainerGetNumInputs(self.container, ctypes.byref(self.inputs)),
+                    "counting its inputs")
+        self._check(self.library.AOTInductorModelContainerGetNumOutputs(self.container, ctypes.byref(self.outputs)),
+                    "counting its outputs")
 
     def _functions(self) -> None:
         handle, handles, size = ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p), ctypes.c_size_t
@@ -155,7 +157,7 @@ class _Package:
             message = ctypes.c_char_p()
             self.library.AOTInductorGetLastError(ctypes.byref(message))
             detail = message.value.decode(errors="replace") if message.value else "no message"
-            raise RuntimeError(f"aoti package: {doing or 'a query'} failed ({detail})")
+            raise RuntimeError(f"aoti package: {doing} failed ({detail})")
 
     def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
         if len(inputs) != self.inputs.value:

@@ -144,8 +144,9 @@ def write_export(
     """Compile into `directory` (built aside, then renamed into place) and write the manifest.
 
     With `cache_dir`, the build goes through that cache: a valid build of the same model there is
-    copied instead of compiling again, and a new build is stored there first, so a later start of the
-    same model and backend loads it (an aoti build takes about a minute). A cache that cannot be
+    copied instead of compiling again, and a new build is stored there first (replacing a damaged
+    entry), so a later start of the same model and backend loads it (an aoti build takes about a
+    minute). A cache that cannot be
     written is skipped. With `processor`, its tokenizer and preprocessor files are saved too, so the
     folder loads on its own.
     """
@@ -153,24 +154,11 @@ def write_export(
     manifest: dict = {}
 
     def fill(staging: Path) -> None:
-        files = None
-        if cache_dir is not None:
-            entry = _entry(cache_dir, build)
-            if not entry.is_dir():
-                try:
-                    _build_entry(entry, backend, stages, precision, build)
-                except OSError as error:
-                    log.info("not storing the export's build in the cache %s (%s)", cache_dir, error)
-            if entry.is_dir():
-                try:
-                    cached, cached_manifest = _cached_entry(entry, build)
-                    shapes = cached_manifest.get("shapes")
-                    if not isinstance(shapes, dict):
-                        raise ArtifactError("the cached manifest has no shapes")
-                    files = {stage: Path(shutil.copy2(path, staging / path.name)) for stage, path in cached.items()}
-                except ArtifactError:
-                    files = None  # compile afresh below
-        if files is None:
+        stored = _through_cache(cache_dir, backend, stages, precision, build) if cache_dir is not None else None
+        if stored is not None:
+            cached, shapes = stored
+            files = {stage: Path(shutil.copy2(path, staging / path.name)) for stage, path in cached.items()}
+        else:
             files, shapes = _build_files(backend, stages, precision, staging)
         if processor is not None:
             processor.save_pretrained(staging)
@@ -180,18 +168,40 @@ def write_export(
     return manifest
 
 
+def _through_cache(cache_dir: Path, backend: str, stages: Stages, precision: str,
+                   build: dict) -> tuple[dict[str, Path], dict] | None:
+    """The stage files and I/O shapes of `build` in the cache: its valid entry, else one compiled into it
+    now (replacing an invalid one); None where the cache cannot be written."""
+    entry = _entry(cache_dir, build)
+    if entry.is_dir():
+        try:
+            cached, cached_manifest = _cached_entry(entry, build)
+            if isinstance(cached_manifest.get("shapes"), dict):
+                return cached, cached_manifest["shapes"]
+        except ArtifactError:
+            pass  # compiled again below
+    try:
+        return _build_entry(entry, backend, stages, precision, build)
+    except OSError as error:
+        log.info("not storing the export's build in the cache %s (%s)", cache_dir, error)
+        return None
+
+
 def _build_entry(entry: Path, backend: str, stages: Stages, precision: str, build: dict,
-                 built: dict | None = None) -> dict[str, Path]:
-    """Compile into the cache entry `entry` (built aside, then renamed into place); returns its stage files."""
+                 built: dict | None = None) -> tuple[dict[str, Path], dict]:
+    """Compile into the cache entry `entry` (built aside, then renamed into place); returns its stage
+    files and I/O shapes."""
     names: dict[str, str] = {}
+    shapes: dict = {}
 
     def fill(staging: Path) -> None:
-        files, shapes = _build_files(backend, stages, precision, staging, built)
-        write_manifest(staging, build, files, shapes)  # hashes the files it has just written
+        files, stage_shapes = _build_files(backend, stages, precision, staging, built)
+        write_manifest(staging, build, files, stage_shapes)  # hashes the files it has just written
         names.update({stage: path.name for stage, path in files.items()})
+        shapes.update(stage_shapes)
 
     build_atomically(entry, fill)
-    return {stage: entry / name for stage, name in names.items()}
+    return {stage: entry / name for stage, name in names.items()}, shapes
 
 
 def load_export(
@@ -252,7 +262,7 @@ def cached_engine(
             warnings.warn(f"rebuilding the cached {backend} {precision} engine in {entry}: {error}", stacklevel=3)
     log.info("compiling the %s %s stages (first start for this model; cached in %s)", backend, precision, entry)
     built: dict = {}
-    files = _build_entry(entry, backend, stages, precision, build, built)
+    files, _ = _build_entry(entry, backend, stages, precision, build, built)
     return _load(backend, files, device, precision, threads, providers, built)
 
 
